@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Idempotent environment setup used by both README commands and by CI.
+# Creates .venv, installs torch (the CPU 2.13.0 wheel when no CUDA is present, so a CPU box never
+# downloads CUDA wheels), deepspeed (needs torch at build time), then this package editable + dev extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+
+if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+    echo "[setup] CUDA found: installing torch (CUDA build)"
+    "${PIP[@]}" torch
+  else
+    echo "[setup] no CUDA: installing CPU torch 2.13.0"
+    "${PIP[@]}" "torch==2.13.0"
+  fi
+fi
+if ! "$VENV/bin/python" -c "import deepspeed" >/dev/null 2>&1; then
+  echo "[setup] installing deepspeed (no build isolation)"
+  DS_BUILD_OPS=0 "${PIP[@]}" --no-build-isolation deepspeed
+fi
+stamp="$VENV/.llava_ov_installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "[setup] installing llava-ov (editable, dev extras)"
+  "${PIP[@]}" -e ".[dev]${LLAVA_OV_EXTRAS:+,$LLAVA_OV_EXTRAS}"
+  touch "$stamp"
+fi
+echo "[setup] ready: $("$VENV/bin/python" -c 'import torch, av, transformers, deepspeed; print(f"torch {torch.__version__}, av {av.__version__}, transformers {transformers.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null)"
