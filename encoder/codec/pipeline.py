@@ -1,0 +1,214 @@
+"""Codec patchification: any video or image → one :class:`PatchSelection`.
+
+Modes (``CodecConfig.mode``):
+- ``codec``   decode T frames (64), score patches from motion + residual, keep a dense context frame
+              and the most informative patches up to the budget K.
+- ``frames``  uniform frame sampling: ``num_frames`` frames (8), every patch, t on the 64-frame grid.
+- ``collage`` ``num_frames`` frames stacked into one tall image (t = 0, h runs over the whole stack).
+- ``image``   a still image at native resolution rounded to multiples of the patch size (t = 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from encoder.codec.decode import DecodeConfig, DecodedClip, decode_clip
+from encoder.codec.errors import VideoDecodeError
+from encoder.codec.saliency import SaliencyConfig, patch_scores, saliency_map
+from encoder.codec.select import SelectConfig, select_patches
+from encoder.codec.types import PatchSelection, virtual_t
+
+MODES = ("codec", "frames", "collage", "image")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+@dataclass
+class CodecConfig:
+    mode: str = "codec"
+    patch_size: int = 14
+    num_frames: int = 8  # frames for the ``frames`` and ``collage`` modes
+    image_max_side: int | None = None  # ``image`` mode: downscale larger images to this side first
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    saliency: SaliencyConfig = field(default_factory=SaliencyConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.patch_size not in (14, 16):
+            raise ValueError(f"patch_size must be 14 or 16, got {self.patch_size}")
+        if self.mode != "image" and self.decode.input_size % self.patch_size:
+            raise ValueError(
+                f"input_size {self.decode.input_size} is not a multiple of patch_size {self.patch_size}"
+            )
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+
+
+@dataclass
+class Canvas:
+    """The frames the patches were cut from (for pictures): ``frames[i]`` holds t = ``frame_t[i]``."""
+
+    frames: np.ndarray  # uint8 [F, H, W, 3]
+    frame_t: np.ndarray  # int32 [F]
+
+
+def patchify(path: str | Path, cfg: CodecConfig | None = None) -> PatchSelection:
+    """Turn one media file into a :class:`PatchSelection` (raises :class:`VideoDecodeError`).
+
+    Files with an image suffix always use the ``image`` mode.
+    """
+    return patchify_with_canvas(path, cfg)[0]
+
+
+def patchify_with_canvas(path: str | Path, cfg: CodecConfig | None = None) -> tuple[PatchSelection, Canvas]:
+    """:func:`patchify`, also returning the frames the patches came from."""
+    cfg = cfg or CodecConfig()
+    cfg.validate()
+    if cfg.mode == "image" or Path(path).suffix.lower() in IMAGE_SUFFIXES:
+        return patchify_image(path, cfg)
+    if cfg.mode == "codec":
+        clip = decode_clip(path, cfg.decode)
+        sel = _from_codec(clip, cfg)
+        return sel, Canvas(clip.frames, sel.frame_t)
+    clip = decode_clip(path, dataclasses.replace(cfg.decode, num_frames=cfg.num_frames, motion="none"))
+    if cfg.mode == "frames":
+        sel = _from_frames(clip, cfg)
+        return sel, Canvas(clip.frames, sel.frame_t)
+    return _from_collage(clip, cfg), Canvas(_stack_tall(clip.frames), np.zeros(1, np.int32))
+
+
+def patch_grid(frames: np.ndarray, patch: int) -> np.ndarray:
+    """uint8 [T, H, W, 3] → [T, H/p, W/p, 3, p, p] (a view-friendly reshape, no copy of patches)."""
+    t, h, w, c = frames.shape
+    if h % patch or w % patch:
+        raise ValueError(f"frame size {h}x{w} is not a multiple of patch {patch}")
+    return frames.reshape(t, h // patch, patch, w // patch, patch, c).transpose(0, 1, 3, 5, 2, 4)
+
+
+def _clip_meta(clip: DecodedClip, mode: str, cfg: CodecConfig) -> dict:
+    return {
+        "path": str(clip.path),
+        "mode": mode,
+        "codec": clip.codec,
+        "fps": float(clip.fps),
+        "num_frames_total": int(clip.num_frames_total),
+        "orig_size": list(clip.orig_size),
+        "rotation": int(clip.rotation),
+        "input_size": cfg.decode.input_size,
+        "aspect": cfg.decode.aspect,
+        "timestamps": [round(float(t), 6) for t in clip.timestamps],
+        "pict_types": list(clip.pict_types),
+        "motion_source": list(clip.motion_source),
+    }
+
+
+def _from_codec(clip: DecodedClip, cfg: CodecConfig) -> PatchSelection:
+    p = cfg.patch_size
+    sal = saliency_map(clip.motion, clip.residual, cfg.saliency)
+    scores = patch_scores(sal, p)
+    sel = select_patches(
+        scores, cfg.select, pict_types=clip.pict_types, packet_sizes=clip.packet_sizes,
+        frame_ids=clip.frame_ids,
+    )
+    frame_t = virtual_t(len(clip))
+    grid = patch_grid(clip.frames, p)
+    meta = _clip_meta(clip, "codec", cfg) | {
+        "budget": len(sel.frame_index),
+        "select_mode": cfg.select.mode,
+        "context": cfg.select.context,
+        "static_fallback": bool(sel.fallback),
+        "context_patches": int(sel.is_context.sum()),
+    }
+    if sel.groups is not None:
+        meta["groups"] = [int(g) for g in sel.groups]
+    return PatchSelection(
+        positions=np.stack([frame_t[sel.frame_index], sel.row, sel.col], axis=1),
+        pixels=np.ascontiguousarray(grid[sel.frame_index, sel.row, sel.col]),
+        scores=sel.score,
+        frame_ids=clip.frame_ids,
+        frame_t=frame_t,
+        patch_size=p,
+        grid_hw=grid.shape[1:3],
+        meta=meta,
+    )
+
+
+def _all_patches(frames: np.ndarray, t_of_frame: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    grid = patch_grid(frames, p)
+    t, gh, gw = grid.shape[:3]
+    tt, hh, ww = np.meshgrid(t_of_frame, np.arange(gh), np.arange(gw), indexing="ij")
+    positions = np.stack([tt.ravel(), hh.ravel(), ww.ravel()], axis=1)
+    return positions, np.ascontiguousarray(grid.reshape(t * gh * gw, 3, p, p))
+
+
+def _from_frames(clip: DecodedClip, cfg: CodecConfig) -> PatchSelection:
+    frame_t = virtual_t(len(clip))
+    positions, pixels = _all_patches(clip.frames, frame_t, cfg.patch_size)
+    return PatchSelection(
+        positions=positions, pixels=pixels, scores=np.ones(len(positions), np.float32),
+        frame_ids=clip.frame_ids, frame_t=frame_t, patch_size=cfg.patch_size,
+        grid_hw=(clip.frames.shape[1] // cfg.patch_size, clip.frames.shape[2] // cfg.patch_size),
+        meta=_clip_meta(clip, "frames", cfg),
+    )
+
+
+def _from_collage(clip: DecodedClip, cfg: CodecConfig) -> PatchSelection:
+    tall = _stack_tall(clip.frames)
+    positions, pixels = _all_patches(tall, np.zeros(1, np.int32), cfg.patch_size)
+    return PatchSelection(
+        positions=positions, pixels=pixels, scores=np.ones(len(positions), np.float32),
+        frame_ids=clip.frame_ids, frame_t=np.zeros(len(clip), np.int32), patch_size=cfg.patch_size,
+        grid_hw=(tall.shape[1] // cfg.patch_size, tall.shape[2] // cfg.patch_size),
+        meta=_clip_meta(clip, "collage", cfg),
+    )
+
+
+def _stack_tall(frames: np.ndarray) -> np.ndarray:
+    """[T, S, S, 3] → [1, T*S, S, 3]: frames stacked top to bottom."""
+    return frames.reshape(1, -1, *frames.shape[2:])
+
+
+def _round_to_patch(n: int, p: int) -> int:
+    return max(p, int(round(n / p)) * p)
+
+
+def load_image(path: str | Path, max_side: int | None = None, patch: int = 14) -> np.ndarray:
+    """RGB uint8 [H, W, 3] with EXIF orientation applied, resized to multiples of ``patch``."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoDecodeError(path, "file not found")
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im).convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise VideoDecodeError(path, f"not a readable image ({e})") from None
+    w, h = im.size
+    if max_side and max(w, h) > max_side:
+        scale = max_side / max(w, h)
+        w, h = max(1, round(w * scale)), max(1, round(h * scale))
+    size = (_round_to_patch(w, patch), _round_to_patch(h, patch))
+    if size != im.size:
+        im = im.resize(size, Image.Resampling.BICUBIC)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def patchify_image(path: str | Path, cfg: CodecConfig | None = None) -> tuple[PatchSelection, Canvas]:
+    """A still image: every patch at (native) resolution, t = 0."""
+    cfg = cfg or CodecConfig(mode="image")
+    p = cfg.patch_size
+    img = load_image(path, cfg.image_max_side, p)
+    positions, pixels = _all_patches(img[None], np.zeros(1, np.int32), p)
+    sel = PatchSelection(
+        positions=positions, pixels=pixels, scores=np.ones(len(positions), np.float32),
+        frame_ids=np.zeros(1, np.int64), frame_t=np.zeros(1, np.int32), patch_size=p,
+        grid_hw=(img.shape[0] // p, img.shape[1] // p),
+        meta={"path": str(path), "mode": "image", "size": [int(img.shape[0]), int(img.shape[1])]},
+    )
+    return sel, Canvas(img[None], np.zeros(1, np.int32))

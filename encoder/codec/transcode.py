@@ -1,0 +1,132 @@
+"""Re-encode videos to a canonical form for codec patchification.
+
+Canonical: H.264 (motion vectors readable from the bitstream) or HEVC, fixed GOP, no B-frames, one
+reference frame, no scene-cut keyframes, yuv420p, rotation applied to the pixels, video stream only.
+With one reference and no B-frames every P-frame's motion vectors point at the previous decoded frame,
+which is exactly the reference the selection signals describe.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from encoder.codec.errors import VideoDecodeError
+
+ENCODERS = {"h264": ("libx264", "x264-params"), "hevc": ("libx265", "x265-params")}
+
+
+@dataclass
+class TranscodeConfig:
+    codec: str = "h264"  # "h264" or "hevc"
+    gop: int = 16
+    crf: int = 23
+    preset: str = "veryfast"
+    max_side: int | None = None  # downscale so the longer side is at most this (even sizes kept)
+    pix_fmt: str = "yuv420p"
+
+    def validate(self) -> None:
+        if self.codec not in ENCODERS:
+            raise ValueError(f"codec must be one of {sorted(ENCODERS)}, got {self.codec!r}")
+        if self.gop < 1:
+            raise ValueError(f"gop must be >= 1, got {self.gop}")
+
+
+def encoder_options(codec: str, *, gop: int, bframes: int = 0, refs: int = 1, crf: int | None = 23,
+                    preset: str = "veryfast", threads: int | None = None) -> tuple[str, dict[str, str]]:
+    """(FFmpeg encoder name, codec options) for a fixed-GOP encode with x264/x265."""
+    if codec not in ENCODERS:
+        raise ValueError(f"codec must be one of {sorted(ENCODERS)}, got {codec!r}")
+    name, params_key = ENCODERS[codec]
+    params = [f"keyint={gop}", f"min-keyint={gop}", "scenecut=0", f"bframes={bframes}", f"ref={refs}"]
+    if codec == "hevc":
+        params.append("log-level=error")
+        if threads is not None:
+            params.append(f"pools={threads}")
+    opts = {params_key: ":".join(params), "preset": preset, "g": str(gop), "bf": str(bframes)}
+    if crf is not None:
+        opts["crf"] = str(crf)
+    if threads is not None and codec == "h264":
+        opts["threads"] = str(threads)
+    return name, opts
+
+
+def _even(n: float) -> int:
+    return max(2, int(round(n / 2)) * 2)
+
+
+def output_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    scale = min(1.0, max_side / max(width, height)) if max_side else 1.0
+    return _even(width * scale), _even(height * scale)
+
+
+@dataclass
+class TranscodeResult:
+    src: str
+    dst: str
+    frames: int
+    seconds: float
+    bytes_in: int
+    bytes_out: int
+
+
+def _rotate(rgb: np.ndarray, degrees: int) -> np.ndarray:
+    k = (round(degrees / 90)) % 4  # counter-clockwise quarter turns
+    return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
+
+
+def transcode(src: str | Path, dst: str | Path, cfg: TranscodeConfig | None = None) -> TranscodeResult:
+    """Re-encode ``src`` into ``dst`` (.mp4); raises :class:`VideoDecodeError` on unreadable input."""
+    cfg = cfg or TranscodeConfig()
+    cfg.validate()
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise VideoDecodeError(src, "file not found")
+    t0 = time.perf_counter()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".part.mp4")
+    frames = 0
+    try:
+        with av.open(str(src)) as inp:
+            if not inp.streams.video:
+                raise VideoDecodeError(src, "no video stream")
+            vin = inp.streams.video[0]
+            vin.thread_type = "AUTO"
+            rate = vin.average_rate or vin.guessed_rate or Fraction(25)
+            with av.open(str(tmp), "w", format="mp4") as out:
+                vout = None
+                for frame in inp.decode(vin):
+                    rgb = _rotate(frame.to_ndarray(format="rgb24"), int(getattr(frame, "rotation", 0) or 0))
+                    if vout is None:
+                        vout = _open_output(out, cfg, rate, rgb.shape[1], rgb.shape[0])
+                    img = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                    img = img.reformat(width=vout.width, height=vout.height, format=cfg.pix_fmt)
+                    img.pts = frames
+                    out.mux(vout.encode(img))
+                    frames += 1
+                if vout is None:
+                    raise VideoDecodeError(src, "no decodable video frame")
+                out.mux(vout.encode(None))
+    except VideoDecodeError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except (av.FFmpegError, OSError, ValueError) as e:
+        tmp.unlink(missing_ok=True)
+        raise VideoDecodeError(src, f"transcode failed after {frames} frames ({e})") from None
+    tmp.replace(dst)
+    return TranscodeResult(str(src), str(dst), frames, time.perf_counter() - t0, src.stat().st_size,
+                           dst.stat().st_size)
+
+
+def _open_output(out, cfg: TranscodeConfig, rate: Fraction, width: int, height: int):
+    name, opts = encoder_options(cfg.codec, gop=cfg.gop, crf=cfg.crf, preset=cfg.preset)
+    stream = out.add_stream(name, rate=rate, options=opts)
+    stream.width, stream.height = output_size(width, height, cfg.max_side)
+    stream.pix_fmt = cfg.pix_fmt
+    stream.time_base = Fraction(1) / rate
+    return stream
