@@ -1,0 +1,278 @@
+"""Synthetic motion-QA: short H.264 clips of shapes with one-word questions that need motion.
+
+Question types (``qtype``) and their closed answer sets:
+
+* ``direction``   "Which direction does the {color} {shape} move?" → left / right / up / down
+* ``which_moved`` two objects, one moves: "Which object moves? Answer with its colour." → a colour
+* ``appeared``    an object shows up for a few frames: "Which shape appears briefly?" → a shape
+* ``count``       an object disappears 1-3 times: "How many times does the {color} {shape} blink?"
+                  → one / two / three
+* ``color``       "What colour is the {shape}?" → a colour (appearance; the only static question)
+
+Colours: red, green, blue, yellow. Shapes: square, circle, triangle. Sample i of a split has
+qtype ``qtypes[i % Q]`` and, within its qtype, answers cycle through the class list, so classes are
+balanced to +-1. Everything else (background texture, shapes/colours of distractors, positions) is
+drawn from ``np.random.default_rng([seed, i])``: deterministic per seed; train and held-out use
+different seeds. Each record is LLaVA-style JSON (``<video>`` placeholder) with ``qtype``,
+``answer`` and the scene's ground truth (``scene``: per-frame positions/visibility per object).
+
+:func:`generate_synthetic_qa` writes ``{out_dir}/{split}/shard-NNNNNN.tar`` with a process pool and a
+progress bar, and a ``manifest.json`` holding a hash of the config: a second call with the same
+config returns the existing shards at once; a different config regenerates the split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llava_ov.data.shards import ShardWriter, expand_env, init_worker_process
+from llava_ov.data.synthetic_scenes import (
+    COLORS,
+    COUNTS,
+    DIRECTIONS,
+    SHAPES,
+    SceneParams,
+    background,
+    build_scene,
+    render,
+)
+
+FORMAT_VERSION = 1
+QTYPES = ("direction", "which_moved", "appeared", "count", "color")
+ANSWERS: dict[str, tuple[str, ...]] = {
+    "direction": tuple(DIRECTIONS),
+    "which_moved": tuple(COLORS),
+    "appeared": SHAPES,
+    "count": COUNTS,
+    "color": tuple(COLORS),
+}
+QUESTIONS = {
+    "direction": "Which direction does the {color} {shape} move?",
+    "which_moved": "Which object moves? Answer with its colour.",
+    "appeared": "Which shape appears briefly?",
+    "count": "How many times does the {color} {shape} blink?",
+    "color": "What colour is the {shape}?",
+}
+SUFFIX = " Answer with one word."
+SPLITS = ("train", "heldout")
+STORES = ("mp4", "npz", "both")
+
+
+@dataclass
+class SyntheticQAConfig:
+    out_dir: str = "${LLAVA_OV_CACHE:-.cache/llava_ov}/synthetic_motion_qa"
+    num_train: int = 2000
+    num_heldout: int = 200
+    size: int = 112  # frame side (pixels, even)
+    num_frames: int = 16
+    fps: float = 8.0
+    crf: float = 18.0  # x264 quality (lower = closer to the rendered colours)
+    seed: int = 0
+    heldout_seed: int = 1_000_003
+    qtypes: list[str] = field(default_factory=lambda: list(QTYPES))
+    object_size: float = 0.22
+    travel: float = 0.6
+    store: str = "mp4"  # mp4 | npz (precomputed codec patches) | both (readers use the npz)
+    codec: dict = field(default_factory=dict)  # CodecConfig overrides for store=npz
+    samples_per_shard: int = 250
+    workers: int = 0  # processes; 0 = all cores
+
+    def validate(self) -> None:
+        if bad := sorted(set(self.qtypes) - set(QTYPES)):
+            raise ValueError(f"unknown qtypes {bad}; expected some of {QTYPES}")
+        if not self.qtypes:
+            raise ValueError("qtypes is empty")
+        if self.store not in STORES:
+            raise ValueError(f"store must be one of {STORES}, got {self.store!r}")
+        if self.size % 2 or self.size < 32:
+            raise ValueError(f"size must be even and >= 32, got {self.size}")
+        if self.num_frames < 8:
+            raise ValueError(f"num_frames must be >= 8 (blinks and brief appearances need room), got {self.num_frames}")
+        if self.num_train < 0 or self.num_heldout < 0:
+            raise ValueError("num_train and num_heldout must be >= 0")
+        if self.store != "mp4":
+            codec_config(self).validate()  # e.g. size must be a multiple of the patch size
+
+    @property
+    def scene(self) -> SceneParams:
+        return SceneParams(self.size, self.num_frames, self.object_size, self.travel)
+
+    def split_seed(self, split: str) -> int:
+        return {"train": self.seed, "heldout": self.heldout_seed}[split]
+
+    def split_size(self, split: str) -> int:
+        return {"train": self.num_train, "heldout": self.num_heldout}[split]
+
+
+def codec_config(cfg: SyntheticQAConfig):
+    """The CodecConfig matching the clips (all frames at native size) with ``cfg.codec`` on top."""
+    from encoder.codec import CodecConfig, DecodeConfig
+    from encoder.config import merge
+
+    base = CodecConfig(decode=DecodeConfig(num_frames=cfg.num_frames, input_size=cfg.size))
+    return merge(base, cfg.codec)
+
+
+# ----------------------------------------------------------------------------- one sample
+
+
+def question_for(index: int, qtypes: list[str]) -> tuple[str, str]:
+    """(qtype, answer) of sample ``index``: qtypes round-robin, answers cycling within each qtype."""
+    qtype = qtypes[index % len(qtypes)]
+    classes = ANSWERS[qtype]
+    return qtype, classes[(index // len(qtypes)) % len(classes)]
+
+
+def make_record(cfg: SyntheticQAConfig, split: str, index: int) -> tuple[dict[str, Any], np.ndarray]:
+    """The JSON record and rendered frames uint8 [N, S, S, 3] of one sample."""
+    qtype, answer = question_for(index, cfg.qtypes)
+    rng = np.random.default_rng([cfg.split_seed(split), index])
+    bg = background(rng, cfg.size)
+    objects, slots = build_scene(qtype, answer, rng, cfg.scene)
+    key = f"{split}_{index:06d}"
+    record = {
+        "id": key,
+        "video": f"{key}.mp4",
+        "conversations": [
+            {"from": "human", "value": "<video>\n" + QUESTIONS[qtype].format(**slots) + SUFFIX},
+            {"from": "gpt", "value": answer},
+        ],
+        "qtype": qtype,
+        "answer": answer,
+        "split": split,
+        "scene": {"size": cfg.size, "num_frames": cfg.num_frames, "objects": [o.to_json() for o in objects]},
+    }
+    return record, render(objects, bg, cfg.num_frames)
+
+
+def make_sample(cfg: SyntheticQAConfig, split: str, index: int) -> tuple[str, bytes, list[tuple[str, bytes]], list[bytes]]:
+    """(key, json bytes, media, precomputed npz) of one sample, per ``cfg.store``."""
+    from encoder.codec import patchify
+    from encoder.codec.synthetic import write_video
+
+    record, frames = make_record(cfg, split, index)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "clip.mp4"
+        write_video(path, frames, codec="h264", fps=cfg.fps, gop=cfg.num_frames, crf=cfg.crf)
+        media = [("mp4", path.read_bytes())] if cfg.store in ("mp4", "both") else []
+        npz = [patchify(path, codec_config(cfg)).to_bytes()] if cfg.store in ("npz", "both") else []
+    return record["id"], json.dumps(record).encode(), media, npz
+
+
+# ----------------------------------------------------------------------------- generation + cache
+
+
+def config_hash(cfg: SyntheticQAConfig, split: str) -> str:
+    """Hash of everything that changes the content of ``split`` (not out_dir / workers)."""
+    d = dataclasses.asdict(cfg)
+    for k in ("out_dir", "workers", "num_train", "num_heldout", "seed", "heldout_seed"):
+        d.pop(k)
+    d |= {"split": split, "seed": cfg.split_seed(split), "count": cfg.split_size(split), "version": FORMAT_VERSION}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """Exclusive lock on ``root/.lock`` (several ranks may call the generator at once)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _cached(split_dir: Path, digest: str) -> list[Path] | None:
+    try:
+        manifest = json.loads((split_dir / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    paths = [split_dir / name for name in manifest.get("shards", [])]
+    if manifest.get("config_hash") != digest or not all(p.is_file() for p in paths):
+        return None
+    return paths
+
+
+def _write_split(cfg: SyntheticQAConfig, split: str, split_dir: Path, progress: bool) -> list[Path]:
+    from tqdm import tqdm
+
+    if split_dir.exists():
+        shutil.rmtree(split_dir)
+    n = cfg.split_size(split)
+    workers = cfg.workers or os.cpu_count() or 1
+    job = partial(make_sample, cfg, split)
+    bar = tqdm(total=n, desc=f"synthetic {split}", unit="clip", disable=not progress)
+    with ShardWriter(split_dir, "shard", cfg.samples_per_shard) as writer:
+        if workers == 1 or n < 32:
+            results: Iterator = map(job, range(n))
+            pool = None
+        else:
+            pool = ProcessPoolExecutor(workers, initializer=init_worker_process)
+            results = pool.map(job, range(n), chunksize=max(1, min(32, n // (4 * workers))))
+        try:
+            for key, data, media, npz in results:
+                writer.write(key, data, media, npz)
+                bar.update(1)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+            bar.close()
+    return writer.paths
+
+
+def generate_synthetic_qa(
+    cfg: SyntheticQAConfig, progress: bool = True, splits: tuple[str, ...] = SPLITS
+) -> dict[str, list[Path]]:
+    """Shards of each split (generated, or found in the cache); ``{split: [shard paths]}``."""
+    cfg.validate()
+    root = Path(expand_env(cfg.out_dir))
+    out: dict[str, list[Path]] = {}
+    with _locked(root):
+        for split in splits:
+            split_dir, digest = root / split, config_hash(cfg, split)
+            if cfg.split_size(split) == 0:
+                out[split] = []
+                continue
+            cached = _cached(split_dir, digest)
+            if cached is not None:
+                out[split] = cached
+                continue
+            start = time.perf_counter()
+            paths = _write_split(cfg, split, split_dir, progress)
+            manifest = {
+                "config_hash": digest, "config": dataclasses.asdict(cfg), "split": split,
+                "num_samples": cfg.split_size(split), "shards": [p.name for p in paths],
+                "seconds": round(time.perf_counter() - start, 2), "format_version": FORMAT_VERSION,
+            }
+            (split_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+            out[split] = paths
+    return out
+
+
+def tokenizer_texts(qtypes: tuple[str, ...] | list[str] = QTYPES) -> list[str]:
+    """Every question (all colour/shape fillings), every answer and the template words: the corpus
+    for :func:`llava_ov.text.build_tokenizer` on the synthetic set."""
+    texts = ["user\n", "assistant\n", "system\n", SUFFIX.strip()]
+    for qtype in qtypes:
+        texts += list(ANSWERS[qtype])
+        for color in COLORS:
+            for shape in SHAPES:
+                texts.append(QUESTIONS[qtype].format(color=color, shape=shape) + SUFFIX)
+    return list(dict.fromkeys(texts))
