@@ -1,0 +1,436 @@
+"""Decode T uniformly sampled frames of a video with codec motion and residual signals (PyAV)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from encoder.codec.errors import VideoDecodeError
+from encoder.codec.motion import (
+    Geometry,
+    estimate_motion,
+    motion_vector_cell,
+    rasterize_motion_vectors,
+    residual_energy,
+    resize_motion_field,
+)
+
+ASPECTS = ("resize", "crop", "pad")
+MOTIONS = ("auto", "bitstream", "estimated", "none")
+# FFmpeg decoders that honour flags2=+export_mvs (the mpegvideo family and H.264); HEVC/AV1/VP9 do not.
+MV_CODECS = frozenset(
+    "h264 mpeg4 mpeg1video mpeg2video h263 h263p flv1 msmpeg4v2 msmpeg4v3 wmv1 wmv2".split()
+)
+# FFmpeg renders plain text as "video" (tty demuxer / ansi decoder): treat it as not a video.
+_TEXT_FORMATS, _TEXT_CODECS = frozenset({"tty"}), frozenset({"ansi"})
+_PICT = {1: "I", 2: "P", 3: "B", 4: "P", 5: "I", 6: "P", 7: "B"}  # AVPictureType: S→P, SI→I, SP→P, BI→B
+_CHUNK_PIXELS = 4 * 448 * 448  # pixels per block-matching / residual batch (cache-friendly, bounded memory)
+
+
+@dataclass
+class DecodeConfig:
+    """How to sample, resize and analyse a clip (see `decode_clip`)."""
+
+    num_frames: int = 64
+    input_size: int = 224
+    aspect: str = "resize"
+    start: float | None = None
+    end: float | None = None
+    threads: int = 0
+    motion: str = "auto"
+    block_size: int = 8
+    search_range: int = 7
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1 or self.input_size < 1:
+            raise ValueError("num_frames and input_size must be positive")
+        if self.aspect not in ASPECTS:
+            raise ValueError(f"aspect must be one of {ASPECTS}, got {self.aspect!r}")
+        if self.motion not in MOTIONS:
+            raise ValueError(f"motion must be one of {MOTIONS}, got {self.motion!r}")
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise ValueError(f"end ({self.end}) < start ({self.start})")
+        if self.block_size < 1 or self.search_range < 0:
+            raise ValueError("block_size must be ≥ 1 and search_range ≥ 0")
+
+
+@dataclass
+class DecodedClip:
+    """T sampled frames at S×S plus per-frame codec signals (see `decode_clip`).
+
+    motion[i, y, x] = (dx, dy): pred(x, y) = ref(x + dx, y + dy) with ref the previous decoded frame;
+    residual = |Y − pred| on 0..255 BT.601 luma; rotation is in clockwise degrees.
+    """
+
+    path: str
+    frames: np.ndarray
+    frame_ids: np.ndarray
+    timestamps: np.ndarray
+    pict_types: list[str]
+    packet_sizes: np.ndarray
+    num_frames_total: int
+    fps: float
+    codec: str
+    orig_size: tuple[int, int]
+    rotation: int
+    motion: np.ndarray | None
+    residual: np.ndarray | None
+    motion_source: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+@dataclass
+class _Index:
+    """Result of the demux pass: every frame of the stream in presentation order."""
+
+    pts: np.ndarray  # int64 [N] (or decode-order counters when the stream has no timestamps)
+    sizes: np.ndarray  # int64 [N]
+    keyframe: np.ndarray  # bool [N]
+    times: np.ndarray  # float64 [N] seconds since the first frame
+    has_pts: bool
+    fwd_dist: np.ndarray  # int64 [N] frames back to the nearest possible past reference (1 if none)
+    bwd_dist: np.ndarray  # int64 [N] frames ahead to the nearest possible future reference (1 if none)
+
+
+@dataclass
+class _Sample:
+    """One sampled frame as collected during the decode pass."""
+
+    idx: int
+    rgb: np.ndarray  # uint8 [S, S, 3]
+    pict: str
+    luma: np.ndarray | None = None  # uint8 [S, S] full-range BT.601 luma (swscale "gray")
+    ref_luma: np.ndarray | None = None
+    has_mvs: bool = False  # bitstream field already written into the clip's motion buffer
+
+
+def _open(path: str):
+    """Open `path` and return (container, first video stream) or raise VideoDecodeError."""
+    import av
+
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise VideoDecodeError(path, f"not a readable media file ({exc})") from exc
+    video = container.streams.video
+    if video and (container.format.name in _TEXT_FORMATS or video[0].codec_context.name in _TEXT_CODECS):
+        container.close()
+        raise VideoDecodeError(path, "not a video (FFmpeg reads it as plain text)")
+    if not video:
+        kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
+        container.close()
+        raise VideoDecodeError(path, f"no video stream (streams: {kinds})")
+    return container, video[0]
+
+
+def _build_index(path: str, container, stream) -> _Index:
+    """Cheap demux pass (no decoding): pts, compressed size and key flag of every frame."""
+    import av
+
+    pts, sizes, keys = [], [], []
+    try:
+        for pkt in container.demux(stream):
+            if pkt.size == 0 and pkt.pts is None and pkt.dts is None:
+                continue  # flush packet
+            pts.append(pkt.pts if pkt.pts is not None else pkt.dts)
+            sizes.append(pkt.size)
+            keys.append(bool(pkt.is_keyframe))
+    except (av.FFmpegError, OSError):
+        pass  # truncated / damaged tail: keep the packets read so far
+    if not sizes:
+        raise VideoDecodeError(path, "no video packets")
+    has_pts = all(p is not None for p in pts) and len(set(pts)) == len(pts)
+    order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable") if has_pts else np.arange(len(pts))
+    p = np.asarray(pts, dtype=np.int64)[order] if has_pts else np.arange(len(pts), dtype=np.int64)
+    if has_pts and stream.time_base is not None:
+        times = (p - p[0]).astype(np.float64) * float(stream.time_base)
+    else:
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        times = np.arange(len(p), dtype=np.float64) / rate
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))  # presentation index of each packet, in decode order
+    fwd, bwd = _reference_distances(rank)
+    sizes_p, keys_p = np.asarray(sizes, dtype=np.int64)[order], np.asarray(keys, dtype=bool)[order]
+    return _Index(p, sizes_p, keys_p, times, has_pts, fwd[order], bwd[order])
+
+
+def _reference_distances(rank: np.ndarray, depth: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Temporal distance (frames) from each frame to its nearest possible past / future reference.
+
+    `rank` holds presentation indices in decode order. A frame can only reference frames decoded before
+    it, so its nearest past reference is the closest earlier-decoded frame shown before it (and likewise
+    for the future). Looks back `depth` packets; 1 where there is none. Used to turn bitstream vectors
+    that span several frames (B-frame GOPs) into per-frame displacements.
+    """
+    n = len(rank)
+    lag = np.arange(1, depth + 1)
+    prev_idx = np.arange(n)[:, None] - lag[None, :]
+    prev = np.where(prev_idx >= 0, rank[np.clip(prev_idx, 0, None)], -1)
+    cur = rank[:, None]
+    past = np.where((prev >= 0) & (prev < cur), prev, -1).max(1)
+    future = np.where(prev > cur, prev, np.iinfo(np.int64).max).min(1)
+    fwd = np.where(past >= 0, rank - past, 1)
+    bwd = np.where(future < np.iinfo(np.int64).max, future - rank, 1)
+    return fwd.astype(np.int64), bwd.astype(np.int64)
+
+
+def _sample_positions(times: np.ndarray, t: int) -> np.ndarray:
+    """T strictly increasing positions into `times` nearest to T uniformly spaced instants (all if fewer)."""
+    n = len(times)
+    if t >= n:
+        return np.arange(n)
+    targets = np.linspace(times[0], times[-1], t)
+    right = np.clip(np.searchsorted(times, targets), 1, n - 1)
+    left = right - 1
+    pos = np.where(targets - times[left] <= times[right] - targets, left, right)
+    for k in range(1, t):  # make strictly increasing, then keep room for the tail
+        pos[k] = max(pos[k], pos[k - 1] + 1)
+    for k in range(t - 1, -1, -1):
+        pos[k] = min(pos[k], n - t + k, pos[k + 1] - 1 if k + 1 < t else n - 1)
+    return pos
+
+
+def _frames(container, stream) -> Iterator:
+    """Decode `stream`, skipping packets the decoder rejects and stopping quietly at a damaged tail."""
+    import av
+
+    try:
+        for pkt in container.demux(stream):
+            try:
+                yield from pkt.decode()
+            except av.FFmpegError:
+                continue
+    except (av.FFmpegError, OSError):
+        try:
+            yield from stream.codec_context.decode(None)
+        except av.FFmpegError:
+            return
+
+
+def _rotation_cw(frame) -> int:
+    """Clockwise display rotation in degrees (0/90/180/270) from the frame's display matrix."""
+    ccw = getattr(frame, "rotation", 0) or 0
+    return int(round(-ccw / 90)) % 4 * 90
+
+
+class _Converter:
+    """Frame → RGB [S, S, 3] with the aspect policy and rotation (geometry cached per frame shape)."""
+
+    def __init__(self, size: int, aspect: str) -> None:
+        self.size, self.aspect = size, aspect
+        self._cache: dict[tuple[int, int, int], Geometry] = {}
+
+    def geometry(self, frame) -> Geometry:
+        key = (frame.height, frame.width, _rotation_cw(frame))
+        if key not in self._cache:
+            self._cache[key] = Geometry.make(key[0], key[1], self.size, self.aspect, key[2])
+        return self._cache[key]
+
+    def convert(self, frame, fmt: str = "rgb24") -> np.ndarray:
+        """RGB [S, S, 3] ("rgb24") or full-range luma [S, S] ("gray") of `frame`, swscale-resized."""
+        g = self.geometry(frame)
+        return g.place(frame.to_ndarray(width=g.scaled_w, height=g.scaled_h, format=fmt))
+
+
+def _bitstream_field(frame, conv: _Converter, out: np.ndarray, dist: tuple[int, int]) -> bool:
+    """Write the exported MVs of `frame`, per frame of distance and mapped to S×S, into `out`.
+
+    False when the frame carries no vectors. `dist` = (forward, backward) reference distances.
+    """
+    sd = frame.side_data.get("MOTION_VECTORS")
+    if sd is None:
+        return False
+    mvs = sd.to_ndarray()
+    if len(mvs) == 0:
+        return False
+    cell = motion_vector_cell(mvs)
+    raster = rasterize_motion_vectors(mvs, frame.height, frame.width, cell=cell, distances=dist)
+    resize_motion_field(raster, conv.geometry(frame), cell=cell, out=out)
+    return True
+
+
+def _decode_pass(path: str, cfg: DecodeConfig, index: _Index, wanted: np.ndarray, use_mvs: bool):
+    """Single decode pass collecting the wanted frames, their references' luma and bitstream fields."""
+    container, stream = _open(path)
+    want_motion = cfg.motion != "none"
+    targets = set(int(i) for i in wanted)
+    last = int(wanted[-1])
+    conv = _Converter(cfg.input_size, cfg.aspect)
+    samples: list[_Sample] = []
+    meta: dict = {"codec": stream.codec_context.name}
+    s = cfg.input_size
+    motion = np.zeros((len(wanted), s, s, 2), dtype=np.float32) if want_motion else None
+    meta["motion"] = motion
+    try:
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = cfg.threads
+        if use_mvs:
+            stream.codec_context.options = {"flags2": "+export_mvs"}
+        _seek_near(container, stream, index, int(wanted[0]) - int(want_motion))
+        lookup = {int(p): i for i, p in enumerate(index.pts)} if index.has_pts else None
+        prev, prev_idx, prev_luma, counter = None, -1, None, -1
+        for frame in _frames(container, stream):
+            counter += 1
+            idx = lookup.get(frame.pts, prev_idx + 1) if lookup is not None else counter
+            if "orig_size" not in meta:
+                rot = _rotation_cw(frame)
+                meta["rotation"] = rot
+                meta["orig_size"] = (frame.width, frame.height) if rot % 180 else (frame.height, frame.width)
+            luma = None
+            if idx in targets and (not samples or idx > samples[-1].idx):
+                smp = _Sample(idx, conv.convert(frame), _PICT.get(int(frame.pict_type), "?"))
+                if want_motion and prev is not None and idx > 0:
+                    smp.luma = luma = conv.convert(frame, "gray")
+                    smp.ref_luma = prev_luma if prev_luma is not None else conv.convert(prev, "gray")
+                    dist = (int(index.fwd_dist[idx]), int(index.bwd_dist[idx]))
+                    smp.has_mvs = use_mvs and _bitstream_field(frame, conv, motion[len(samples)], dist)
+                samples.append(smp)
+            prev, prev_idx, prev_luma = frame, idx, luma
+            if idx >= last:
+                break
+    finally:
+        container.close()
+    return samples, meta
+
+
+def _seek_near(container, stream, index: _Index, first: int) -> None:
+    """Seek to the last keyframe at or before frame `first` (no-op near the start or without pts)."""
+    import av
+
+    if first <= 0 or not index.has_pts:
+        return
+    keys = np.flatnonzero(index.keyframe[: first + 1])
+    if len(keys) == 0 or keys[-1] == 0:
+        return
+    try:
+        container.seek(int(index.pts[keys[-1]]), backward=True, any_frame=False, stream=stream)
+    except av.FFmpegError:
+        container.seek(0, stream=stream)
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    """Consecutive batches of `items` holding about _CHUNK_PIXELS pixels of S×S frames each."""
+    step = max(1, _CHUNK_PIXELS // (size * size))
+    for k in range(0, len(items), step):
+        yield items[k : k + step]
+
+
+def _motion_and_residual(samples: list[_Sample], cfg: DecodeConfig, motion: np.ndarray):
+    """Estimate missing fields in place in `motion` [T,S,S,2]; return residual [T,S,S] and sources."""
+    t, s = len(samples), cfg.input_size
+    residual = np.zeros((t, s, s), dtype=np.float32)
+    with_ref = [i for i, smp in enumerate(samples) if smp.ref_luma is not None]
+    sources = ["none"] * t
+    for i in with_ref:
+        sources[i] = "bitstream" if samples[i].has_mvs else "estimated"
+    mot, res = torch.from_numpy(motion), torch.from_numpy(residual)
+
+    def lumas(idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        cur = torch.from_numpy(np.stack([samples[i].luma for i in idx])).float()
+        return cur, torch.from_numpy(np.stack([samples[i].ref_luma for i in idx])).float()
+
+    for idx in _chunks([i for i in with_ref if not samples[i].has_mvs], s):
+        mot[idx] = estimate_motion(*lumas(idx), cfg.block_size, cfg.search_range)
+    for idx in _chunks(with_ref, s):
+        cur, ref = lumas(idx)
+        res[idx] = residual_energy(cur, ref, mot[idx])
+    return residual, sources
+
+
+def _probe(path: str) -> tuple[str, float | None, _Index]:
+    """Check the file, then (codec name, average frame rate, demux index) of its first video stream."""
+    if not os.path.exists(path):
+        raise VideoDecodeError(path, "file not found")
+    if not os.path.isfile(path):
+        raise VideoDecodeError(path, "not a regular file")
+    if os.path.getsize(path) == 0:
+        raise VideoDecodeError(path, "empty file (0 bytes)")
+    container, stream = _open(path)
+    try:
+        rate = stream.average_rate or stream.guessed_rate
+        return stream.codec_context.name, float(rate) if rate else None, _build_index(path, container, stream)
+    finally:
+        container.close()
+
+
+def decode_clip(path: str | os.PathLike, cfg: DecodeConfig | None = None) -> DecodedClip:
+    """Decode `cfg.num_frames` frames sampled uniformly in time, with motion and residual signals.
+
+    Sampling: T instants evenly spaced (endpoints included; T=1 → the first frame) over the clip, or over
+    the frames whose time lies in [start, end]; each picks the nearest frame by timestamp (so VFR is
+    handled), ids then made strictly increasing. Frames are converted by swscale straight to the target
+    size, display rotation applied (``rotation`` = clockwise degrees, ``orig_size`` = (H, W) as shown),
+    then fitted to S×S by `aspect`. Timestamps are seconds since the stream's first frame; frame ids and
+    packet sizes are in presentation order; ids index the whole video, packet_sizes the window. One demux
+    pass (no decoding) plus one decode pass that stops after the last sampled frame; a window that starts
+    later seeks to the keyframe before it.
+
+    Motion is relative to each sampled frame's own reference, the previous decoded (presentation-order)
+    frame. "auto" uses exported bitstream MVs when the codec has them (H.264, MPEG-4 part 2, ...) and block
+    matching otherwise (HEVC, AV1, VP9) and for frames without MVs (mid-clip I-frames); "bitstream" is
+    the same but raises VideoDecodeError for codecs that cannot export MVs; "estimated" always block-
+    matches; "none" skips motion (motion = residual = None). Bitstream vectors that span several frames
+    (B-frame GOPs) are divided by the distance to the nearest possible reference, giving per-frame
+    displacements. The first frame of the video (or one whose reference did not decode) has zero
+    motion / residual and source "none".
+
+    Edge cases: fewer frames than T → every frame is returned (len(clip) = N < T); a single-frame video →
+    one frame, zero motion; odd sizes, 10-bit and rotated inputs are converted like any other. Packets
+    the decoder rejects are skipped and a damaged / truncated tail ends decoding quietly, so a file cut
+    mid-stream returns the sampled frames that did decode (possibly fewer than T; the sampling grid is
+    the one planned from the packets found). Raises VideoDecodeError (path + reason) for a missing,
+    empty, non-media (including plain text, which FFmpeg would render), audio-only or undecodable file
+    (e.g. an MP4 cut before its moov index), an empty [start, end] window, or motion="bitstream" on a
+    codec without MVs.
+    """
+    import av
+
+    cfg = cfg or DecodeConfig()
+    path = os.fspath(path)
+    codec, rate, index = _probe(path)
+    if cfg.motion == "bitstream" and codec not in MV_CODECS:
+        raise VideoDecodeError(path, f"codec {codec!r} does not export motion vectors (use motion='auto')")
+    use_mvs = cfg.motion in ("auto", "bitstream") and codec in MV_CODECS
+    lo = -math.inf if cfg.start is None else cfg.start
+    hi = math.inf if cfg.end is None else cfg.end
+    window = np.flatnonzero((index.times >= lo - 1e-9) & (index.times <= hi + 1e-9))
+    if len(window) == 0:
+        raise VideoDecodeError(path, f"no video frames in window [{cfg.start}, {cfg.end}]")
+    wanted = window[_sample_positions(index.times[window], cfg.num_frames)]
+    try:
+        samples, meta = _decode_pass(path, cfg, index, wanted, use_mvs)
+    except (av.FFmpegError, OSError) as exc:  # e.g. a pixel format swscale cannot convert
+        raise VideoDecodeError(path, f"decoding failed ({exc})") from exc
+    if not samples:
+        raise VideoDecodeError(path, "no decodable video frame")
+    ids = np.array([smp.idx for smp in samples], dtype=np.int64)
+    motion, residual, sources = meta["motion"], None, ["none"] * len(samples)
+    if motion is not None:
+        motion = motion[: len(samples)] if len(samples) < len(motion) else motion
+        residual, sources = _motion_and_residual(samples, cfg, motion)
+    times = index.times
+    if not rate and len(times) > 1:
+        rate = (len(times) - 1) / max(times[-1] - times[0], 1e-9)
+    return DecodedClip(
+        path=path,
+        frames=np.stack([smp.rgb for smp in samples]),
+        frame_ids=ids,
+        timestamps=times[np.clip(ids, 0, len(times) - 1)].astype(np.float64),
+        pict_types=[smp.pict for smp in samples],
+        packet_sizes=index.sizes[window].copy(),
+        num_frames_total=len(window),
+        fps=float(rate or 0.0),
+        codec=codec,
+        orig_size=tuple(meta["orig_size"]),
+        rotation=int(meta["rotation"]),
+        motion=motion,
+        residual=residual,
+        motion_source=sources,
+    )
