@@ -5,7 +5,7 @@ from encoder.codec.decode import DecodeConfig, DecodedClip, decode_clip
 from encoder.codec.errors import VideoDecodeError
 from encoder.codec.pipeline import MODES, Canvas, CodecConfig, patchify, patchify_with_canvas
 from encoder.codec.saliency import SaliencyConfig, patch_scores, saliency_map
-from encoder.codec.select import Selection, SelectConfig, select_patches
+from encoder.codec.select import SelectConfig, Selection, select_patches
 from encoder.codec.types import TEMPORAL_GRID, PatchSelection, virtual_t
 from encoder.codec.viz import render_selection
 

@@ -28,7 +28,7 @@ MV_CODECS = frozenset(
 )
 # FFmpeg renders plain text as "video" (tty demuxer / ansi decoder): treat it as not a video.
 _TEXT_FORMATS, _TEXT_CODECS = frozenset({"tty"}), frozenset({"ansi"})
-_PICT = {1: "I", 2: "P", 3: "B", 4: "P", 5: "I", 6: "P", 7: "B"}  # AVPictureType: S→P, SI→I, SP→P, BI→B
+PICT_TYPES = {1: "I", 2: "P", 3: "B", 4: "P", 5: "I", 6: "P", 7: "B"}  # AVPictureType: S→P, SI→I, SP→P, BI→B
 _CHUNK_PIXELS = 4 * 448 * 448  # pixels per block-matching / residual batch (cache-friendly, bounded memory)
 
 
@@ -214,7 +214,7 @@ def _frames(container, stream) -> Iterator:
             return
 
 
-def _rotation_cw(frame) -> int:
+def display_rotation_cw(frame) -> int:
     """Clockwise display rotation in degrees (0/90/180/270) from the frame's display matrix."""
     ccw = getattr(frame, "rotation", 0) or 0
     return int(round(-ccw / 90)) % 4 * 90
@@ -228,7 +228,7 @@ class _Converter:
         self._cache: dict[tuple[int, int, int], Geometry] = {}
 
     def geometry(self, frame) -> Geometry:
-        key = (frame.height, frame.width, _rotation_cw(frame))
+        key = (frame.height, frame.width, display_rotation_cw(frame))
         if key not in self._cache:
             self._cache[key] = Geometry.make(key[0], key[1], self.size, self.aspect, key[2])
         return self._cache[key]
@@ -280,12 +280,12 @@ def _decode_pass(path: str, cfg: DecodeConfig, index: _Index, wanted: np.ndarray
             counter += 1
             idx = lookup.get(frame.pts, prev_idx + 1) if lookup is not None else counter
             if "orig_size" not in meta:
-                rot = _rotation_cw(frame)
+                rot = display_rotation_cw(frame)
                 meta["rotation"] = rot
                 meta["orig_size"] = (frame.width, frame.height) if rot % 180 else (frame.height, frame.width)
             luma = None
             if idx in targets and (not samples or idx > samples[-1].idx):
-                smp = _Sample(idx, conv.convert(frame), _PICT.get(int(frame.pict_type), "?"))
+                smp = _Sample(idx, conv.convert(frame), PICT_TYPES.get(int(frame.pict_type), "?"))
                 if want_motion and prev is not None and idx > 0:
                     smp.luma = luma = conv.convert(frame, "gray")
                     smp.ref_luma = prev_luma if prev_luma is not None else conv.convert(prev, "gray")

@@ -18,7 +18,7 @@ import numpy as np
 
 from encoder.codec.decode import DecodeConfig, DecodedClip, decode_clip
 from encoder.codec.errors import VideoDecodeError
-from encoder.codec.saliency import SaliencyConfig, patch_scores, saliency_map
+from encoder.codec.saliency import SaliencyConfig, is_static, patch_scores, saliency_map
 from encoder.codec.select import SelectConfig, select_patches
 from encoder.codec.types import PatchSelection, virtual_t
 
@@ -113,7 +113,7 @@ def _from_codec(clip: DecodedClip, cfg: CodecConfig) -> PatchSelection:
     scores = patch_scores(sal, p)
     sel = select_patches(
         scores, cfg.select, pict_types=clip.pict_types, packet_sizes=clip.packet_sizes,
-        frame_ids=clip.frame_ids,
+        frame_ids=clip.frame_ids, static=is_static(clip.motion, clip.residual, cfg.saliency),
     )
     frame_t = virtual_t(len(clip))
     grid = patch_grid(clip.frames, p)

@@ -44,7 +44,11 @@ class SaliencyConfig:
     fusion: "mean" = (w_motion*mv + w_residual*res) / (w_motion + w_residual); "max" =
         max(w_motion*mv, w_residual*res) / max(w_motion, w_residual); "geomean" = mv**(w_motion/W) *
         res**(w_residual/W), W = w_motion + w_residual (zero wherever either weighted cue is zero).
-    percentile: per-frame normalisation x / percentile(x), clipped to [0, 1].
+    percentile: per-frame normalisation x / max(percentile(x), floor), clipped to [0, 1].
+    motion_floor, residual_floor: absolute noise floors (pixels of motion, luma levels of residual).
+        A frame whose signal stays below them is codec noise (quarter-pel jitter, the requantisation
+        of a periodic I-frame): it is divided by the floor instead of being stretched to 1, and a clip
+        whose every frame stays below both floors is static (see :func:`is_static`).
     max_stat_points: pixels per frame used for the per-frame statistics (None = all of them).
     """
 
@@ -53,6 +57,8 @@ class SaliencyConfig:
     w_motion: float = 1.0
     w_residual: float = 1.0
     percentile: float = 95.0
+    motion_floor: float = 1.0
+    residual_floor: float = 16.0
     max_stat_points: int | None = DEFAULT_STAT_POINTS
 
     def validate(self) -> None:
@@ -65,6 +71,8 @@ class SaliencyConfig:
                 f"w_residual={self.w_residual}"
             )
         _check_percentile(self.percentile)
+        if self.motion_floor < 0 or self.residual_floor < 0:
+            raise ValueError(f"noise floors must be >= 0, got {self.motion_floor}, {self.residual_floor}")
         if self.max_stat_points is not None and self.max_stat_points < 1:
             raise ValueError(f"max_stat_points must be >= 1 or None, got {self.max_stat_points}")
 
@@ -200,20 +208,23 @@ def compensate_camera(
 
 
 # ---- normalisation and fusion -----------------------------------------------------------------------
-def _normalize_inplace(arr: np.ndarray, percentile: float, max_points: int | None) -> np.ndarray:
+def _normalize_inplace(
+    arr: np.ndarray, percentile: float, max_points: int | None, floor: float = 0.0
+) -> np.ndarray:
     """normalize_per_frame on a float32 array this module owns (overwritten and returned)."""
     den = np.percentile(_frame_sample(arr, max_points), percentile, axis=1).astype(np.float32)
     for t in np.flatnonzero(den <= _EPS):  # rare: near-empty frames
         den[t] = arr[t].max()
+    np.maximum(den, np.float32(floor), out=den)
     scale = np.where(den > _EPS, 1.0 / np.maximum(den, _EPS), 0.0).astype(np.float32)
     arr *= scale.reshape((-1,) + (1,) * (arr.ndim - 1))
     return np.clip(arr, 0.0, 1.0, out=arr)
 
 
 def normalize_per_frame(
-    x: ArrayLike, percentile: float = 95.0, *, max_points: int | None = DEFAULT_STAT_POINTS
+    x: ArrayLike, percentile: float = 95.0, *, max_points: int | None = DEFAULT_STAT_POINTS, floor: float = 0.0
 ) -> ArrayLike:
-    """[T, ...] → x / percentile(frame), clipped to [0, 1]; same array type as the input.
+    """[T, ...] → x / max(percentile(frame), floor), clipped to [0, 1]; same array type as the input.
 
     A frame whose percentile is <= 1e-6 (most of it is zero, e.g. a small mover on a still background)
     is divided by its maximum instead, so its few active pixels keep their relative strength; a frame
@@ -223,7 +234,7 @@ def normalize_per_frame(
     arr = _to_numpy(x)
     if arr.ndim < 1 or arr.size == 0:
         raise ValueError(f"x must be a non-empty [T, ...] array, got shape {tuple(arr.shape)}")
-    return _like(_normalize_inplace(arr.copy(), percentile, max_points), x)
+    return _like(_normalize_inplace(arr.copy(), percentile, max_points, floor), x)
 
 
 def _fuse_inplace(m: np.ndarray, r: np.ndarray, cfg: SaliencyConfig) -> np.ndarray:
@@ -277,10 +288,22 @@ def saliency_map(motion: ArrayLike, residual: ArrayLike, cfg: SaliencyConfig | N
     if res.shape != m.shape[:3]:
         raise ValueError(f"residual must be {tuple(m.shape[:3])} to match motion, got {tuple(res.shape)}")
     mv = _normalize_inplace(
-        motion_energy(m, cfg.camera, max_points=cfg.max_stat_points), cfg.percentile, cfg.max_stat_points
+        motion_energy(m, cfg.camera, max_points=cfg.max_stat_points), cfg.percentile, cfg.max_stat_points,
+        cfg.motion_floor,
     )
-    rs = _normalize_inplace(np.abs(res), cfg.percentile, cfg.max_stat_points)
+    rs = _normalize_inplace(np.abs(res), cfg.percentile, cfg.max_stat_points, cfg.residual_floor)
     return _fuse_inplace(mv, rs, cfg)
+
+
+def is_static(motion: ArrayLike, residual: ArrayLike, cfg: SaliencyConfig | None = None) -> bool:
+    """True when no frame rises above the noise floors: the 99th percentile of camera-compensated
+    motion stays below ``motion_floor`` and that of the residual below ``residual_floor``."""
+    cfg = cfg or SaliencyConfig()
+    m = motion_energy(_to_numpy(motion), cfg.camera, max_points=cfg.max_stat_points)
+    r = np.abs(_to_numpy(residual))
+    m99 = np.percentile(_frame_sample(m, cfg.max_stat_points), 99.0, axis=1)
+    r99 = np.percentile(_frame_sample(r, cfg.max_stat_points), 99.0, axis=1)
+    return bool((m99 < cfg.motion_floor).all() and (r99 < cfg.residual_floor).all())
 
 
 def patch_scores(saliency: ArrayLike, patch_size: int = 14) -> np.ndarray:

@@ -11,10 +11,10 @@ goes to the highest-scoring patches of the other ("candidate") frames:
   ``max_groups`` contiguous groups that follow jumps in the bit rate (:func:`bitcost_groups`); each
   group's share of R is proportional to the bits of its candidate frames (:func:`allocate`); top-k inside.
 
-Static clips: if no candidate patch scores above ``static_threshold`` (default 1e-6, i.e. all ~zero),
-the scores carry no information and R is spent on uniformly spaced dense frames instead
-(:func:`fallback_patches`).  Saliency is normalised per frame, so a frame of pure codec noise still
-reaches 1; only maps that are (near) zero everywhere, e.g. exact repeats, count as static here.
+Static clips: the scores carry no information and R is spent on uniformly spaced dense frames instead
+(:func:`fallback_patches`). The pipeline decides "static" from the raw motion and residual against
+absolute noise floors (:func:`encoder.codec.saliency.is_static`) and passes ``static=``; without it,
+a clip is static when no candidate patch scores above ``static_threshold`` (default 1e-6, all ~zero).
 
 Ties are broken by (frame, row, col) ascending (stable sort on -score over the (t, h, w)-ordered
 flattening); the output is sorted by (frame, row, col).
@@ -246,8 +246,13 @@ def select_patches(
     pict_types: Sequence[str] | None = None,
     packet_sizes: np.ndarray | None = None,
     frame_ids: np.ndarray | None = None,
+    static: bool | None = None,
 ) -> Selection:
-    """Pick patches from ``scores`` [T, gh, gw] per ``cfg``; see the module docstring."""
+    """Pick patches from ``scores`` [T, gh, gw] per ``cfg``; see the module docstring.
+
+    ``static`` overrides the score-threshold test for the static fallback (the pipeline decides it
+    from the raw signals with :func:`encoder.codec.saliency.is_static`).
+    """
     cfg = cfg or SelectConfig()
     cfg.validate()
     s = np.asarray(scores, dtype=np.float32)
@@ -269,7 +274,7 @@ def select_patches(
     flat = s.reshape(-1)
     groups = None
     cand_max = float(flat[_frame_patches(candidates, per_frame)].max()) if len(candidates) else np.inf
-    static = remaining > 0 and cand_max <= cfg.static_threshold
+    static = remaining > 0 and (cand_max <= cfg.static_threshold if static is None else static)
     if cfg.mode == "bitcost":
         if packet_sizes is None or frame_ids is None:
             raise ValueError("mode='bitcost' needs packet_sizes and frame_ids")

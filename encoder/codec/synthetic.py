@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from encoder.codec.transcode import ENCODERS, encoder_options
+
 _ENCODERS = {"h264": "libx264", "hevc": "libx265", "mpeg4": "mpeg4"}
 _SCENES = ("mover", "pan_mover", "static", "blink")
 _TIME_BASE = Fraction(1, 6000)  # fits MPEG-4 part 2 (16-bit), exact for 24/25/30/50/60 fps
@@ -38,25 +40,11 @@ class SyntheticClip:
 
 def _codec_options(codec: str, gop: int, bframes: int, crf: float | None) -> dict[str, str]:
     """Encoder options for reproducible output with a fixed GOP and B-frame count."""
-    if codec == "h264":
-        opts = {
-            "threads": "1",
-            "x264-params": f"keyint={gop}:min-keyint={gop}:bframes={bframes}:ref=1:scenecut=0",
-        }
-        if crf is not None:
-            opts["crf"] = str(crf)
-        return opts
-    if codec == "hevc":
-        params = (
-            f"keyint={gop}:min-keyint={gop}:bframes={bframes}:ref=1:scenecut=0:"
-            "log-level=none:frame-threads=1:pools=none"
-        )
-        if crf is not None:
-            params += f":crf={crf}"
-        return {"x265-params": params}
     if codec == "mpeg4":
         return {"threads": "1"}
-    raise ValueError(f"unsupported codec {codec!r}; expected one of {sorted(_ENCODERS)}")
+    if codec not in ENCODERS:
+        raise ValueError(f"unsupported codec {codec!r}; expected one of {sorted(_ENCODERS)}")
+    return encoder_options(codec, gop=gop, bframes=bframes, crf=crf, reproducible=True)
 
 
 def _rotation_matrix(rotation: int, width: int, height: int) -> bytes:
@@ -255,3 +243,20 @@ def make_clip(
         num_frames=num_frames,
         fps=float(fps),
     )
+
+
+def object_patch_overlap(clip: SyntheticClip, frame_ids: np.ndarray, input_size: int, patch: int) -> np.ndarray:
+    """float [T, G, G]: the fraction of each patch of the S×S input (``aspect="resize"``) covered by the
+    object's box in each given frame (0 where the object is absent). Ground truth for selection tests."""
+    g = input_size // patch
+    sx, sy = input_size / clip.width, input_size / clip.height
+    lo, hi = np.arange(g) * patch, (np.arange(g) + 1) * patch
+    boxes = clip.boxes[np.asarray(frame_ids)].astype(np.float64)
+    present = boxes[:, 0] >= 0
+
+    def overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # [T] box edges → [T, G] covered fraction
+        return np.clip(np.minimum(hi, b[:, None]) - np.maximum(lo, a[:, None]), 0, None) / patch
+
+    ox = overlap(boxes[:, 0] * sx, boxes[:, 2] * sx)
+    oy = overlap(boxes[:, 1] * sy, boxes[:, 3] * sy)
+    return np.where(present[:, None, None], oy[:, :, None] * ox[:, None, :], 0.0)

@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from encoder.codec.decode import display_rotation_cw
 from encoder.codec.errors import VideoDecodeError
 
 ENCODERS = {"h264": ("libx264", "x264-params"), "hevc": ("libx265", "x265-params")}
@@ -37,23 +38,29 @@ class TranscodeConfig:
             raise ValueError(f"gop must be >= 1, got {self.gop}")
 
 
-def encoder_options(codec: str, *, gop: int, bframes: int = 0, refs: int = 1, crf: int | None = 23,
-                    preset: str = "veryfast", threads: int | None = None) -> tuple[str, dict[str, str]]:
-    """(FFmpeg encoder name, codec options) for a fixed-GOP encode with x264/x265."""
+def encoder_options(codec: str, *, gop: int, bframes: int = 0, refs: int = 1, crf: float | None = None,
+                    preset: str | None = None, reproducible: bool = False) -> dict[str, str]:
+    """libx264 / libx265 options for a fixed GOP: no scene-cut keyframes, ``bframes`` B-frames, ``refs``
+    references. ``reproducible`` pins the encoder to one thread so the output is byte-identical."""
     if codec not in ENCODERS:
         raise ValueError(f"codec must be one of {sorted(ENCODERS)}, got {codec!r}")
-    name, params_key = ENCODERS[codec]
     params = [f"keyint={gop}", f"min-keyint={gop}", "scenecut=0", f"bframes={bframes}", f"ref={refs}"]
+    opts: dict[str, str] = {}
     if codec == "hevc":
-        params.append("log-level=error")
-        if threads is not None:
-            params.append(f"pools={threads}")
-    opts = {params_key: ":".join(params), "preset": preset, "g": str(gop), "bf": str(bframes)}
-    if crf is not None:
-        opts["crf"] = str(crf)
-    if threads is not None and codec == "h264":
-        opts["threads"] = str(threads)
-    return name, opts
+        params.append("log-level=none")
+        if reproducible:
+            params += ["frame-threads=1", "pools=none"]
+        if crf is not None:
+            params.append(f"crf={crf}")
+    else:
+        if reproducible:
+            opts["threads"] = "1"
+        if crf is not None:
+            opts["crf"] = str(crf)
+    opts[ENCODERS[codec][1]] = ":".join(params)
+    if preset is not None:
+        opts["preset"] = preset
+    return opts
 
 
 def _even(n: float) -> int:
@@ -75,8 +82,10 @@ class TranscodeResult:
     bytes_out: int
 
 
-def _rotate(rgb: np.ndarray, degrees: int) -> np.ndarray:
-    k = (round(degrees / 90)) % 4  # counter-clockwise quarter turns
+def _upright(frame: av.VideoFrame) -> np.ndarray:
+    """RGB pixels of ``frame`` as displayed (its display-matrix rotation applied)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    k = (-display_rotation_cw(frame) // 90) % 4  # np.rot90 turns counter-clockwise
     return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
 
 
@@ -101,7 +110,7 @@ def transcode(src: str | Path, dst: str | Path, cfg: TranscodeConfig | None = No
             with av.open(str(tmp), "w", format="mp4") as out:
                 vout = None
                 for frame in inp.decode(vin):
-                    rgb = _rotate(frame.to_ndarray(format="rgb24"), int(getattr(frame, "rotation", 0) or 0))
+                    rgb = _upright(frame)
                     if vout is None:
                         vout = _open_output(out, cfg, rate, rgb.shape[1], rgb.shape[0])
                     img = av.VideoFrame.from_ndarray(rgb, format="rgb24")
@@ -124,8 +133,8 @@ def transcode(src: str | Path, dst: str | Path, cfg: TranscodeConfig | None = No
 
 
 def _open_output(out, cfg: TranscodeConfig, rate: Fraction, width: int, height: int):
-    name, opts = encoder_options(cfg.codec, gop=cfg.gop, crf=cfg.crf, preset=cfg.preset)
-    stream = out.add_stream(name, rate=rate, options=opts)
+    opts = encoder_options(cfg.codec, gop=cfg.gop, crf=cfg.crf, preset=cfg.preset)
+    stream = out.add_stream(ENCODERS[cfg.codec][0], rate=rate, options=opts)
     stream.width, stream.height = output_size(width, height, cfg.max_side)
     stream.pix_fmt = cfg.pix_fmt
     stream.time_base = Fraction(1) / rate

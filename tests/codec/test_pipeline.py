@@ -1,0 +1,152 @@
+"""End-to-end codec patchification on generated videos: the selection covers what moves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from encoder.codec import (
+    CodecConfig,
+    DecodeConfig,
+    PatchSelection,
+    SaliencyConfig,
+    SelectConfig,
+    patchify,
+    patchify_with_canvas,
+)
+from encoder.codec.synthetic import make_clip, object_patch_overlap
+
+SIZE, P = 224, 14
+G = SIZE // P
+
+
+def selected_mask(sel: PatchSelection) -> np.ndarray:
+    """bool [T, G, G] indexed by sampled frame (positions t mapped back through frame_t)."""
+    t_to_i = {int(t): i for i, t in enumerate(sel.frame_t)}
+    mask = np.zeros((sel.num_frames, *sel.grid_hw), dtype=bool)
+    idx = np.array([t_to_i[int(t)] for t in sel.positions[:, 0]])
+    mask[idx, sel.positions[:, 1], sel.positions[:, 2]] = True
+    return mask
+
+
+def coverage(sel: PatchSelection, clip) -> tuple[float, float]:
+    """(recall of object patches, fraction of background patches selected) over frames 1..T-1."""
+    cur = object_patch_overlap(clip, sel.frame_ids, SIZE, P)
+    near = cur + object_patch_overlap(clip, np.maximum(sel.frame_ids - 1, 0), SIZE, P)
+    mask = selected_mask(sel)[1:]
+    obj = cur[1:] >= 0.5
+    background = near[1:] == 0
+    return mask[obj].mean(), mask[background].mean()
+
+
+def _cfg(budget, **select) -> CodecConfig:
+    return CodecConfig(decode=DecodeConfig(num_frames=64, input_size=SIZE), select=SelectConfig(budget=budget, **select))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    out = {}
+    for name, scene, codec in [
+        ("mover_h264", "mover", "h264"),
+        ("mover_hevc", "mover", "hevc"),
+        ("pan_h264", "pan_mover", "h264"),
+        ("static_h264", "static", "h264"),
+        ("blink_h264", "blink", "h264"),
+    ]:
+        out[name] = make_clip(root / f"{name}.mp4", scene, codec=codec, width=SIZE, height=SIZE, num_frames=64, seed=1)
+    return out
+
+
+def _object_budget(clip) -> int:
+    """Dense context frame + the object's patch count + a 10% margin."""
+    cur = object_patch_overlap(clip, np.arange(1, 64), SIZE, P)
+    return G * G + int(1.1 * (cur > 0).sum())
+
+
+@pytest.mark.parametrize("name,motion", [("mover_h264", "bitstream"), ("mover_hevc", "estimated")])
+def test_mover_is_selected(clips, name, motion):
+    clip = clips[name]
+    sel = patchify(clip.path, _cfg(_object_budget(clip)))
+    assert set(sel.meta["motion_source"][1:]) <= {motion, "estimated"}
+    assert sel.meta["motion_source"].count(motion) >= 48
+    recall, bg = coverage(sel, clip)
+    assert recall >= 0.9, f"only {recall:.0%} of the object's patches selected"
+    assert bg <= 0.05, f"{bg:.1%} of background patches selected"
+    # frame 0 is the dense context frame
+    assert (sel.positions[:, 0] == 0).sum() == G * G
+
+
+def test_camera_pan_mover_wins_after_compensation(clips):
+    clip = clips["pan_h264"]
+    budget = _object_budget(clip)
+    recall, bg = coverage(patchify(clip.path, _cfg(budget)), clip)
+    assert recall >= 0.8 and bg <= 0.1, (recall, bg)
+    raw = _cfg(budget)
+    raw.saliency = SaliencyConfig(camera="none", w_residual=0.0)  # raw motion magnitude: the pan dominates
+    raw_recall, _ = coverage(patchify(clip.path, raw), clip)
+    assert recall > raw_recall, "camera compensation should help the independent mover"
+
+
+def test_static_clip_falls_back(clips):
+    sel = patchify(clips["static_h264"].path, _cfg(0.125))
+    assert sel.meta["static_fallback"] is True
+    assert len(sel) == int(0.125 * 64 * G * G)
+    assert len(np.unique(sel.positions[:, 0])) > 1  # more than the context frame
+
+
+def test_brief_object_is_selected(clips):
+    clip = clips["blink_h264"]
+    visible = np.flatnonzero(clip.boxes[:64, 0] >= 0)
+    assert len(visible) == 4
+    sel = patchify(clip.path, _cfg(G * G + 256))
+    mask = selected_mask(sel)
+    cur = object_patch_overlap(clip, np.arange(64), SIZE, P) >= 0.5
+    # The object is still while visible: the codec signals its appearance (and disappearance) only.
+    first = visible[0]
+    assert mask[first][cur[first]].mean() >= 0.9, "the object's patches must be selected when it appears"
+    assert mask[visible[-1] + 1][cur[first]].mean() >= 0.9, "and where it was when it vanishes"
+
+
+def test_deterministic(clips):
+    a = patchify(clips["pan_h264"].path, _cfg(2048))
+    b = patchify(clips["pan_h264"].path, _cfg(2048))
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_array_equal(a.pixels, b.pixels)
+    np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_positions_sorted_and_pixels_match_frames(clips):
+    sel, canvas = patchify_with_canvas(clips["mover_h264"].path, _cfg(2048))
+    assert len(sel) == 2048 and sel.positions.dtype == np.int32
+    keys = sel.positions[:, 0] * 10**6 + sel.positions[:, 1] * 10**3 + sel.positions[:, 2]
+    assert (np.diff(keys) > 0).all()
+    t_to_i = {int(t): i for i, t in enumerate(canvas.frame_t)}
+    for (t, h, w), px in zip(sel.positions[::97], sel.pixels[::97]):
+        ref = canvas.frames[t_to_i[int(t)], h * P:(h + 1) * P, w * P:(w + 1) * P].transpose(2, 0, 1)
+        np.testing.assert_array_equal(px, ref)
+
+
+@pytest.mark.parametrize("mode,expected", [("frames", 8 * G * G), ("collage", 8 * G * G)])
+def test_other_video_modes(clips, mode, expected):
+    sel = patchify(clips["mover_h264"].path, CodecConfig(mode=mode, decode=DecodeConfig(input_size=SIZE)))
+    assert len(sel) == expected and sel.num_frames == 8
+    if mode == "frames":
+        assert sorted(set(sel.positions[:, 0].tolist())) == [0, 9, 18, 27, 36, 45, 54, 63]
+    else:
+        assert (sel.positions[:, 0] == 0).all() and sel.positions[:, 1].max() == 8 * G - 1
+
+
+def test_image_mode_native_resolution(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (61, 97, 3), dtype=np.uint8)).save(tmp_path / "x.png")
+    sel = patchify(tmp_path / "x.png")
+    assert sel.grid_hw == (4, 7)  # 61 → 56, 97 → 98
+    assert len(sel) == 28 and (sel.positions[:, 0] == 0).all()
+
+
+def test_budget_larger_than_clip_is_an_error(clips):
+    with pytest.raises(ValueError):
+        patchify(clips["mover_h264"].path, _cfg(64 * G * G + 1))
