@@ -4,7 +4,7 @@ informative patches of a dense clip under a fixed token budget (with a dense con
 from encoder.codec.decode import DecodeConfig, DecodedClip, decode_clip
 from encoder.codec.errors import VideoDecodeError
 from encoder.codec.pipeline import MODES, Canvas, CodecConfig, patchify, patchify_with_canvas
-from encoder.codec.saliency import SaliencyConfig, patch_scores, saliency_map
+from encoder.codec.saliency import SaliencyConfig, energies, is_static, patch_scores, saliency_map
 from encoder.codec.select import SelectConfig, Selection, select_patches
 from encoder.codec.types import TEMPORAL_GRID, PatchSelection, virtual_t
 from encoder.codec.viz import render_selection
@@ -22,6 +22,8 @@ __all__ = [
     "Selection",
     "VideoDecodeError",
     "decode_clip",
+    "energies",
+    "is_static",
     "patch_scores",
     "patchify",
     "patchify_with_canvas",

@@ -45,6 +45,7 @@ class DecodeConfig:
     motion: str = "auto"
     block_size: int = 8
     search_range: int = 7
+    pyramid_levels: int = 2  # block matching coarse to fine (1 = exhaustive search at full resolution)
 
     def __post_init__(self) -> None:
         if self.num_frames < 1 or self.input_size < 1:
@@ -55,8 +56,8 @@ class DecodeConfig:
             raise ValueError(f"motion must be one of {MOTIONS}, got {self.motion!r}")
         if self.start is not None and self.end is not None and self.end < self.start:
             raise ValueError(f"end ({self.end}) < start ({self.start})")
-        if self.block_size < 1 or self.search_range < 0:
-            raise ValueError("block_size must be ≥ 1 and search_range ≥ 0")
+        if self.block_size < 1 or self.search_range < 0 or self.pyramid_levels < 1:
+            raise ValueError("block_size must be ≥ 1, search_range ≥ 0 and pyramid_levels ≥ 1")
 
 
 @dataclass
@@ -337,7 +338,7 @@ def _motion_and_residual(samples: list[_Sample], cfg: DecodeConfig, motion: np.n
         return cur, torch.from_numpy(np.stack([samples[i].ref_luma for i in idx])).float()
 
     for idx in _chunks([i for i in with_ref if not samples[i].has_mvs], s):
-        mot[idx] = estimate_motion(*lumas(idx), cfg.block_size, cfg.search_range)
+        mot[idx] = estimate_motion(*lumas(idx), cfg.block_size, cfg.search_range, cfg.pyramid_levels)
     for idx in _chunks(with_ref, s):
         cur, ref = lumas(idx)
         res[idx] = residual_energy(cur, ref, mot[idx])

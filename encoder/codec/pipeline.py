@@ -18,7 +18,7 @@ import numpy as np
 
 from encoder.codec.decode import DecodeConfig, DecodedClip, decode_clip
 from encoder.codec.errors import VideoDecodeError
-from encoder.codec.saliency import SaliencyConfig, is_static, patch_scores, saliency_map
+from encoder.codec.saliency import SaliencyConfig, energies, is_static, patch_scores, saliency_from_energies
 from encoder.codec.select import SelectConfig, select_patches
 from encoder.codec.types import PatchSelection, virtual_t
 
@@ -109,11 +109,12 @@ def _clip_meta(clip: DecodedClip, mode: str, cfg: CodecConfig) -> dict:
 
 def _from_codec(clip: DecodedClip, cfg: CodecConfig) -> PatchSelection:
     p = cfg.patch_size
-    sal = saliency_map(clip.motion, clip.residual, cfg.saliency)
-    scores = patch_scores(sal, p)
+    mv, res = energies(clip.motion, clip.residual, cfg.saliency)
+    static = is_static(mv, res, cfg.saliency)
+    scores = patch_scores(saliency_from_energies(mv, res, cfg.saliency), p)
     sel = select_patches(
         scores, cfg.select, pict_types=clip.pict_types, packet_sizes=clip.packet_sizes,
-        frame_ids=clip.frame_ids, static=is_static(clip.motion, clip.residual, cfg.saliency),
+        frame_ids=clip.frame_ids, static=static,
     )
     frame_t = virtual_t(len(clip))
     grid = patch_grid(clip.frames, p)

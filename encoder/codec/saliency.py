@@ -222,7 +222,11 @@ def _normalize_inplace(
 
 
 def normalize_per_frame(
-    x: ArrayLike, percentile: float = 95.0, *, max_points: int | None = DEFAULT_STAT_POINTS, floor: float = 0.0
+    x: ArrayLike,
+    percentile: float = 95.0,
+    *,
+    max_points: int | None = DEFAULT_STAT_POINTS,
+    floor: float = 0.0,
 ) -> ArrayLike:
     """[T, ...] → x / max(percentile(frame), floor), clipped to [0, 1]; same array type as the input.
 
@@ -279,31 +283,45 @@ def motion_energy(
     return np.sqrt(ux, out=ux)
 
 
-def saliency_map(motion: ArrayLike, residual: ArrayLike, cfg: SaliencyConfig | None = None) -> np.ndarray:
-    """float32 [T, H, W] in [0, 1] from motion [T, H, W, 2] (px) and residual [T, H, W] (luma)."""
+def energies(
+    motion: ArrayLike, residual: ArrayLike, cfg: SaliencyConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw per-pixel energies (float32 [T, H, W] each): camera-compensated motion magnitude in pixels
+    and |residual| in luma levels. Compute them once; :func:`is_static` and
+    :func:`saliency_from_energies` both read them."""
     cfg = cfg or SaliencyConfig()
     cfg.validate()
     m, res = _to_numpy(motion), _to_numpy(residual)
     _check_motion(m)
     if res.shape != m.shape[:3]:
         raise ValueError(f"residual must be {tuple(m.shape[:3])} to match motion, got {tuple(res.shape)}")
-    mv = _normalize_inplace(
-        motion_energy(m, cfg.camera, max_points=cfg.max_stat_points), cfg.percentile, cfg.max_stat_points,
-        cfg.motion_floor,
-    )
-    rs = _normalize_inplace(np.abs(res), cfg.percentile, cfg.max_stat_points, cfg.residual_floor)
+    return motion_energy(m, cfg.camera, max_points=cfg.max_stat_points), np.abs(res).astype(np.float32)
+
+
+def is_static(mv_energy: np.ndarray, res_energy: np.ndarray, cfg: SaliencyConfig | None = None) -> bool:
+    """True when no frame rises above the noise floors: the 99th percentile of the motion energy stays
+    below ``motion_floor`` and that of the residual below ``residual_floor`` in every frame."""
+    cfg = cfg or SaliencyConfig()
+    m99 = np.percentile(_frame_sample(mv_energy, cfg.max_stat_points), 99.0, axis=1)
+    r99 = np.percentile(_frame_sample(res_energy, cfg.max_stat_points), 99.0, axis=1)
+    return bool((m99 < cfg.motion_floor).all() and (r99 < cfg.residual_floor).all())
+
+
+def saliency_from_energies(
+    mv_energy: np.ndarray, res_energy: np.ndarray, cfg: SaliencyConfig | None = None
+) -> np.ndarray:
+    """float32 [T, H, W] in [0, 1]: per-frame normalised (with noise floors) and fused energies.
+    Overwrites its inputs (they are the caller's scratch arrays from :func:`energies`)."""
+    cfg = cfg or SaliencyConfig()
+    mv = _normalize_inplace(mv_energy, cfg.percentile, cfg.max_stat_points, cfg.motion_floor)
+    rs = _normalize_inplace(res_energy, cfg.percentile, cfg.max_stat_points, cfg.residual_floor)
     return _fuse_inplace(mv, rs, cfg)
 
 
-def is_static(motion: ArrayLike, residual: ArrayLike, cfg: SaliencyConfig | None = None) -> bool:
-    """True when no frame rises above the noise floors: the 99th percentile of camera-compensated
-    motion stays below ``motion_floor`` and that of the residual below ``residual_floor``."""
+def saliency_map(motion: ArrayLike, residual: ArrayLike, cfg: SaliencyConfig | None = None) -> np.ndarray:
+    """float32 [T, H, W] in [0, 1] from motion [T, H, W, 2] (px) and residual [T, H, W] (luma)."""
     cfg = cfg or SaliencyConfig()
-    m = motion_energy(_to_numpy(motion), cfg.camera, max_points=cfg.max_stat_points)
-    r = np.abs(_to_numpy(residual))
-    m99 = np.percentile(_frame_sample(m, cfg.max_stat_points), 99.0, axis=1)
-    r99 = np.percentile(_frame_sample(r, cfg.max_stat_points), 99.0, axis=1)
-    return bool((m99 < cfg.motion_floor).all() and (r99 < cfg.residual_floor).all())
+    return saliency_from_energies(*energies(motion, residual, cfg), cfg)
 
 
 def patch_scores(saliency: ArrayLike, patch_size: int = 14) -> np.ndarray:

@@ -157,6 +157,29 @@ def test_estimate_motion_recovers_integer_shift():
     assert not flat.any()  # ties resolve to the zero vector
 
 
+@pytest.mark.parametrize("levels", [1, 2])
+def test_estimate_motion_recovers_smooth_shift(levels):
+    """A smooth texture (what the pyramid's average pooling keeps) shifted by odd and even amounts."""
+    g = torch.Generator().manual_seed(1)
+    noise = torch.rand(1, 1, 24, 26, generator=g) * 255
+    ref = torch.nn.functional.interpolate(noise, size=(96, 104), mode="bicubic", align_corners=False)[0, 0]
+    for dx, dy in [(3, -2), (-5, 7), (6, 1)]:
+        cur = torch.roll(ref, shifts=(dy, dx), dims=(0, 1))
+        field = estimate_motion(cur, ref, block_size=8, search_range=7, levels=levels)
+        inner = field[16:-16, 16:-16].reshape(-1, 2)
+        assert (inner == torch.tensor([-dx, -dy], dtype=torch.float32)).all(-1).float().mean() >= 0.95
+
+
+def test_pyramid_agrees_with_exhaustive_search(mover_h264):
+    from encoder.codec.motion import rgb_to_luma
+
+    clip = decode_clip(mover_h264.path, DecodeConfig(num_frames=64, input_size=112, motion="none"))  # consecutive
+    y = rgb_to_luma(torch.from_numpy(clip.frames)).float()
+    full = estimate_motion(y[1:], y[:-1], 8, 7, levels=1)
+    coarse = estimate_motion(y[1:], y[:-1], 8, 7, levels=2)
+    assert (full == coarse).all(-1).float().mean() >= 0.95
+
+
 def test_estimate_motion_odd_sizes_and_2d_input():
     ref = torch.rand(37, 45) * 255
     cur = torch.roll(ref, shifts=(0, 2), dims=(0, 1))
