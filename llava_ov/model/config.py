@@ -1,0 +1,127 @@
+"""Typed configuration of the LMM: vision tower → projector → causal LM.
+
+Every section is a dataclass that :func:`encoder.config.load_config` / :func:`encoder.config.merge`
+can fill strictly from YAML and ``model.llm.path=...`` overrides; ``validate()`` runs after each merge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+PROJECTOR_TYPES: tuple[str, ...] = ("mlp2x_gelu",)
+MERGE_SIZES: tuple[int, ...] = (1, 2)
+ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
+
+#: The embedded tiny Qwen3 used when ``LLMConfig.from_scratch`` is set (its keys override these).
+#: ``vocab_size`` defaults to the tokenizer's length.
+TINY_QWEN3: dict[str, Any] = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=4096,
+    rope_theta=10000.0,
+    tie_word_embeddings=True,
+    use_cache=False,
+)
+
+
+@dataclass
+class TowerConfig:
+    """Vision tower. ``name`` is a key of :data:`llava_ov.model.towers.TOWERS`."""
+
+    name: str = "ov_encoder"
+    path: str | None = None  # hub id or local dir of pretrained weights; None = random init of `size`
+    size: str = "debug"  # named encoder size when path is None
+    overrides: dict = field(default_factory=dict)  # encoder config overrides (e.g. attn_backend)
+    output_layer: int = -2  # hidden states of the second-to-last block feed the projector
+
+    def validate(self) -> None:
+        from llava_ov.model.towers import TOWERS
+
+        if self.name not in TOWERS:
+            raise ValueError(f"unknown vision tower {self.name!r}; registered: {sorted(TOWERS)}")
+
+
+@dataclass
+class ProjectorConfig:
+    """``mlp2x_gelu``: Linear(D_in → d) · GELU · Linear(d → d), D_in = D_v · merge²."""
+
+    type: str = "mlp2x_gelu"
+    merge: int = 1  # 1, or 2 = 2×2 spatial merge of dense media (see llava_ov.model.merge)
+    path: str | None = None  # safetensors file with trained projector weights (None = random init)
+
+    def validate(self) -> None:
+        if self.type not in PROJECTOR_TYPES:
+            raise ValueError(f"projector type must be one of {PROJECTOR_TYPES}, got {self.type!r}")
+        if self.merge not in MERGE_SIZES:
+            raise ValueError(f"projector merge must be one of {MERGE_SIZES}, got {self.merge}")
+
+
+@dataclass
+class LLMConfig:
+    """Causal LM loaded with ``AutoModelForCausalLM`` (no remote code, no patches)."""
+
+    path: str = "Qwen/Qwen3-1.7B"  # hub id or local dir
+    from_scratch: dict | None = None  # Qwen3Config kwargs over TINY_QWEN3 → random LLM; `path` ignored
+    attn_implementation: str = "sdpa"  # "flash_attention_2" on GPU
+    tokenizer: str | None = None  # defaults to `path`
+
+    def validate(self) -> None:
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {self.attn_implementation!r}"
+            )
+
+    @property
+    def tokenizer_path(self) -> str:
+        return self.tokenizer or self.path
+
+
+@dataclass
+class ModelConfig:
+    tower: TowerConfig = field(default_factory=TowerConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    activation_checkpointing: bool = False  # tower blocks and LLM layers (non-reentrant)
+
+    def validate(self) -> None:
+        self.tower.validate()
+        self.projector.validate()
+        self.llm.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Strict inverse of :meth:`to_dict` (unknown keys raise ``ConfigError``)."""
+        from encoder.config import merge
+
+        return merge(cls(), data)
+
+
+def debug_config(merge: int = 1, **llm_overrides: Any) -> ModelConfig:
+    """A tiny random model for CPU tests and smoke runs: ``debug`` encoder + :data:`TINY_QWEN3`."""
+    return ModelConfig(
+        tower=TowerConfig(size="debug"),
+        projector=ProjectorConfig(merge=merge),
+        llm=LLMConfig(from_scratch=dict(llm_overrides)),
+    )
+
+
+__all__ = [
+    "ATTN_IMPLEMENTATIONS",
+    "MERGE_SIZES",
+    "PROJECTOR_TYPES",
+    "TINY_QWEN3",
+    "LLMConfig",
+    "ModelConfig",
+    "ProjectorConfig",
+    "TowerConfig",
+    "debug_config",
+]

@@ -1,0 +1,241 @@
+"""The LMM: vision tower → projector → causal LM, on packed or padded :class:`LMMBatch` es.
+
+Forward: the tower encodes all patches of the batch in one packed call; the projector maps them to
+the LLM width (2×2 merge when configured); the visual tokens replace, in order, the embeddings of
+the ``<|image_pad|>`` / ``<|video_pad|>`` tokens of ``input_ids``; the LLM runs on ``inputs_embeds``
+with :func:`llava_ov.text.model_inputs` (packed: restarted ``position_ids``, no mask; padded:
+``attention_mask``). The loss is the mean cross-entropy over target tokens (labels shifted by one).
+
+Text-only batches and distributed training: under DeepSpeed ZeRO-3 every module forward all-gathers
+its parameters, a collective that every rank must join, and under ZeRO-1/2 gradients are reduced for
+every trainable parameter. A rank whose micro-batch has no media would otherwise skip the tower and
+projector and deadlock / desynchronise the others. With :attr:`LlavaOVModel.text_only_dummy_pass`
+(default on) such a batch runs the tower and projector on a 4-patch blank image and adds
+``0 * sum(output)`` to the embeddings: identical loss and logits, zero gradients, same collectives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from llava_ov.data.dataset import LMMBatch, MediaBatch
+from llava_ov.model.config import ModelConfig
+from llava_ov.model.generation import generate_from_embeds, prompt_rows
+from llava_ov.model.llm import SpecialTokenIds, build_llm, fit_embeddings, set_llm_checkpointing
+from llava_ov.model.merge import TokenCounter, apply_merge, merge_plan
+from llava_ov.model.projector import build_projector
+from llava_ov.model.towers import VisionTower, build_tower
+from llava_ov.text.conversation import IGNORE_INDEX
+from llava_ov.text.packing import model_inputs
+
+
+@dataclass
+class ModelOutput:
+    loss: Tensor  # scalar, mean over target tokens (0 with a graph when there are none)
+    logits: Tensor  # [B, L, V] ([1, L, V] packed)
+    num_targets: int  # tokens the loss averages over
+
+
+def causal_lm_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, int]:
+    """Token-mean cross-entropy of ``logits[:, t]`` against ``labels[:, t + 1]`` (fp32 on the targets
+    only: the full logits are never upcast)."""
+    labels = labels[:, 1:].to(logits.device)
+    mask = labels != IGNORE_INDEX
+    n = int(mask.sum())
+    if n == 0:
+        return logits.sum() * 0.0, 0
+    picked = logits[:, :-1][mask].float()
+    return F.cross_entropy(picked, labels[mask], reduction="sum") / n, n
+
+
+def blank_media(patch_size: int, merge: int) -> MediaBatch:
+    """A 2×2-patch black image (the text-only dummy pass input)."""
+    positions = torch.tensor([[0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 1]], dtype=torch.int32)
+    return MediaBatch(
+        pixels=torch.zeros(4, 3, patch_size, patch_size, dtype=torch.uint8),
+        positions=positions,
+        cu_seqlens=torch.tensor([0, 4], dtype=torch.int32),
+        num_tokens=torch.tensor([1 if merge == 2 else 4], dtype=torch.int32),
+        grid_hw=torch.tensor([[2, 2]], dtype=torch.int32),
+        kinds=["image"],
+        patch_size=patch_size,
+    )
+
+
+class LlavaOVModel(nn.Module):
+    """See the module docstring. Build with :func:`build_model` or :meth:`from_pretrained`."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        vision_tower: VisionTower,
+        projector: nn.Module,
+        llm: PreTrainedModel,
+        token_ids: SpecialTokenIds,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.vision_tower = vision_tower
+        self.projector = projector
+        self.llm = llm
+        self.token_ids = token_ids
+        self.tokenizer = tokenizer
+        self.codec: dict[str, Any] | None = None  # data-side CodecConfig of a loaded checkpoint
+        self.text_only_dummy_pass = True  # see module docstring
+
+    # ----------------------------------------------------------------- setup helpers
+
+    @property
+    def device(self) -> torch.device:
+        return self.llm.get_input_embeddings().weight.device
+
+    def tokens_counter(self) -> TokenCounter:
+        return TokenCounter(self.config.projector.merge)
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Non-reentrant recomputation of the tower blocks and the LLM layers."""
+        self.vision_tower.set_activation_checkpointing(enabled)
+        set_llm_checkpointing(self.llm, enabled)
+        self.config.activation_checkpointing = enabled
+
+    def requires_grad_(self, requires_grad: bool = True) -> LlavaOVModel:
+        """As :meth:`nn.Module.requires_grad_`, keeping the tower's never-used parameters frozen."""
+        super().requires_grad_(requires_grad)
+        self.vision_tower.freeze_unused()
+        return self
+
+    # ----------------------------------------------------------------- media → embeddings
+
+    def encode_media(self, media: MediaBatch) -> Tensor:
+        """Visual tokens of every media item, ``[sum(media.num_tokens), d_llm]``, in media order."""
+        d_llm = self.llm.get_input_embeddings().embedding_dim
+        if media.num_patches == 0:
+            return self.llm.get_input_embeddings().weight.new_zeros(0, d_llm)
+        features = self.vision_tower(media)
+        merge = self.config.projector.merge
+        if merge == 2:
+            plan = merge_plan(media.positions, media.cu_seqlens)
+            features, counts = apply_merge(features, plan), plan.counts
+        else:
+            counts = torch.diff(media.cu_seqlens).tolist()
+        reserved = [int(n) for n in media.num_tokens.tolist()]
+        if counts != reserved:
+            raise ValueError(
+                f"visual tokens per media item {counts} differ from the placeholder tokens the batch reserved "
+                f"{reserved} (projector.merge={merge}): build the items with tokens_for=model.tokens_counter()"
+            )
+        weight = next(self.projector.parameters())
+        return self.projector(features.to(weight.dtype))
+
+    def embed(self, input_ids: Tensor, media: MediaBatch) -> Tensor:
+        """Token embeddings with the visual tokens placed at the media pad tokens, in order."""
+        embedding = self.llm.get_input_embeddings()
+        input_ids = input_ids.to(embedding.weight.device)
+        embeds = embedding(input_ids)
+        pads = torch.tensor(self.token_ids.media_pads, device=input_ids.device)
+        is_media = torch.isin(input_ids, pads)
+        num_slots = int(is_media.sum())
+        if media.num_media == 0:
+            if num_slots:
+                raise ValueError(f"input_ids hold {num_slots} media pad tokens but the batch has no media")
+            if self.text_only_dummy_pass:
+                dummy = self.encode_media(blank_media(self.vision_tower.patch_size, self.config.projector.merge))
+                embeds = embeds + 0.0 * dummy.sum().to(embeds.dtype)
+            return embeds
+        visual = self.encode_media(media)
+        if num_slots != visual.shape[0]:
+            raise ValueError(
+                f"placeholder / visual token mismatch: input_ids hold {num_slots} media pad tokens but the "
+                f"media give {visual.shape[0]} visual tokens"
+            )
+        self._check_kinds(input_ids[is_media], media)
+        return embeds.masked_scatter(is_media.unsqueeze(-1), visual.to(embeds.dtype))
+
+    def _check_kinds(self, pad_ids: Tensor, media: MediaBatch) -> None:
+        ids = self.token_ids
+        kind_ids = [ids.video_pad if k == "video" else ids.image_pad for k in media.kinds]
+        expected = torch.tensor(kind_ids, device=pad_ids.device).repeat_interleave(
+            media.num_tokens.to(device=pad_ids.device, dtype=torch.long)
+        )
+        if not torch.equal(expected, pad_ids):
+            raise ValueError(f"the image/video pad tokens of input_ids do not follow the media kinds {media.kinds}")
+
+    # ----------------------------------------------------------------- forward / generate
+
+    def forward(self, batch: LMMBatch) -> ModelOutput:
+        text = batch.text
+        if text is None:
+            raise ValueError("the batch holds no samples (only skip markers)")
+        embeds = self.embed(text.input_ids, batch.media)
+        kwargs = model_inputs(text, self.config.llm.attn_implementation)
+        del kwargs["input_ids"]
+        labels = kwargs.pop("labels")
+        kwargs = {k: v.to(embeds.device) if isinstance(v, Tensor) else v for k, v in kwargs.items()}
+        out = self.llm(inputs_embeds=embeds, **kwargs)
+        loss, num_targets = causal_lm_loss(out.logits, labels)
+        return ModelOutput(loss=loss, logits=out.logits, num_targets=num_targets)
+
+    @torch.no_grad()
+    def generate(
+        self, batch_or_prompt: LMMBatch, max_new_tokens: int = 32, do_sample: bool = False, **kw: Any
+    ) -> list[list[int]]:
+        """New token ids per prompt (greedy by default), cut before the first ``<|im_end|>`` /
+        ``<|endoftext|>``. Packed or padded batches of prompts (made with ``build_prompt``)."""
+        text = batch_or_prompt.text
+        if text is None:
+            raise ValueError("the batch holds no prompt")
+        embeds = self.embed(text.input_ids, batch_or_prompt.media)
+        rows = prompt_rows(embeds, text)
+        stop = [self.token_ids.im_end, self.token_ids.pad]
+        return generate_from_embeds(self.llm, rows, stop, max_new_tokens, do_sample, **kw)
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def save_pretrained(self, out_dir: str | Path, codec: Any = None) -> Path:
+        """HF-style export (see :func:`llava_ov.model.checkpoint.save_checkpoint`)."""
+        from llava_ov.model.checkpoint import save_checkpoint
+
+        return save_checkpoint(self, out_dir, codec=codec)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *, dtype: torch.dtype | None = None, **overrides: Any
+    ) -> LlavaOVModel:
+        """Load a :meth:`save_pretrained` folder (or hub id); ``overrides`` are nested ModelConfig
+        updates, e.g. ``llm={"attn_implementation": "flash_attention_2"}``."""
+        from llava_ov.model.checkpoint import load_checkpoint
+
+        return load_checkpoint(path, dtype=dtype, **overrides)
+
+
+def build_model(
+    cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, dtype: torch.dtype | None = None
+) -> LlavaOVModel:
+    """Build (and load, where ``cfg`` names weights) the tower, projector and LLM.
+
+    The LLM's embeddings grow if the tokenizer has more tokens than it has rows. ``dtype`` defaults to
+    fp32; the trainer / DeepSpeed casts for bf16 training.
+    """
+    cfg.validate()
+    tower = build_tower(cfg.tower)
+    llm = build_llm(cfg.llm, len(tokenizer), dtype)
+    fit_embeddings(llm, len(tokenizer))
+    d_llm = llm.get_input_embeddings().embedding_dim
+    projector = build_projector(cfg.projector, tower.hidden_size, d_llm)
+    model = LlavaOVModel(cfg, tower, projector, llm, SpecialTokenIds.from_tokenizer(tokenizer), tokenizer)
+    if dtype is not None:
+        model.to(dtype)
+    if cfg.activation_checkpointing:
+        model.set_activation_checkpointing(True)
+    return model
+
+
+__all__ = ["LlavaOVModel", "ModelOutput", "blank_media", "build_model", "causal_lm_loss"]

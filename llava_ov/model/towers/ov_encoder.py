@@ -1,0 +1,73 @@
+"""OV-Encoder as the LMM's vision tower (the hidden states of ``output_layer``, no pooling head)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import Tensor
+
+from encoder.model import OVEncoder, get_config
+from llava_ov.data.dataset import MediaBatch
+from llava_ov.model.config import TowerConfig
+from llava_ov.model.towers.base import VisionTower
+
+
+class OVEncoderTower(VisionTower):
+    def __init__(self, encoder: OVEncoder, output_layer: int = -2) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.output_layer = output_layer
+        self.layer_index = encoder._resolve_layer(output_layer)  # validates the range once
+        self.freeze_unused()
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.config.hidden_size
+
+    @property
+    def patch_size(self) -> int:
+        return self.encoder.config.patch_size
+
+    def forward(self, media: MediaBatch) -> Tensor:
+        if media.patch_size != self.patch_size:
+            raise ValueError(f"media patch size {media.patch_size} != tower patch size {self.patch_size}")
+        device = self.device
+        out = self.encoder(
+            media.pixels.to(device, non_blocking=True),
+            media.positions.to(device, non_blocking=True),
+            media.cu_seqlens.to(device, non_blocking=True),
+            output_layer=self.output_layer,
+            return_pooled=False,
+        )
+        return out.hidden_states
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        self.encoder.save_pretrained(directory)
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        self.encoder.set_activation_checkpointing(enabled)
+
+    def unused_parameter_names(self) -> list[str]:
+        """Blocks after ``output_layer``, the post-norm and the pooling head."""
+        used_blocks = self.layer_index
+        unused = []
+        for name, _ in self.named_parameters():
+            parts = name.split(".")  # encoder.encoder.layers.{i}.… / encoder.head.… / encoder.layernorm_post.…
+            if parts[1] in ("head", "layernorm_post"):
+                unused.append(name)
+            elif parts[1:3] == ["encoder", "layers"] and int(parts[3]) >= used_blocks:
+                unused.append(name)
+        return unused
+
+
+def build_ov_encoder(cfg: TowerConfig) -> OVEncoderTower:
+    """Pretrained weights from ``cfg.path`` (hub id or folder), else a random ``cfg.size`` encoder."""
+    overrides = dict(cfg.overrides)
+    if cfg.path is not None:
+        encoder = OVEncoder.from_pretrained(cfg.path, **overrides)
+    else:
+        encoder = OVEncoder(get_config(cfg.size, **overrides))
+    return OVEncoderTower(encoder, cfg.output_layer)
+
+
+__all__ = ["OVEncoderTower", "build_ov_encoder"]
