@@ -46,6 +46,20 @@ class DecodeConfig:
     block_size: int = 8
     search_range: int = 7
     pyramid_levels: int = 2  # block matching coarse to fine (1 = exhaustive search at full resolution)
+    signal_stride: int = 0  # motion/residual at input_size / stride; 0 = auto (2 from 448 px on, else 1)
+
+    @property
+    def stride(self) -> int:
+        """The resolved signal stride: selection only needs per-patch sums, so large inputs are analysed
+        at half resolution (a 14-px patch is then a 7×7 footprint of the motion/residual maps)."""
+        if self.signal_stride:
+            return self.signal_stride
+        return 2 if self.input_size >= 448 and self.input_size % 2 == 0 else 1
+
+    @property
+    def signal_size(self) -> int:
+        """Side of the motion and residual maps (block_size and search_range are in its pixels)."""
+        return self.input_size // self.stride
 
     def __post_init__(self) -> None:
         if self.num_frames < 1 or self.input_size < 1:
@@ -56,13 +70,17 @@ class DecodeConfig:
             raise ValueError(f"motion must be one of {MOTIONS}, got {self.motion!r}")
         if self.start is not None and self.end is not None and self.end < self.start:
             raise ValueError(f"end ({self.end}) < start ({self.start})")
+        if self.signal_stride < 0 or self.input_size % self.stride:
+            raise ValueError(
+                f"signal_stride {self.signal_stride} must be ≥ 0 and divide input_size {self.input_size}"
+            )
         if self.block_size < 1 or self.search_range < 0 or self.pyramid_levels < 1:
             raise ValueError("block_size must be ≥ 1, search_range ≥ 0 and pyramid_levels ≥ 1")
 
 
 @dataclass
 class DecodedClip:
-    """T sampled frames at S×S plus per-frame codec signals (see `decode_clip`).
+    """T sampled frames at S×S plus per-frame codec signals at A×A, A = S / signal stride (see `decode_clip`).
 
     motion[i, y, x] = (dx, dy): pred(x, y) = ref(x + dx, y + dy) with ref the previous decoded frame;
     residual = |Y − pred| on 0..255 BT.601 luma; rotation is in clockwise degrees.
@@ -264,10 +282,11 @@ def _decode_pass(path: str, cfg: DecodeConfig, index: _Index, wanted: np.ndarray
     targets = set(int(i) for i in wanted)
     last = int(wanted[-1])
     conv = _Converter(cfg.input_size, cfg.aspect)
+    sig = _Converter(cfg.signal_size, cfg.aspect) if cfg.stride > 1 else conv  # signals' resolution
     samples: list[_Sample] = []
     meta: dict = {"codec": stream.codec_context.name}
-    s = cfg.input_size
-    motion = np.zeros((len(wanted), s, s, 2), dtype=np.float32) if want_motion else None
+    a = cfg.signal_size
+    motion = np.zeros((len(wanted), a, a, 2), dtype=np.float32) if want_motion else None
     meta["motion"] = motion
     try:
         stream.thread_type = "AUTO"
@@ -288,10 +307,10 @@ def _decode_pass(path: str, cfg: DecodeConfig, index: _Index, wanted: np.ndarray
             if idx in targets and (not samples or idx > samples[-1].idx):
                 smp = _Sample(idx, conv.convert(frame), PICT_TYPES.get(int(frame.pict_type), "?"))
                 if want_motion and prev is not None and idx > 0:
-                    smp.luma = luma = conv.convert(frame, "gray")
-                    smp.ref_luma = prev_luma if prev_luma is not None else conv.convert(prev, "gray")
+                    smp.luma = luma = sig.convert(frame, "gray")
+                    smp.ref_luma = prev_luma if prev_luma is not None else sig.convert(prev, "gray")
                     dist = (int(index.fwd_dist[idx]), int(index.bwd_dist[idx]))
-                    smp.has_mvs = use_mvs and _bitstream_field(frame, conv, motion[len(samples)], dist)
+                    smp.has_mvs = use_mvs and _bitstream_field(frame, sig, motion[len(samples)], dist)
                 samples.append(smp)
             prev, prev_idx, prev_luma = frame, idx, luma
             if idx >= last:
@@ -325,7 +344,7 @@ def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
 
 def _motion_and_residual(samples: list[_Sample], cfg: DecodeConfig, motion: np.ndarray):
     """Estimate missing fields in place in `motion` [T,S,S,2]; return residual [T,S,S] and sources."""
-    t, s = len(samples), cfg.input_size
+    t, s = len(samples), cfg.signal_size
     residual = np.zeros((t, s, s), dtype=np.float32)
     with_ref = [i for i, smp in enumerate(samples) if smp.ref_luma is not None]
     sources = ["none"] * t
@@ -373,7 +392,8 @@ def decode_clip(path: str | os.PathLike, cfg: DecodeConfig | None = None) -> Dec
     pass (no decoding) plus one decode pass that stops after the last sampled frame; a window that starts
     later seeks to the keyframe before it.
 
-    Motion is relative to each sampled frame's own reference, the previous decoded (presentation-order)
+    Motion and residual maps are A×A, A = S / ``cfg.stride`` (half the input from 448 px on: selection
+    needs per-patch sums only), with vectors in A-pixels. Motion is relative to each sampled frame's own reference, the previous decoded (presentation-order)
     frame. "auto" uses exported bitstream MVs when the codec has them (H.264, MPEG-4 part 2, ...) and block
     matching otherwise (HEVC, AV1, VP9) and for frames without MVs (mid-clip I-frames); "bitstream" is
     the same but raises VideoDecodeError for codecs that cannot export MVs; "estimated" always block-

@@ -45,6 +45,8 @@ class CodecConfig:
             raise ValueError(
                 f"input_size {self.decode.input_size} is not a multiple of patch_size {self.patch_size}"
             )
+        if self.patch_size % self.decode.stride:
+            raise ValueError(f"patch_size {self.patch_size} is not a multiple of signal stride {self.decode.stride}")
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
 
@@ -111,7 +113,7 @@ def _from_codec(clip: DecodedClip, cfg: CodecConfig) -> PatchSelection:
     p = cfg.patch_size
     mv, res = energies(clip.motion, clip.residual, cfg.saliency)
     static = is_static(mv, res, cfg.saliency)
-    scores = patch_scores(saliency_from_energies(mv, res, cfg.saliency), p)
+    scores = patch_scores(saliency_from_energies(mv, res, cfg.saliency), p // cfg.decode.stride)
     sel = select_patches(
         scores, cfg.select, pict_types=clip.pict_types, packet_sizes=clip.packet_sizes,
         frame_ids=clip.frame_ids, static=static,
