@@ -13,27 +13,28 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from encoder.codec.decode import decode_clip
 
 from encoder.codec import CodecConfig, DecodeConfig, patchify
+from encoder.codec.decode import decode_clip
 from encoder.codec.synthetic import make_clip
 
 
-def timed(fn, repeats: int) -> float:
-    """Median wall time of ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
+def timed_pair(base, full, repeats: int) -> tuple[float, float]:
+    """Best wall time of ``repeats`` calls of each, interleaved (base, full, base, ...) after a warm-up,
+    so both see the same machine load; the minimum is the least disturbed run."""
+    base(), full()
+    tb, tf = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, out in ((base, tb), (full, tf)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return min(tb), min(tf)
 
 
 def sources(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path]]:
@@ -61,7 +62,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch threads: {torch.get_num_threads()}, T={args.frames}, repeats={args.repeats} (median)")
+    print(f"torch threads: {torch.get_num_threads()}, T={args.frames}, best of {args.repeats} interleaved runs")
     header = f"{'source':<14}{'size':>6}{'motion':>11}{'decode s':>10}{'patchify s':>12}{'ratio':>8}{'kept':>7}"
     print(header)
     print("-" * len(header))
@@ -69,7 +70,7 @@ def main() -> None:
         for name, path in sources(args, Path(tmp)):
             for size in args.sizes:
                 dcfg = DecodeConfig(num_frames=args.frames, input_size=size)
-                t_dec = timed(lambda d=dcfg, p=path: decode_clip(p, dataclasses.replace(d, motion="none")), args.repeats)
+                decode_only = dataclasses.replace(dcfg, motion="none")
                 for motion in ("bitstream", "estimated"):
                     cfg = CodecConfig(decode=dataclasses.replace(dcfg, motion=motion))
                     cfg.select = dataclasses.replace(cfg.select, budget=0.125)
@@ -78,7 +79,9 @@ def main() -> None:
                     except ValueError as e:  # e.g. bitstream motion on HEVC
                         print(f"{name:<14}{size:>6}{motion:>11}{'':>10}{'n/a':>12}  ({str(e)[:60]})")
                         continue
-                    t_full = timed(lambda c=cfg, p=path: patchify(p, c), args.repeats)
+                    t_dec, t_full = timed_pair(
+                        lambda p=path, d=decode_only: decode_clip(p, d), lambda c=cfg, p=path: patchify(p, c), args.repeats
+                    )
                     print(f"{name:<14}{size:>6}{motion:>11}{t_dec:>10.3f}{t_full:>12.3f}{t_full / t_dec:>8.2f}{kept:>7}")
 
 

@@ -77,6 +77,16 @@ def test_estimated_hevc_agrees_with_bitstream_h264(h264_clip, hevc_clip, mover_h
     assert cos.mean() > 0.9
 
 
+def test_bitstream_and_estimated_agree_on_the_same_clip(h264_clip, mover_h264):
+    est = decode_clip(mover_h264.path, DecodeConfig(num_frames=22, input_size=128, motion="estimated"))
+    ks = [k for k in _moving(h264_clip, mover_h264) if h264_clip.motion_source[k] == "bitstream"]
+    a = np.concatenate([h264_clip.motion[k][_interior(mover_h264.boxes[h264_clip.frame_ids[k]])] for k in ks])
+    b = np.concatenate([est.motion[k][_interior(mover_h264.boxes[est.frame_ids[k]])] for k in ks])
+    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-6)
+    assert cos.mean() > 0.9
+    np.testing.assert_array_equal(est.residual.shape, h264_clip.residual.shape)
+
+
 def test_mid_clip_intra_frame_is_estimated(h264_clip, mover_h264):
     ks = [k for k, i in enumerate(h264_clip.frame_ids) if i % 16 == 0 and i > 0]
     assert ks and all(h264_clip.pict_types[k] == "I" for k in ks)
