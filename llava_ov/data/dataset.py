@@ -40,6 +40,7 @@ from llava_ov.text.conversation import (
 from llava_ov.text.packing import PackedBatch, PaddedBatch, collate_packed, collate_padded
 
 TokensFor = Callable[[PatchSelection], int]
+MAX_PENDING_SKIPS = 64  # pack_items: skip markers sent on an empty batch when no item is pending
 EVAL_FIELDS = ("qtype", "answer", "id")
 
 
@@ -56,6 +57,7 @@ class LMMItem:
     kinds: list[str] = field(default_factory=list)
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)  # qtype / answer / id when the record has them
+    stream_pos: int = -1  # index of this item in its reader's mixture stream (set by MixtureDataset)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -135,6 +137,10 @@ class LMMBatch:
     sources: list[str] = field(default_factory=list)
     meta: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    # Exact resume: the DataLoader worker that built the batch (logical id) and the mixture-stream
+    # position of the first item of that worker's next batch (None at the end of the stream).
+    worker: int = 0
+    next_pos: int | None = None
 
     @property
     def num_samples(self) -> int:
@@ -220,7 +226,9 @@ def pack_items(
 ) -> Iterator[LMMBatch]:
     """Greedy packing in stream order (see module docstring).
 
-    Items that alone exceed ``max_tokens`` / ``max_media_tokens`` become ``too_long`` skips. Skip
+    Items that alone exceed ``max_tokens`` / ``max_media_tokens`` become ``too_long`` skips. A run of
+    :data:`MAX_PENDING_SKIPS` markers with no batch in sight leaves on an empty batch of its own, so
+    that the consumer sees (and counts) a stream where every sample is bad. Skip
     markers ride on the next batch; the markers met after the last batch ride on that last batch
     (it is held back until the stream ends), or on an empty batch if no item was good.
     """
@@ -240,6 +248,9 @@ def pack_items(
     for item in stream:
         if isinstance(item, Skipped):
             skips.append(item)
+            if len(skips) >= MAX_PENDING_SKIPS and not pending:
+                yield collate_items(skips)
+                skips.clear()
             continue
         if len(item) > max_tokens or item.num_patches > limit_media:
             skips.append(Skipped(item.key, "too_long", f"{len(item)} tokens / {item.num_patches} patches "
@@ -250,6 +261,7 @@ def pack_items(
             if held is not None:
                 yield held
             held = flush()
+            held.next_pos = item.stream_pos  # the next batch starts with this item
             n_tok = n_media = 0
         pending.append(item)
         n_tok += len(item)

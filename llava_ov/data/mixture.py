@@ -9,6 +9,15 @@ synthetic motion-QA set (``DataConfig.synthetic``), generated (or found in its c
 Sampling: every draw picks a source with probability proportional to its weight (a seeded RNG per
 rank x worker, so the mixture is deterministic for a seed) and takes that source's next sample. A
 source that runs out (``repeat: false``) leaves the mixture; the weights of the others renormalise.
+
+Exact resume: every item knows its position in its reader's mixture stream (draws from the mixture,
+skip markers included) and every packed batch carries the position where its worker's next batch
+starts (``LMMBatch.next_pos``). :class:`LMMLoader` keeps, per worker, the position after the last
+batch the trainer took, plus the number of batches taken (``state_dict``). A loader built with that
+state (``resume=``) replays each worker's mixture draws up to its position, reading the raw samples
+without decoding them, and restarts packing there; worker roles are rotated so that the DataLoader's
+round-robin continues with the worker that was next. The batches that follow are the ones the
+uninterrupted run would have produced.
 """
 
 from __future__ import annotations
@@ -150,42 +159,65 @@ class MixtureDataset(IterableDataset):
         world_size: int = 1,
         sources: Sequence[SourceConfig] | None = None,
         pack: bool = True,
+        resume: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.cfg, self.tokenizer, self.tokens_for = cfg, tokenizer, tokens_for
         self.rank, self.world_size, self.pack = rank, world_size, pack
+        resume = resume or {}
+        self.worker_offset = int(resume.get("batches", 0))  # rotation of worker roles (mod workers)
+        self.skip = {int(k): int(v) for k, v in resume.get("positions", {}).items()}
         self.sources = list(cfg.sources if sources is None else sources)
         if not self.sources:
             raise ConfigError("the data config has no sources")
         self.shards = [resolve_shards(cfg, s) for s in self.sources]
         self.codecs = [codec_config(cfg, s) for s in self.sources]
 
-    def _read(self, i: int) -> Iterator:
+    def logical_worker(self) -> int:
+        """This DataLoader worker's role: its id rotated by the resume offset."""
+        worker, workers = worker_slot()
+        return (worker + self.worker_offset) % workers
+
+    def _raw(self, i: int, worker: int) -> Iterator:
         cfg, source = self.cfg, self.sources[i]
-        read = ReadConfig(cfg.shuffle_buffer, cfg.seed + 7919 * i, cfg.repeat, self.rank, self.world_size)
-        fmt = ChatFormat(empty_think=cfg.empty_think)
-        for raw in iter_raw_samples(self.shards[i], read, source.name):
-            sample = decode_sample(raw, self.codecs[i], source.name, source.media_kind)
-            yield make_item(sample, self.tokenizer, self.tokens_for, cfg.max_length, fmt)
+        read = ReadConfig(cfg.shuffle_buffer, cfg.seed + 7919 * i, cfg.repeat, self.rank, self.world_size,
+                          worker=worker)
+        return iter_raw_samples(self.shards[i], read, source.name)
+
+    def _decode(self, i: int, raw: Any, pos: int) -> LMMItem | Skipped:
+        source = self.sources[i]
+        sample = decode_sample(raw, self.codecs[i], source.name, source.media_kind)
+        fmt = ChatFormat(empty_think=self.cfg.empty_think)
+        item = make_item(sample, self.tokenizer, self.tokens_for, self.cfg.max_length, fmt)
+        if isinstance(item, LMMItem):
+            item.stream_pos = pos
+        return item
 
     def iter_items(self) -> Iterator:
-        worker, _ = worker_slot()
+        worker = self.logical_worker()
         rng = random.Random(f"{self.cfg.seed}/mix/{self.rank}/{worker}")
-        streams = {i: self._read(i) for i in range(len(self.sources))}
+        streams = {i: self._raw(i, worker) for i in range(len(self.sources))}
+        skip, pos = self.skip.get(worker, 0), 0
         while streams:
             live = sorted(streams)
             pick = live[next(weighted_choices([self.sources[i].weight for i in live], rng))]
             try:
-                yield next(streams[pick])
+                raw = next(streams[pick])
             except StopIteration:
                 del streams[pick]
+                continue
+            pos += 1
+            if pos > skip:  # positions below `skip` were consumed before a resume: not decoded
+                yield self._decode(pick, raw, pos - 1)
 
     def __iter__(self) -> Iterator:
         if not self.pack:
             return self.iter_items()
         cfg = self.cfg
         collator = LMMCollator(cfg.padded, int(getattr(self.tokenizer, "pad_token_id", 0) or 0))
-        return pack_items(self.iter_items(), cfg.max_tokens, cfg.max_media_tokens, collator, cfg.max_samples)
+        worker = self.logical_worker()
+        batches = pack_items(self.iter_items(), cfg.max_tokens, cfg.max_media_tokens, collator, cfg.max_samples)
+        return (_tagged(b, worker) for b in batches)
 
 
 def dist_slot() -> tuple[int, int]:
@@ -229,23 +261,45 @@ def _identity(batch: Any) -> Any:
     return batch
 
 
+def _tagged(batch: LMMBatch, worker: int) -> LMMBatch:
+    batch.worker = worker
+    return batch
+
+
 class LMMLoader:
     """Iterates :class:`LMMBatch` es built in DataLoader workers; counts every batch's skip markers
-    and used samples into ``self.stats`` (in the main process)."""
+    and used samples into ``self.stats`` (in the main process) and tracks the stream position of
+    every worker for exact resume (:meth:`state_dict`, ``build_loader(..., resume=state)``)."""
 
     def __init__(self, dataset: MixtureDataset, num_workers: int = 0, prefetch_factor: int = 2) -> None:
         self.dataset = dataset
         self.stats = DataStats()
+        self.num_workers = num_workers
+        self.batches = dataset.worker_offset  # batches taken from the DataLoader, all runs together
+        self.positions: dict[int, int] = dict(dataset.skip)
         kwargs: dict[str, Any] = {"prefetch_factor": prefetch_factor} if num_workers else {}
         self.loader = DataLoader(
             dataset, batch_size=None, num_workers=num_workers, collate_fn=_identity, **kwargs
         )
 
+    #: Skipped samples tolerated before the first usable one (a stream of only bad samples raises).
+    max_skips_without_data = 1000
+
     def __iter__(self) -> Iterator[LMMBatch]:
         for batch in self.loader:
             self.stats.update(batch)
+            if self.stats.used == 0 and self.stats.total_skipped >= self.max_skips_without_data:
+                raise RuntimeError(f"no usable sample among the first {self.stats.total_skipped} read: {self.stats}")
+            self.batches += 1
+            if batch.next_pos is not None:
+                self.positions[batch.worker] = batch.next_pos
             if not batch.is_empty:
                 yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the stream stands after the batches taken so far (JSON-able)."""
+        return {"num_workers": self.num_workers, "batches": self.batches,
+                "positions": {str(k): v for k, v in sorted(self.positions.items())}}
 
 
 def build_loader(
@@ -255,9 +309,11 @@ def build_loader(
     rank: int | None = None,
     world_size: int | None = None,
     split: str = "train",
+    resume: dict[str, Any] | None = None,
 ) -> LMMLoader:
     """The packed-batch loader of ``cfg.sources`` (``split="train"``) or ``cfg.eval_sources``
-    (teacher-forced, one pass). ``rank`` / ``world_size`` default to :func:`dist_slot`."""
+    (teacher-forced, one pass). ``rank`` / ``world_size`` default to :func:`dist_slot`. ``resume``:
+    a :meth:`LMMLoader.state_dict` of the same config, rank and ``num_workers`` (exact resume)."""
     if rank is None or world_size is None:
         rank, world_size = dist_slot()
     if split not in ("train", "eval"):
@@ -265,5 +321,8 @@ def build_loader(
     sources = cfg.sources if split == "train" else cfg.eval_sources
     if split == "eval":
         cfg = dataclasses.replace(cfg, repeat=False, shuffle_buffer=0)
-    ds = MixtureDataset(cfg, tokenizer, tokens_for, rank, world_size, sources)
+    if resume and int(resume.get("num_workers", cfg.num_workers)) != cfg.num_workers:
+        raise ConfigError(f"cannot resume a data stream of {resume['num_workers']} workers with "
+                          f"num_workers={cfg.num_workers}")
+    ds = MixtureDataset(cfg, tokenizer, tokens_for, rank, world_size, sources, resume=resume)
     return LMMLoader(ds, cfg.num_workers, cfg.prefetch_factor)

@@ -218,6 +218,7 @@ class ReadConfig:
     world_size: int = 1
     split: str = "auto"  # "shard" | "sample" | "auto"
     shuffle_shards: bool = True
+    worker: int | None = None  # this reader's DataLoader worker index (None: the actual worker id)
 
 
 def worker_slot() -> tuple[int, int]:
@@ -233,6 +234,8 @@ def reader_slot(cfg: ReadConfig) -> tuple[int, int]:
     if not 0 <= cfg.rank < cfg.world_size:
         raise ValueError(f"rank {cfg.rank} outside world_size {cfg.world_size}")
     worker, workers = worker_slot()
+    if cfg.worker is not None:
+        worker = cfg.worker
     return cfg.rank * workers + worker, cfg.world_size * workers
 
 

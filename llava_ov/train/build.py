@@ -1,0 +1,130 @@
+"""Building a stage's pieces from the run config: tokenizer, data config, model."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from encoder.config import ConfigError, merge
+from llava_ov.data import DataConfig, codec_config, load_data_config, prepare_data
+from llava_ov.model import LlavaOVModel, build_model
+from llava_ov.train import checkpoint as C
+from llava_ov.train import distributed as D
+from llava_ov.train.config import StageConfig, TrainConfig, previous_stage
+
+logger = logging.getLogger("llava_ov.train")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A relative path as given (from the working directory), else relative to the repository root."""
+    p = Path(path)
+    if p.is_absolute() or p.exists() or not (REPO_ROOT / p).exists():
+        return p
+    return REPO_ROOT / p
+
+
+def build_tokenizer(cfg: TrainConfig, env: D.DistEnv) -> Any:
+    """``synthetic``: trained once from the synthetic QA texts and cached in ``{output_dir}/tokenizer``;
+    ``auto``: the model's LLM tokenizer; else a path / hub id."""
+    from llava_ov.text import build_tokenizer as train_bpe
+    from llava_ov.text import load_tokenizer
+
+    if cfg.tokenizer == "auto":
+        return load_tokenizer(cfg.model.llm.tokenizer_path)
+    if cfg.tokenizer != "synthetic":
+        return load_tokenizer(cfg.tokenizer)
+    from llava_ov.data import tokenizer_texts
+
+    out = Path(cfg.output_dir) / "tokenizer"
+    if env.is_main and not (out / "tokenizer.json").is_file():
+        train_bpe(tokenizer_texts(), cfg.tokenizer_vocab, out)
+    D.barrier()
+    return load_tokenizer(out)
+
+
+def deep_updates(cfg: Any, updates: dict[str, Any]) -> dict[str, Any]:
+    """``updates`` for :func:`merge` with mapping fields of ``cfg`` merged key by key (an override of
+    ``codec.select.budget`` keeps the file's other ``codec`` keys) instead of replaced."""
+    out = {}
+    for key, value in updates.items():
+        current = getattr(cfg, key, None)
+        if isinstance(value, dict) and isinstance(current, dict):
+            out[key] = _deep_merge(current, value)
+        elif isinstance(value, dict) and dataclasses.is_dataclass(current):
+            out[key] = deep_updates(current, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _deep_merge(out[key], value) if both else value
+    return out
+
+
+def stage_data_config(cfg: TrainConfig, stage: StageConfig) -> DataConfig:
+    """The stage's data config file (or the run's) ← run ``data`` ← stage ``data`` (mappings merged
+    key by key)."""
+    data = load_data_config(resolve_path(stage.data_config or cfg.data_config))
+    for updates in (cfg.data, stage.data):
+        data = merge(data, deep_updates(data, updates))
+    data.validate()
+    return data
+
+
+def prepare(data: DataConfig, env: D.DistEnv) -> None:
+    """Generate the synthetic shards once (rank 0 first; the others then find the cache)."""
+    if env.is_main:
+        prepare_data(data)
+    D.barrier()
+    if not env.is_main:
+        prepare_data(data, progress=False)
+
+
+def codec_dict(data: DataConfig) -> dict[str, Any] | None:
+    """The codec config of the first source (recorded with the export for inference)."""
+    sources = data.sources or data.eval_sources
+    return dataclasses.asdict(codec_config(data, sources[0])) if sources else None
+
+
+def init_path(cfg: TrainConfig, name: str, stage: StageConfig) -> Path | None:
+    """Export the stage starts from (None: build from ``cfg.model``)."""
+    if stage.init_from is None:
+        return None
+    if stage.init_from == "previous":
+        prev = previous_stage(name)
+        path = C.final_dir(cfg.output_dir, prev) if prev else None
+        if path is None or not C.is_exported(path):
+            raise ConfigError(f"stage {name!r} starts from the previous stage's export, but {path} does not "
+                              "exist: run that stage first or set init_from to an export")
+        return path
+    path = resolve_path(stage.init_from)  # a path that does not exist is tried as a hub id
+    if path.exists() and not C.is_exported(path):
+        raise ConfigError(f"{name}.init_from={stage.init_from!r} is not an LMM export (no llava_ov.json)")
+    return path
+
+
+def build_stage_model(cfg: TrainConfig, name: str, stage: StageConfig, tokenizer: Any) -> LlavaOVModel:
+    """Fresh model from ``cfg.model`` (seeded) or an export; attention / checkpointing from the run."""
+    torch.manual_seed(cfg.seed)
+    path = init_path(cfg, name, stage)
+    if path is None:
+        model = build_model(cfg.model, tokenizer)
+    else:
+        logger.info("stage %s: initialised from %s", name, path)
+        model = LlavaOVModel.from_pretrained(path, llm={"attn_implementation": cfg.model.llm.attn_implementation})
+    ckpt = stage.activation_checkpointing
+    model.set_activation_checkpointing(cfg.model.activation_checkpointing if ckpt is None else ckpt)
+    return model
+
+
+__all__ = ["build_stage_model", "build_tokenizer", "codec_dict", "init_path", "prepare", "resolve_path",
+           "stage_data_config"]

@@ -1,0 +1,41 @@
+"""Train the LMM: ``deepspeed scripts/train_lmm.py [--config FILE] [--stage NAME] [key=value ...]``.
+
+Also runs as ``python scripts/train_lmm.py`` (one process). Without ``--config`` it runs the embedded
+default ``configs/train/default.yaml``: synthetic motion-QA clips (generated once and cached), a tiny
+Qwen3 + debug OV-Encoder, stages align → sft on CPU, held-out accuracy, loss-curve PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train" / "default.yaml"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None, help=f"run config YAML (default: {DEFAULT_CONFIG.name})")
+    parser.add_argument("--stage", default=None, help="run only this stage (align | sft)")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. sft.max_steps=50 output_dir=runs/x")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from encoder.config import ConfigError
+    from llava_ov.train import load_train_config, train
+
+    args = parse_args(argv)
+    try:
+        cfg = load_train_config(args.config or DEFAULT_CONFIG, args.overrides, stage=args.stage)
+        train(cfg)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
