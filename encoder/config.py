@@ -98,8 +98,41 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     return value
 
 
+def _scalar(text: str) -> Any:
+    """A CLI string in an untyped mapping: bool / null / int / float literals are read as such."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("null", "none", "~"):
+        return None
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated key by key (nested mappings recursively); string leaves of ``update`` that are
+    bool / null / number literals become those, so a CLI ``a.b=64`` lands as the int 64."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        elif isinstance(value, dict):
+            out[key] = deep_merge({}, value)
+        else:
+            out[key] = _scalar(value) if isinstance(value, str) else value
+    return out
+
+
 def merge(cfg: T, updates: dict[str, Any], prefix: str = "") -> T:
-    """Return a copy of dataclass ``cfg`` with ``updates`` (a nested mapping) applied strictly."""
+    """Return a copy of dataclass ``cfg`` with ``updates`` (a nested mapping) applied strictly.
+
+    Nested dataclasses merge field by field; mapping-typed fields merge key by key (:func:`deep_merge`),
+    so overriding ``codec.select.budget`` keeps the other keys of ``codec``.
+    """
     ftypes = _field_types(type(cfg))
     changes: dict[str, Any] = {}
     for key, value in (updates or {}).items():
@@ -109,6 +142,8 @@ def merge(cfg: T, updates: dict[str, Any], prefix: str = "") -> T:
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             changes[key] = merge(current, value, prefix=f"{prefix}{key}.")
+        elif isinstance(current, dict) and isinstance(value, dict):
+            changes[key] = deep_merge(current, value)
         else:
             changes[key] = _coerce(value, tp, f"{prefix}{key}")
     out = dataclasses.replace(cfg, **changes)

@@ -66,3 +66,23 @@ def test_missing_yaml(tmp_path):
 
 def test_parse_overrides_nests():
     assert parse_overrides(["a.b.c=1", "a.d=2"]) == {"a": {"b": {"c": "1"}, "d": "2"}}
+
+
+@dataclass
+class WithMapping:
+    codec: dict = field(default_factory=lambda: {"mode": "codec", "select": {"budget": 2048, "context": "first"}})
+    name: str = "x"
+
+
+def test_mapping_fields_merge_key_by_key(tmp_path):
+    y = tmp_path / "m.yaml"
+    y.write_text("codec:\n  decode: {num_frames: 16}\n  prompt: 'Answer: yes'\n")
+    cfg = load_config(WithMapping, y, ["codec.select.budget=128", "codec.select.flag=true", "name=true"])
+    assert cfg.codec == {
+        "mode": "codec",
+        "select": {"budget": 128, "context": "first", "flag": True},
+        "decode": {"num_frames": 16},
+        "prompt": "Answer: yes",
+    }
+    assert cfg.name == "true"  # typed str fields keep the string
+    assert WithMapping().codec["select"]["budget"] == 2048  # the default is not mutated

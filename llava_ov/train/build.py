@@ -47,35 +47,12 @@ def build_tokenizer(cfg: TrainConfig, env: D.DistEnv) -> Any:
     return load_tokenizer(out)
 
 
-def deep_updates(cfg: Any, updates: dict[str, Any]) -> dict[str, Any]:
-    """``updates`` for :func:`merge` with mapping fields of ``cfg`` merged key by key (an override of
-    ``codec.select.budget`` keeps the file's other ``codec`` keys) instead of replaced."""
-    out = {}
-    for key, value in updates.items():
-        current = getattr(cfg, key, None)
-        if isinstance(value, dict) and isinstance(current, dict):
-            out[key] = _deep_merge(current, value)
-        elif isinstance(value, dict) and dataclasses.is_dataclass(current):
-            out[key] = deep_updates(current, value)
-        else:
-            out[key] = value
-    return out
-
-
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in update.items():
-        both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _deep_merge(out[key], value) if both else value
-    return out
-
-
 def stage_data_config(cfg: TrainConfig, stage: StageConfig) -> DataConfig:
     """The stage's data config file (or the run's) ← run ``data`` ← stage ``data`` (mappings merged
     key by key)."""
     data = load_data_config(resolve_path(stage.data_config or cfg.data_config))
     for updates in (cfg.data, stage.data):
-        data = merge(data, deep_updates(data, updates))
+        data = merge(data, updates)
     data.validate()
     return data
 

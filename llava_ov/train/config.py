@@ -9,8 +9,6 @@ before it, ``{output_dir}/{stage}/final``) or a path to such an export.
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,37 +186,6 @@ def previous_stage(name: str) -> str | None:
     return STAGES[i - 1] if i > 0 else None
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in update.items():
-        both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _deep_merge(out[key], value) if both else value
-    return out
-
-
-def _yaml_leaves(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _yaml_leaves(v) for k, v in tree.items()}
-    return yaml.safe_load(tree) if isinstance(tree, str) else tree
-
-
-def _typed_overrides(cls: type, tree: dict[str, Any]) -> dict[str, Any]:
-    """CLI strings that land in untyped ``dict`` fields (``data``, ``from_scratch``...) read as YAML
-    scalars (``64`` → int); typed fields keep their strings (``merge`` coerces them)."""
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for key, value in tree.items():
-        tp = hints.get(key)
-        inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
-        if isinstance(value, dict) and dataclasses.is_dataclass(inner[0]):
-            out[key] = _typed_overrides(inner[0], value)
-        elif inner[0] is dict or typing.get_origin(inner[0]) is dict:
-            out[key] = _yaml_leaves(value)
-        else:
-            out[key] = value
-    return out
-
-
 def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None,
                       stage: str | None = None) -> TrainConfig:
     """Defaults ← YAML ← ``key=value`` overrides, all strict. Mappings merge key by key (an override of
@@ -231,10 +198,8 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
         tree = yaml.safe_load(file.read_text()) or {}
         if not isinstance(tree, dict):
             raise ConfigError(f"{file}: top level must be a mapping")
-    tree = _deep_merge(tree, _typed_overrides(TrainConfig, parse_overrides(overrides or [])))
-    if stage is not None:
-        tree["stages"] = [stage]
-    return merge(TrainConfig(), tree)
+    cfg = merge(merge(TrainConfig(), tree), parse_overrides(overrides or []))
+    return merge(cfg, {"stages": [stage]}) if stage is not None else cfg
 
 
 __all__ = [
