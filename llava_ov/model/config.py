@@ -12,6 +12,7 @@ from typing import Any
 
 PROJECTOR_TYPES: tuple[str, ...] = ("mlp2x_gelu",)
 MERGE_SIZES: tuple[int, ...] = (1, 2)
+POS_EMBEDS: tuple[str, ...] = ("none", "sincos3d")
 ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
 
 #: The embedded tiny Qwen3 used when ``LLMConfig.from_scratch`` is set (its keys override these).
@@ -54,8 +55,14 @@ class ProjectorConfig:
     type: str = "mlp2x_gelu"
     merge: int = 1  # 1, or 2 = 2×2 spatial merge of dense media (see llava_ov.model.merge)
     path: str | None = None  # safetensors file with trained projector weights (None = random init)
+    # "none" (the paper's design, every full-scale recipe) | "sincos3d": a fixed 3D sin-cos embedding
+    # of each visual token's (t, h, w) added to the projector input (llava_ov.model.projector.sincos3d);
+    # it tells the LLM where / when a token of a sparse codec selection was (the tower has RoPE only).
+    pos_embed: str = "none"
 
     def validate(self) -> None:
+        if self.pos_embed not in POS_EMBEDS:
+            raise ValueError(f"projector pos_embed must be one of {POS_EMBEDS}, got {self.pos_embed!r}")
         if self.type not in PROJECTOR_TYPES:
             raise ValueError(f"projector type must be one of {PROJECTOR_TYPES}, got {self.type!r}")
         if self.merge not in MERGE_SIZES:
@@ -117,6 +124,7 @@ def debug_config(merge: int = 1, **llm_overrides: Any) -> ModelConfig:
 __all__ = [
     "ATTN_IMPLEMENTATIONS",
     "MERGE_SIZES",
+    "POS_EMBEDS",
     "PROJECTOR_TYPES",
     "TINY_QWEN3",
     "LLMConfig",

@@ -30,7 +30,7 @@ from llava_ov.model.config import ModelConfig
 from llava_ov.model.generation import generate_from_embeds, prompt_rows
 from llava_ov.model.llm import SpecialTokenIds, build_llm, fit_embeddings, set_llm_checkpointing
 from llava_ov.model.merge import TokenCounter, apply_merge, merge_plan
-from llava_ov.model.projector import build_projector
+from llava_ov.model.projector import build_projector, merged_positions
 from llava_ov.model.towers import VisionTower, build_tower
 from llava_ov.text.conversation import IGNORE_INDEX
 from llava_ov.text.packing import model_inputs
@@ -121,9 +121,12 @@ class LlavaOVModel(nn.Module):
             return self.llm.get_input_embeddings().weight.new_zeros(0, d_llm)
         features = self.vision_tower(media)
         merge = self.config.projector.merge
+        positions = media.positions  # (t, h, w) of every visual token, for projector.pos_embed
         if merge == 2:
             plan = merge_plan(media.positions, media.cu_seqlens)
             features, counts = apply_merge(features, plan), plan.counts
+            if self.config.projector.pos_embed != "none":
+                positions = merged_positions(media.positions, plan)
         else:
             counts = torch.diff(media.cu_seqlens).tolist()
         reserved = [int(n) for n in media.num_tokens.tolist()]
@@ -133,7 +136,9 @@ class LlavaOVModel(nn.Module):
                 f"{reserved} (projector.merge={merge}): build the items with tokens_for=model.tokens_counter()"
             )
         weight = next(self.projector.parameters())
-        return self.projector(features.to(weight.dtype))
+        if self.config.projector.pos_embed == "none":
+            return self.projector(features.to(weight.dtype))
+        return self.projector(features.to(weight.dtype), positions)
 
     def embed(self, input_ids: Tensor, media: MediaBatch) -> Tensor:
         """Token embeddings with the visual tokens placed at the media pad tokens, in order."""

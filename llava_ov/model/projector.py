@@ -1,36 +1,104 @@
-"""Projector: vision features → LLM embedding space (``mlp2x_gelu``), with optional 2×2 merge."""
+"""Projector: vision features → LLM embedding space (``mlp2x_gelu``), with optional 2×2 merge.
+
+``pos_embed="sincos3d"`` adds a fixed (parameter-free) 3D sin-cos embedding of every visual token's
+``(t, h, w)`` position to the projector *input*, see :func:`sincos3d`. The OV-Encoder only has
+relative RoPE, so without it a sparse codec selection reaches the LLM as a flat token sequence
+that says neither where nor when each token was; the first linear layer learns how much of the
+position signal to use and can combine it with the content (GELU), at no extra parameter.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from llava_ov.model.config import ProjectorConfig
-from llava_ov.model.merge import SLOTS
+from llava_ov.model.merge import SLOTS, MergePlan
 
 PROJECTOR_WEIGHTS = "projector.safetensors"
 
+#: Channel split of :func:`sincos3d` over (t, h, w), and the frequency base of every axis.
+SINCOS_SPLIT: tuple[int, int, int] = (4, 6, 6)
+SINCOS_BASE = 100.0
+
+
+def _axis_channels(dim: int) -> tuple[int, int, int]:
+    """Even channel counts per axis in the ratio :data:`SINCOS_SPLIT`, summing to at most ``dim``."""
+    total = sum(SINCOS_SPLIT)
+    t, h = (2 * (dim * r // (2 * total)) for r in SINCOS_SPLIT[:2])
+    w = 2 * ((dim - t - h) // 2)
+    return t, h, w
+
+
+def _sincos_1d(pos: Tensor, channels: int) -> Tensor:
+    """``[N] → [N, channels]``: ``sin(p·ω_k)`` then ``cos(p·ω_k)``, ``ω_k = SINCOS_BASE^(−k/n)``,
+    k = 0 … n−1, n = channels / 2 (periods from 2π up to about 2π·SINCOS_BASE position units)."""
+    n = channels // 2
+    if n == 0:
+        return pos.new_zeros(pos.shape[0], 0)
+    omega = SINCOS_BASE ** (-torch.arange(n, dtype=torch.float64, device=pos.device) / n)
+    angle = pos.to(torch.float64)[:, None] * omega[None, :]
+    return torch.cat([angle.sin(), angle.cos()], dim=1)
+
+
+def sincos3d(positions: Tensor, dim: int) -> Tensor:
+    """Fixed 3D sin-cos embedding ``[N, dim]`` (float32) of integer ``(t, h, w)`` positions ``[N, 3]``.
+
+    The channels are split 4 : 6 : 6 over t, h, w (even counts; a remainder of ``dim`` is zero) and
+    each axis gets :func:`_sincos_1d` of its coordinate: t on the 64-frame grid, h / w patch indices
+    (merged-token indices with ``merge=2``). Deterministic, and distinct positions give distinct vectors.
+    """
+    if positions.ndim != 2 or positions.shape[1] != 3:
+        raise ValueError(f"positions must be [N, 3] (t, h, w), got {tuple(positions.shape)}")
+    ct, ch, cw = _axis_channels(dim)
+    t, h, w = positions.unbind(1)
+    parts = [_sincos_1d(t, ct), _sincos_1d(h, ch), _sincos_1d(w, cw)]
+    emb = torch.cat(parts, dim=1)
+    if emb.shape[1] < dim:
+        emb = torch.cat([emb, emb.new_zeros(emb.shape[0], dim - emb.shape[1])], dim=1)
+    return emb.float()
+
+
+def merged_positions(positions: Tensor, plan: MergePlan) -> Tensor:
+    """``(t, h // 2, w // 2)`` of every merged token ``[G, 3]``, in the plan's token order."""
+    pos = positions.to(torch.long).cpu()
+    pos = torch.stack([pos[:, 0], pos[:, 1] // 2, pos[:, 2] // 2], dim=1)
+    out = torch.zeros(plan.num_groups, 3, dtype=torch.long)
+    return out.index_copy_(0, plan.group.cpu(), pos)  # every patch of a group holds the same value
+
 
 class MLPProjector(nn.Module):
-    """Linear(D_in → d) · GELU · Linear(d → d) with D_in = D_v (merge 1) or 4 · D_v (merge 2)."""
+    """Linear(D_in → d) · GELU · Linear(d → d) with D_in = D_v (merge 1) or 4 · D_v (merge 2).
 
-    def __init__(self, vision_dim: int, llm_dim: int, merge: int = 1) -> None:
+    With ``pos_embed="sincos3d"``, ``forward`` needs the tokens' ``(t, h, w)`` positions ``[N, 3]``
+    (the merged token's ``(t, h // 2, w // 2)`` with merge 2) and adds :func:`sincos3d` ``[N, D_in]``
+    to the input. The embedding has no parameters: the state dict is the same for every option.
+    """
+
+    def __init__(self, vision_dim: int, llm_dim: int, merge: int = 1, pos_embed: str = "none") -> None:
         super().__init__()
         self.merge = merge
-        in_dim = vision_dim * (SLOTS if merge == 2 else 1)
-        self.linear_1 = nn.Linear(in_dim, llm_dim)
+        self.pos_embed = pos_embed
+        self.in_dim = vision_dim * (SLOTS if merge == 2 else 1)
+        self.linear_1 = nn.Linear(self.in_dim, llm_dim)
         self.act = nn.GELU()
         self.linear_2 = nn.Linear(llm_dim, llm_dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
+        if self.pos_embed == "sincos3d":
+            if positions is None or positions.shape[0] != x.shape[0]:
+                got = None if positions is None else tuple(positions.shape)
+                raise ValueError(f"pos_embed='sincos3d' needs one (t, h, w) position per token: {x.shape[0]}, got {got}")
+            x = x + sincos3d(positions.to(x.device), self.in_dim).to(x.dtype)
         return self.linear_2(self.act(self.linear_1(x)))
 
 
 def build_projector(cfg: ProjectorConfig, vision_dim: int, llm_dim: int) -> MLPProjector:
     """A new projector; with ``cfg.path`` its weights are loaded strictly from that safetensors file."""
     cfg.validate()
-    projector = MLPProjector(vision_dim, llm_dim, cfg.merge)
+    projector = MLPProjector(vision_dim, llm_dim, cfg.merge, cfg.pos_embed)
     if cfg.path is not None:
         load_projector(projector, cfg.path)
     return projector
@@ -56,4 +124,14 @@ def save_projector(projector: nn.Module, path: str | Path) -> None:
     save_file(state, str(path), metadata={"format": "pt"})
 
 
-__all__ = ["PROJECTOR_WEIGHTS", "MLPProjector", "build_projector", "load_projector", "save_projector"]
+__all__ = [
+    "PROJECTOR_WEIGHTS",
+    "SINCOS_BASE",
+    "SINCOS_SPLIT",
+    "MLPProjector",
+    "build_projector",
+    "load_projector",
+    "merged_positions",
+    "save_projector",
+    "sincos3d",
+]
