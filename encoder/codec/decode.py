@@ -46,20 +46,18 @@ class DecodeConfig:
     block_size: int = 8
     search_range: int = 7
     pyramid_levels: int = 2  # block matching coarse to fine (1 = exhaustive search at full resolution)
-    signal_stride: int = 0  # motion/residual at input_size / stride; 0 = auto (2 from 448 px on, else 1)
+    analysis_size: int = 112  # motion/residual maps at about this side (0 = at the input size)
 
     @property
     def stride(self) -> int:
-        """The resolved signal stride: selection only needs per-patch sums, so large inputs are analysed
-        at half resolution (a 14-px patch is then a 7×7 footprint of the motion/residual maps)."""
-        if self.signal_stride:
-            return self.signal_stride
-        return 2 if self.input_size >= 448 and self.input_size % 2 == 0 else 1
+        """Input pixels per analysis pixel: selection only needs per-patch sums, so the signals are
+        computed at S / stride ≈ ``analysis_size`` (224 → 112, 448 → 112; inputs below 2×112 as they are)."""
+        return max(1, self.input_size // self.analysis_size) if self.analysis_size else 1
 
     @property
     def signal_size(self) -> int:
-        """Side of the motion and residual maps (block_size and search_range are in its pixels)."""
-        return self.input_size // self.stride
+        """Side A of the motion and residual maps (block_size and search_range are in its pixels)."""
+        return round(self.input_size / self.stride)
 
     def __post_init__(self) -> None:
         if self.num_frames < 1 or self.input_size < 1:
@@ -70,17 +68,15 @@ class DecodeConfig:
             raise ValueError(f"motion must be one of {MOTIONS}, got {self.motion!r}")
         if self.start is not None and self.end is not None and self.end < self.start:
             raise ValueError(f"end ({self.end}) < start ({self.start})")
-        if self.signal_stride < 0 or self.input_size % self.stride:
-            raise ValueError(
-                f"signal_stride {self.signal_stride} must be ≥ 0 and divide input_size {self.input_size}"
-            )
+        if self.analysis_size < 0:
+            raise ValueError(f"analysis_size must be ≥ 0, got {self.analysis_size}")
         if self.block_size < 1 or self.search_range < 0 or self.pyramid_levels < 1:
             raise ValueError("block_size must be ≥ 1, search_range ≥ 0 and pyramid_levels ≥ 1")
 
 
 @dataclass
 class DecodedClip:
-    """T sampled frames at S×S plus per-frame codec signals at A×A, A = S / signal stride (see `decode_clip`).
+    """T sampled frames at S×S plus per-frame codec signals at A×A, A = ``cfg.signal_size`` (see `decode_clip`).
 
     motion[i, y, x] = (dx, dy): pred(x, y) = ref(x + dx, y + dy) with ref the previous decoded frame;
     residual = |Y − pred| on 0..255 BT.601 luma; rotation is in clockwise degrees.
@@ -392,8 +388,8 @@ def decode_clip(path: str | os.PathLike, cfg: DecodeConfig | None = None) -> Dec
     pass (no decoding) plus one decode pass that stops after the last sampled frame; a window that starts
     later seeks to the keyframe before it.
 
-    Motion and residual maps are A×A, A = S / ``cfg.stride`` (half the input from 448 px on: selection
-    needs per-patch sums only), with vectors in A-pixels. Motion is relative to each sampled frame's own reference, the previous decoded (presentation-order)
+    Motion and residual maps are A×A, A = ``cfg.signal_size`` ≈ ``analysis_size`` (112 for 224 and 448
+    inputs: selection needs per-patch sums only), with vectors in A-pixels. Motion is relative to each sampled frame's own reference, the previous decoded (presentation-order)
     frame. "auto" uses exported bitstream MVs when the codec has them (H.264, MPEG-4 part 2, ...) and block
     matching otherwise (HEVC, AV1, VP9) and for frames without MVs (mid-clip I-frames); "bitstream" is
     the same but raises VideoDecodeError for codecs that cannot export MVs; "estimated" always block-

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from encoder.codec.decode import DecodeConfig, DecodedClip, decode_clip
 from encoder.codec.errors import VideoDecodeError
@@ -45,8 +47,6 @@ class CodecConfig:
             raise ValueError(
                 f"input_size {self.decode.input_size} is not a multiple of patch_size {self.patch_size}"
             )
-        if self.patch_size % self.decode.stride:
-            raise ValueError(f"patch_size {self.patch_size} is not a multiple of signal stride {self.decode.stride}")
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
 
@@ -113,10 +113,14 @@ def _from_codec(clip: DecodedClip, cfg: CodecConfig) -> PatchSelection:
     p = cfg.patch_size
     mv, res = energies(clip.motion, clip.residual, cfg.saliency)
     static = is_static(mv, res, cfg.saliency)
-    scores = patch_scores(saliency_from_energies(mv, res, cfg.saliency), p // cfg.decode.stride)
+    scores = grid_scores(saliency_from_energies(mv, res, cfg.saliency), cfg.decode.input_size // p)
     sel = select_patches(
-        scores, cfg.select, pict_types=clip.pict_types, packet_sizes=clip.packet_sizes,
-        frame_ids=clip.frame_ids, static=static,
+        scores,
+        cfg.select,
+        pict_types=clip.pict_types,
+        packet_sizes=clip.packet_sizes,
+        frame_ids=clip.frame_ids,
+        static=static,
     )
     frame_t = virtual_t(len(clip))
     grid = patch_grid(clip.frames, p)
@@ -141,6 +145,17 @@ def _from_codec(clip: DecodedClip, cfg: CodecConfig) -> PatchSelection:
     )
 
 
+def grid_scores(saliency: np.ndarray, grid: int) -> np.ndarray:
+    """float32 [T, grid, grid]: each patch's saliency summed over its footprint on the [T, A, A] maps;
+    exact sums when A is a multiple of the grid, area-weighted pooling (the same sum, interpolated)
+    otherwise."""
+    a = saliency.shape[-1]
+    if a % grid == 0:
+        return patch_scores(saliency, a // grid)
+    x = torch.from_numpy(np.ascontiguousarray(saliency, dtype=np.float32))[:, None]
+    return F.adaptive_avg_pool2d(x, grid)[:, 0].numpy() * np.float32((a / grid) ** 2)
+
+
 def _all_patches(frames: np.ndarray, t_of_frame: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
     grid = patch_grid(frames, p)
     t, gh, gw = grid.shape[:3]
@@ -153,8 +168,12 @@ def _from_frames(clip: DecodedClip, cfg: CodecConfig) -> PatchSelection:
     frame_t = virtual_t(len(clip))
     positions, pixels = _all_patches(clip.frames, frame_t, cfg.patch_size)
     return PatchSelection(
-        positions=positions, pixels=pixels, scores=np.ones(len(positions), np.float32),
-        frame_ids=clip.frame_ids, frame_t=frame_t, patch_size=cfg.patch_size,
+        positions=positions,
+        pixels=pixels,
+        scores=np.ones(len(positions), np.float32),
+        frame_ids=clip.frame_ids,
+        frame_t=frame_t,
+        patch_size=cfg.patch_size,
         grid_hw=(clip.frames.shape[1] // cfg.patch_size, clip.frames.shape[2] // cfg.patch_size),
         meta=_clip_meta(clip, "frames", cfg),
     )
@@ -164,8 +183,12 @@ def _from_collage(clip: DecodedClip, cfg: CodecConfig) -> PatchSelection:
     tall = _stack_tall(clip.frames)
     positions, pixels = _all_patches(tall, np.zeros(1, np.int32), cfg.patch_size)
     return PatchSelection(
-        positions=positions, pixels=pixels, scores=np.ones(len(positions), np.float32),
-        frame_ids=clip.frame_ids, frame_t=np.zeros(len(clip), np.int32), patch_size=cfg.patch_size,
+        positions=positions,
+        pixels=pixels,
+        scores=np.ones(len(positions), np.float32),
+        frame_ids=clip.frame_ids,
+        frame_t=np.zeros(len(clip), np.int32),
+        patch_size=cfg.patch_size,
         grid_hw=(tall.shape[1] // cfg.patch_size, tall.shape[2] // cfg.patch_size),
         meta=_clip_meta(clip, "collage", cfg),
     )
@@ -209,8 +232,12 @@ def patchify_image(path: str | Path, cfg: CodecConfig | None = None) -> tuple[Pa
     img = load_image(path, cfg.image_max_side, p)
     positions, pixels = _all_patches(img[None], np.zeros(1, np.int32), p)
     sel = PatchSelection(
-        positions=positions, pixels=pixels, scores=np.ones(len(positions), np.float32),
-        frame_ids=np.zeros(1, np.int64), frame_t=np.zeros(1, np.int32), patch_size=p,
+        positions=positions,
+        pixels=pixels,
+        scores=np.ones(len(positions), np.float32),
+        frame_ids=np.zeros(1, np.int64),
+        frame_t=np.zeros(1, np.int32),
+        patch_size=p,
         grid_hw=(img.shape[0] // p, img.shape[1] // p),
         meta={"path": str(path), "mode": "image", "size": [int(img.shape[0]), int(img.shape[1])]},
     )

@@ -150,3 +150,32 @@ def test_image_mode_native_resolution(tmp_path):
 def test_budget_larger_than_clip_is_an_error(clips):
     with pytest.raises(ValueError):
         patchify(clips["mover_h264"].path, _cfg(64 * G * G + 1))
+
+
+def test_grid_scores_exact_and_pooled():
+    from encoder.codec.pipeline import grid_scores
+    from encoder.codec.saliency import patch_scores
+
+    rng = np.random.default_rng(0)
+    sal = rng.random((3, 112, 112)).astype(np.float32)
+    np.testing.assert_allclose(grid_scores(sal, 16), patch_scores(sal, 7), rtol=1e-6)  # 224/14 on 112 maps
+    pooled = grid_scores(sal, 32)  # 448/14 on 112 maps: 3.5-px footprints
+    assert pooled.shape == (3, 32, 32)
+    np.testing.assert_allclose(pooled.sum(axis=(1, 2)), sal.sum(axis=(1, 2)), rtol=0.05)
+    hot = np.zeros((1, 112, 112), np.float32)
+    hot[0, 50:54, 70:74] = 1.0
+    assert np.unravel_index(grid_scores(hot, 32)[0].argmax(), (32, 32)) in {(14, 20), (14, 21), (15, 20), (15, 21)}
+
+
+@pytest.mark.parametrize("size", [224, 448])
+def test_mover_selected_at_both_input_sizes(clips, size):
+    clip = clips["mover_h264"]
+    g = size // P
+    cfg = CodecConfig(decode=DecodeConfig(num_frames=64, input_size=size), select=SelectConfig(budget=0.125))
+    sel = patchify(clip.path, cfg)
+    assert sel.grid_hw == (g, g) and len(sel) == int(0.125 * 64 * g * g)
+    obj = object_patch_overlap(clip, sel.frame_ids, size, P)[1:] >= 0.5
+    t_to_i = {int(t): i for i, t in enumerate(sel.frame_t)}
+    mask = np.zeros((sel.num_frames, g, g), dtype=bool)
+    mask[[t_to_i[int(t)] for t in sel.positions[:, 0]], sel.positions[:, 1], sel.positions[:, 2]] = True
+    assert mask[1:][obj].mean() >= 0.9
