@@ -124,6 +124,7 @@ class _Sample:
     luma: np.ndarray | None = None  # uint8 [S, S] full-range BT.601 luma (swscale "gray")
     ref_luma: np.ndarray | None = None
     has_mvs: bool = False  # bitstream field already written into the clip's motion buffer
+    borrowed: bool = False  # an intra frame whose field came from the next frame's vectors
 
 
 def _open(path: str):
@@ -292,9 +293,14 @@ def _decode_pass(path: str, cfg: DecodeConfig, index: _Index, wanted: np.ndarray
         _seek_near(container, stream, index, int(wanted[0]) - int(want_motion))
         lookup = {int(p): i for i, p in enumerate(index.pts)} if index.has_pts else None
         prev, prev_idx, prev_luma, counter = None, -1, None, -1
+        borrow = None  # slot of a sampled frame without vectors (an I-frame) awaiting the next frame's
         for frame in _frames(container, stream):
             counter += 1
             idx = lookup.get(frame.pts, prev_idx + 1) if lookup is not None else counter
+            if borrow is not None:  # the frame after it references it: its vectors ≈ the I-frame's motion
+                dist = (int(index.fwd_dist[idx]), int(index.bwd_dist[idx]))
+                samples[borrow].borrowed = _bitstream_field(frame, sig, motion[borrow], dist)
+                borrow = None
             if "orig_size" not in meta:
                 rot = display_rotation_cw(frame)
                 meta["rotation"] = rot
@@ -307,6 +313,8 @@ def _decode_pass(path: str, cfg: DecodeConfig, index: _Index, wanted: np.ndarray
                     smp.ref_luma = prev_luma if prev_luma is not None else sig.convert(prev, "gray")
                     dist = (int(index.fwd_dist[idx]), int(index.bwd_dist[idx]))
                     smp.has_mvs = use_mvs and _bitstream_field(frame, sig, motion[len(samples)], dist)
+                    if use_mvs and not smp.has_mvs and idx < last:
+                        borrow = len(samples)
                 samples.append(smp)
             prev, prev_idx, prev_luma = frame, idx, luma
             if idx >= last:
@@ -345,14 +353,15 @@ def _motion_and_residual(samples: list[_Sample], cfg: DecodeConfig, motion: np.n
     with_ref = [i for i, smp in enumerate(samples) if smp.ref_luma is not None]
     sources = ["none"] * t
     for i in with_ref:
-        sources[i] = "bitstream" if samples[i].has_mvs else "estimated"
+        smp = samples[i]
+        sources[i] = "bitstream" if smp.has_mvs else "bitstream_next" if smp.borrowed else "estimated"
     mot, res = torch.from_numpy(motion), torch.from_numpy(residual)
 
     def lumas(idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         cur = torch.from_numpy(np.stack([samples[i].luma for i in idx])).float()
         return cur, torch.from_numpy(np.stack([samples[i].ref_luma for i in idx])).float()
 
-    for idx in _chunks([i for i in with_ref if not samples[i].has_mvs], s):
+    for idx in _chunks([i for i in with_ref if not (samples[i].has_mvs or samples[i].borrowed)], s):
         mot[idx] = estimate_motion(*lumas(idx), cfg.block_size, cfg.search_range, cfg.pyramid_levels)
     for idx in _chunks(with_ref, s):
         cur, ref = lumas(idx)
@@ -391,7 +400,8 @@ def decode_clip(path: str | os.PathLike, cfg: DecodeConfig | None = None) -> Dec
     Motion and residual maps are A×A, A = ``cfg.signal_size`` ≈ ``analysis_size`` (112 for 224 and 448
     inputs: selection needs per-patch sums only), with vectors in A-pixels. Motion is relative to each sampled frame's own reference, the previous decoded (presentation-order)
     frame. "auto" uses exported bitstream MVs when the codec has them (H.264, MPEG-4 part 2, ...) and block
-    matching otherwise (HEVC, AV1, VP9) and for frames without MVs (mid-clip I-frames); "bitstream" is
+    matching otherwise (HEVC, AV1, VP9); a mid-clip I-frame (no vectors) borrows those of the next frame,
+    which references it (locally constant motion; source "bitstream_next"), else is block-matched; "bitstream" is
     the same but raises VideoDecodeError for codecs that cannot export MVs; "estimated" always block-
     matches; "none" skips motion (motion = residual = None). Bitstream vectors that span several frames
     (B-frame GOPs) are divided by the distance to the nearest possible reference, giving per-frame

@@ -87,12 +87,12 @@ def test_bitstream_and_estimated_agree_on_the_same_clip(h264_clip, mover_h264):
     np.testing.assert_array_equal(est.residual.shape, h264_clip.residual.shape)
 
 
-def test_mid_clip_intra_frame_is_estimated(h264_clip, mover_h264):
+def test_mid_clip_intra_frame_borrows_the_next_frames_vectors(h264_clip, mover_h264):
     ks = [k for k, i in enumerate(h264_clip.frame_ids) if i % 16 == 0 and i > 0]
     assert ks and all(h264_clip.pict_types[k] == "I" for k in ks)
     for k in ks:
         i = h264_clip.frame_ids[k]
-        assert h264_clip.motion_source[k] == "estimated"
+        assert h264_clip.motion_source[k] == "bitstream_next"
         inside = h264_clip.motion[k][_interior(mover_h264.boxes[i])].reshape(-1, 2)
         np.testing.assert_allclose(np.median(inside, 0), -mover_h264.velocity[i], atol=0.5)
 

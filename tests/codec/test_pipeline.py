@@ -68,7 +68,7 @@ def _object_budget(clip) -> int:
 def test_mover_is_selected(clips, name, motion):
     clip = clips[name]
     sel = patchify(clip.path, _cfg(_object_budget(clip)))
-    assert set(sel.meta["motion_source"][1:]) <= {motion, "estimated"}
+    assert set(sel.meta["motion_source"][1:]) <= {motion, "bitstream_next", "estimated"}
     assert sel.meta["motion_source"].count(motion) >= 48
     recall, bg = coverage(sel, clip)
     assert recall >= 0.9, f"only {recall:.0%} of the object's patches selected"
