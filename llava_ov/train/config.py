@@ -11,11 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from encoder.config import ConfigError, merge, parse_overrides
+from encoder.config import ConfigError, load_config, merge
 from llava_ov.model import LLMConfig, ModelConfig, TowerConfig
 
 #: Module names used by ``trainable`` and per-module learning rates → parameter-name prefixes.
@@ -190,15 +187,7 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
                       stage: str | None = None) -> TrainConfig:
     """Defaults ← YAML ← ``key=value`` overrides, all strict. Mappings merge key by key (an override of
     ``data.max_tokens`` keeps the YAML's other ``data`` keys). ``stage`` runs that stage alone."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"config file not found: {file}")
-        tree = yaml.safe_load(file.read_text()) or {}
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{file}: top level must be a mapping")
-    cfg = merge(merge(TrainConfig(), tree), parse_overrides(overrides or []))
+    cfg = load_config(TrainConfig, path, overrides)
     return merge(cfg, {"stages": [stage]}) if stage is not None else cfg
 
 
