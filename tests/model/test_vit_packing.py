@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from model_support import random_model
 
 from encoder.model import (
     CLIP_MEAN,
     CLIP_STD,
     OVEncoder,
-    get_config,
     pack_images,
     pack_selections,
     pack_videos,
@@ -29,13 +29,7 @@ class FakeSelection:  # stand-in for encoder.codec.types.PatchSelection (duck ty
 
 
 def _model(**kw) -> OVEncoder:
-    torch.manual_seed(0)
-    model = OVEncoder(get_config("debug", **kw))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.2)
-    return model.eval()
+    return random_model(**kw).eval()
 
 
 def _selection(k: int, seed: int) -> FakeSelection:

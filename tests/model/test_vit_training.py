@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_support import random_model
 
-from encoder.model import OVEncoder, SeqInfo, get_config, pack_images, resolve_backend, varlen_attention
+from encoder.model import OVEncoder, SeqInfo, pack_images, resolve_backend, varlen_attention
 
 P = 14
 
 
 def _model(**kw) -> OVEncoder:
-    torch.manual_seed(0)
-    model = OVEncoder(get_config("debug", **kw))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.2)
-    return model
+    return random_model(**kw)
 
 
 def _pack():
