@@ -11,6 +11,11 @@ goes to the highest-scoring patches of the other ("candidate") frames:
   ``max_groups`` contiguous groups that follow jumps in the bit rate (:func:`bitcost_groups`); each
   group's share of R is proportional to the bits of its candidate frames (:func:`allocate`); top-k inside.
 
+``min_score`` (off by default) makes K a cap rather than a quota: candidate patches scoring at most
+``min_score`` are never picked, so a clip whose informative patches are fewer than R yields fewer
+than K patches instead of spending the rest on codec noise (the packed encoder and the LMM take any
+length). Grouped modes then allocate over the eligible patches of each group.
+
 Static clips: the scores carry no information and R is spent on uniformly spaced dense frames instead
 (:func:`fallback_patches`). The pipeline decides "static" from the raw motion and residual against
 absolute noise floors (:func:`encoder.codec.saliency.is_static`) and passes ``static=``; without it,
@@ -41,6 +46,8 @@ class SelectConfig:
     context: "first" (frame 0 dense), "iframes" (every sampled I-frame dense; frame 0 if there is none),
         "none".  Context needing more than K patches is a ValueError.
     static_threshold: the clip is static when every candidate patch score is <= this.
+    min_score: None (fill the budget) or a patch score; candidate patches scoring <= it are not picked,
+        so the selection may hold fewer than K patches (the static fallback is not affected).
     """
 
     budget: int | float = 2048
@@ -49,6 +56,7 @@ class SelectConfig:
     num_buckets: int = 8
     static_threshold: float = 1e-6
     max_groups: int = 8
+    min_score: float | None = None
 
     def validate(self) -> None:
         """Raise ValueError on unknown mode strings or bad numbers (the budget is checked on use)."""
@@ -60,6 +68,8 @@ class SelectConfig:
             raise ValueError(f"num_buckets must be a positive integer, got {self.num_buckets!r}")
         if int(self.max_groups) != self.max_groups or self.max_groups < 1:
             raise ValueError(f"max_groups must be a positive integer, got {self.max_groups!r}")
+        if self.min_score is not None and not (np.isfinite(self.min_score) and self.min_score >= 0):
+            raise ValueError(f"min_score must be None or a finite score >= 0, got {self.min_score!r}")
 
 
 @dataclass
@@ -227,12 +237,17 @@ def fallback_patches(candidates: np.ndarray, per_frame: int, k: int) -> np.ndarr
 
 
 def _grouped_top_k(
-    flat: np.ndarray, labels: np.ndarray, candidates: np.ndarray, weights: np.ndarray, per_frame: int, k: int
+    flat: np.ndarray, labels: np.ndarray, candidates: np.ndarray, weights: np.ndarray, per_frame: int, k: int,
+    eligible: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Allocate k over groups (``labels`` per frame) by ``weights``, then top-k inside each group."""
+    """Allocate k over groups (``labels`` per frame) by ``weights``, then top-k inside each group.
+    ``eligible`` (bool over the flat patches of ``candidates``) caps each group at its eligible patches."""
     ng = int(labels.max()) + 1
-    counts = np.bincount(labels[candidates], minlength=ng)
-    shares = allocate(k, weights, counts * per_frame)
+    if eligible is None:
+        capacity = np.bincount(labels[candidates], minlength=ng) * per_frame
+    else:
+        capacity = np.bincount(np.repeat(labels[candidates], per_frame)[eligible], minlength=ng)
+    shares = allocate(k, weights, capacity)
     picked = [
         _top_k(flat, candidates[labels[candidates] == gi], per_frame, int(s)) for gi, s in enumerate(shares)
     ]
@@ -275,6 +290,10 @@ def select_patches(
     groups = None
     cand_max = float(flat[_frame_patches(candidates, per_frame)].max()) if len(candidates) else np.inf
     static = remaining > 0 and (cand_max <= cfg.static_threshold if static is None else static)
+    eligible = None
+    if cfg.min_score is not None and not static and len(candidates):
+        eligible = flat[_frame_patches(candidates, per_frame)] > cfg.min_score
+        remaining = min(remaining, int(eligible.sum()))
     if cfg.mode == "bitcost":
         if packet_sizes is None or frame_ids is None:
             raise ValueError("mode='bitcost' needs packet_sizes and frame_ids")
@@ -287,14 +306,15 @@ def select_patches(
     elif cfg.mode == "buckets":
         labels = (np.arange(t) * min(int(cfg.num_buckets), t)) // t
         counts = np.bincount(labels[candidates], minlength=int(labels.max()) + 1)
-        chosen = _grouped_top_k(flat, labels, candidates, counts.astype(np.float64), per_frame, remaining)
+        chosen = _grouped_top_k(flat, labels, candidates, counts.astype(np.float64), per_frame, remaining,
+                                eligible)
     else:
         bits, span = frame_bit_costs(packet_sizes, frame_ids)
         groups = bitcost_groups(bits, span, cfg.max_groups)
         cand_bits = np.zeros(t)
         cand_bits[candidates] = bits[candidates]
         weights = np.bincount(groups, weights=cand_bits, minlength=int(groups.max()) + 1)
-        chosen = _grouped_top_k(flat, groups, candidates, weights, per_frame, remaining)
+        chosen = _grouped_top_k(flat, groups, candidates, weights, per_frame, remaining, eligible)
     idx = np.sort(np.concatenate([_frame_patches(ctx, per_frame), chosen]))
     fi, row, col = np.unravel_index(idx, s.shape)
     return Selection(

@@ -241,3 +241,43 @@ def test_bitcost_needs_packets():
             packet_sizes=np.ones(20),
             frame_ids=np.arange(3),
         )
+
+
+# ---- min_score: the budget as a cap -----------------------------------------------------------------
+def _sparse_scores() -> np.ndarray:
+    """Frame 0 anything; 10 informative patches (scores 2..11) over frames 3 and 9, the rest noise <= 0.5."""
+    s = np.random.default_rng(3).random((T, GH, GW), dtype=np.float32) * 0.5
+    hot = [(3, 0, 0), (3, 0, 1), (3, 1, 1), (3, 2, 2), (9, 0, 3), (9, 1, 3), (9, 2, 3), (9, 3, 3), (9, 3, 0), (3, 3, 1)]
+    for i, (t, h, w) in enumerate(hot):
+        s[t, h, w] = 2.0 + i
+    return s
+
+
+@pytest.mark.parametrize("mode", ["global", "buckets"])
+def test_min_score_keeps_only_informative_patches(mode):
+    s = _sparse_scores()
+    full = select_patches(s, SelectConfig(budget=N + 30, mode=mode))
+    assert len(full) == N + 30  # default: the budget is filled, noise included
+    sel = select_patches(s, SelectConfig(budget=N + 30, mode=mode, min_score=1.0))
+    _assert_well_formed(sel, s)
+    assert len(sel) == N + 10 and sel.is_context.sum() == N
+    assert (sel.score[~sel.is_context] > 1.0).all()
+    assert set(np.unique(sel.frame_index[~sel.is_context])) == {3, 9}
+
+
+def test_min_score_is_a_cap_not_a_quota():
+    s = _sparse_scores()
+    sel = select_patches(s, SelectConfig(budget=N + 4, min_score=1.0))
+    assert len(sel) == N + 4  # more informative patches than room: the best 4 (scores 8..11)
+    np.testing.assert_array_equal(np.sort(sel.score[~sel.is_context]), [8.0, 9.0, 10.0, 11.0])
+    below = select_patches(s, SelectConfig(budget=N + 30, min_score=100.0))
+    assert len(below) == N and below.is_context.all() and not below.fallback
+
+
+def test_min_score_leaves_the_static_fallback_alone_and_is_validated():
+    zero = np.zeros((T, GH, GW), np.float32)
+    sel = select_patches(zero, SelectConfig(budget=3 * N, min_score=1.0))
+    assert sel.fallback and len(sel) == 3 * N
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="min_score"):
+            select_patches(zero, SelectConfig(budget=3 * N, min_score=bad))
