@@ -9,6 +9,9 @@ Question types (``qtype``) and their closed answer sets:
                   → one / two / three
 * ``color``       "What colour is the {shape}?" → a colour (appearance; the only static question)
 
+A mover starts where a move of its length would fit in either direction (``travel`` <= 0.5 of the
+free range), so frame 0 alone does not give the direction away.
+
 Colours: red, green, blue, yellow. Shapes: square, circle, triangle. Sample i of a split has
 qtype ``qtypes[i % Q]`` and, within its qtype, answers cycle through the class list, so classes are
 balanced to +-1. Everything else (background texture, shapes/colours of distractors, positions) is
@@ -53,7 +56,7 @@ from llava_ov.data.synthetic_scenes import (
     render,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 QTYPES = ("direction", "which_moved", "appeared", "count", "color")
 ANSWERS: dict[str, tuple[str, ...]] = {
     "direction": tuple(DIRECTIONS),
@@ -87,7 +90,7 @@ class SyntheticQAConfig:
     heldout_seed: int = 1_000_003
     qtypes: list[str] = field(default_factory=lambda: list(QTYPES))
     object_size: float = 0.22
-    travel: float = 0.6
+    travel: float = 0.45  # of the free range; <= 0.5 so that frame 0 does not give the direction away
     store: str = "mp4"  # mp4 | npz (precomputed codec patches) | both (readers use the npz)
     codec: dict = field(default_factory=dict)  # CodecConfig overrides for store=npz
     samples_per_shard: int = 250
@@ -104,6 +107,8 @@ class SyntheticQAConfig:
             raise ValueError(f"size must be even and >= 32, got {self.size}")
         if self.num_frames < 8:
             raise ValueError(f"num_frames must be >= 8 (blinks and brief appearances need room), got {self.num_frames}")
+        if not 0.0 < self.travel <= 0.5:
+            raise ValueError(f"travel must be in (0, 0.5] (a direction-neutral start needs room both ways), got {self.travel}")
         if self.num_train < 0 or self.num_heldout < 0:
             raise ValueError("num_train and num_heldout must be >= 0")
         if self.store != "mp4":

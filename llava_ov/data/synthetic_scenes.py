@@ -46,7 +46,7 @@ class SceneParams:
     size: int = 112  # square frame side (pixels)
     num_frames: int = 16
     object_size: float = 0.22  # object side as a fraction of the frame side
-    travel: float = 0.6  # distance a mover covers, as a fraction of the free range
+    travel: float = 0.45  # distance a mover covers, as a fraction of the free range (<= 0.5)
 
     @property
     def obj(self) -> int:
@@ -143,14 +143,19 @@ def _static(rng, p: SceneParams, shape: str, color: str, avoid: list[SceneObject
 
 
 def _mover(rng, p: SceneParams, shape: str, color: str, direction: str) -> SceneObject:
-    """An object crossing ``travel`` of the free range in ``direction`` at constant speed."""
+    """An object crossing ``travel`` of the free range in ``direction`` at constant speed.
+
+    Its first position is drawn from the stretch where a move of that length fits either way, so
+    frame 0 alone says nothing about the direction (the answer needs the motion)."""
     n, hi = p.num_frames, p.size - p.obj
     dist = max(n - 1, int(round(p.travel * hi)))
+    if 2 * dist > hi:
+        raise ValueError(f"travel {p.travel} is too long for a direction-neutral start ({dist} px of {hi} free)")
     dx, dy = DIRECTIONS[direction]
     along = np.round(np.linspace(0, dist, n)).astype(np.int64)
-    start = int(rng.integers(0, hi - dist + 1))
+    first = int(rng.integers(dist, hi - dist + 1))
     across = np.full(n, int(rng.integers(0, hi + 1)))
-    line = start + along if (dx + dy) > 0 else start + dist - along
+    line = first + along if (dx + dy) > 0 else first - along
     x, y = (line, across) if dx else (across, line)
     return SceneObject(shape, color, x, y, np.ones(n, bool), p.obj, "mover")
 
