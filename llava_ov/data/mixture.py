@@ -32,7 +32,7 @@ from typing import Any
 from torch.utils.data import DataLoader, IterableDataset
 
 from encoder.codec import CodecConfig
-from encoder.config import ConfigError, load_config, merge
+from encoder.config import ConfigError, deep_merge, load_config, merge
 from llava_ov.data.dataset import (
     LMMBatch,
     LMMCollator,
@@ -121,8 +121,18 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> dict[str, list[str]]
         return {}
     if cfg.synthetic is None:
         raise ConfigError("a source uses synthetic: shards but the config has no 'synthetic' section")
-    out = generate_synthetic_qa(cfg.synthetic, progress=progress)
+    out = generate_synthetic_qa(synthetic_config(cfg), progress=progress)
     return {split: [str(p) for p in paths] for split, paths in out.items()}
+
+
+def synthetic_config(cfg: DataConfig) -> SyntheticQAConfig:
+    """``cfg.synthetic`` as generated: with a precomputed store (npz / both) the clips are patchified
+    with this data config's ``codec`` section, ``synthetic.codec`` on top, so that the patches read
+    from the shards are those the loader would have made from the mp4."""
+    syn = cfg.synthetic
+    if syn is None or syn.store == "mp4":
+        return syn
+    return dataclasses.replace(syn, codec=deep_merge(cfg.codec, syn.codec))
 
 
 def resolve_shards(cfg: DataConfig, source: SourceConfig) -> str | list[str]:

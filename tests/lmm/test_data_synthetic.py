@@ -160,3 +160,49 @@ def test_npz_store_through_the_loader(tmp_path, tokenizer):
     prompts = list(eval_items(cfg, tokenizer, rank=0, world_size=1))
     assert [p.meta["answer"] for p in prompts] == [question_for(i, list(QTYPES))[1] for i in range(3)]
     assert all(int((p.tokens.labels != -100).sum()) == 0 for p in prompts)
+
+
+def test_first_frame_does_not_give_the_direction_away():
+    """Every mover starts where a move of its length fits both ways along its axis, so the start
+    positions of opposite directions come from the same range (the answer needs the motion)."""
+    from llava_ov.data.synthetic_qa import make_record
+
+    cfg = SyntheticQAConfig(qtypes=["direction"])
+    hi = cfg.size - cfg.scene.obj
+    starts: dict[str, list[int]] = {d: [] for d in DIRECTIONS}
+    for i in range(80):
+        rec, _ = make_record(cfg, "train", i)
+        mover = next(o for o in rec["scene"]["objects"] if o["role"] == "mover")
+        axis = "x" if DIRECTIONS[rec["answer"]][0] else "y"
+        path = np.asarray(mover[axis])
+        dist = abs(int(path[-1] - path[0]))
+        assert dist >= cfg.num_frames - 1 and dist <= int(path[0]) <= hi - dist
+        starts[rec["answer"]].append(int(path[0]))
+    for a, b in (("left", "right"), ("up", "down")):  # opposite directions start in overlapping ranges
+        assert max(starts[a]) > min(starts[b]) and max(starts[b]) > min(starts[a])
+    with pytest.raises(ValueError, match="travel"):
+        SyntheticQAConfig(travel=0.6).validate()
+
+
+def test_precomputed_patches_are_those_the_loader_would_make(tmp_path):
+    """store=both/npz: the clips are patchified with the data config's codec section (synthetic.codec
+    on top), so the npz read in training equals patchify(mp4) with the loader's settings."""
+    from encoder.codec import PatchSelection, patchify
+    from llava_ov.data.mixture import DataConfig, SourceConfig, codec_config, prepare_data, synthetic_config
+
+    syn = _cfg(tmp_path, size=56, num_train=6, num_heldout=0, store="both")
+    source = SourceConfig(name="s", shards="synthetic:train", media_kind="video")
+    cfg = DataConfig(sources=[source], synthetic=syn,
+                     codec={"decode": {"num_frames": 8, "input_size": 56}, "select": {"budget": 40, "min_score": 1.0}})
+    assert synthetic_config(cfg).codec["select"] == {"budget": 40, "min_score": 1.0}
+    files = _members(prepare_data(cfg, progress=False)["train"])
+    lengths = []
+    for name in sorted(n for n in files if n.endswith(".npz")):
+        pre = PatchSelection.from_bytes(files[name])
+        mp4 = tmp_path / "clip.mp4"
+        mp4.write_bytes(files[name[: -len(".npz")] + ".mp4"])
+        fresh = patchify(mp4, codec_config(cfg, source))
+        np.testing.assert_array_equal(pre.positions, fresh.positions)
+        np.testing.assert_array_equal(pre.pixels, fresh.pixels)
+        lengths.append(len(pre))
+    assert len(lengths) == 6 and all(16 <= n <= 40 for n in lengths)  # 4x4 context + informative patches
