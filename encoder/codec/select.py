@@ -288,11 +288,12 @@ def select_patches(
     candidates = np.setdiff1d(np.arange(t, dtype=np.int64), ctx)
     flat = s.reshape(-1)
     groups = None
-    cand_max = float(flat[_frame_patches(candidates, per_frame)].max()) if len(candidates) else np.inf
+    cand_scores = flat[_frame_patches(candidates, per_frame)]
+    cand_max = float(cand_scores.max()) if len(candidates) else np.inf
     static = remaining > 0 and (cand_max <= cfg.static_threshold if static is None else static)
     eligible = None
     if cfg.min_score is not None and not static and len(candidates):
-        eligible = flat[_frame_patches(candidates, per_frame)] > cfg.min_score
+        eligible = cand_scores > cfg.min_score
         remaining = min(remaining, int(eligible.sum()))
     if cfg.mode == "bitcost":
         if packet_sizes is None or frame_ids is None:
