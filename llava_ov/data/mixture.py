@@ -23,6 +23,8 @@ uninterrupted run would have produced.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -59,10 +61,18 @@ class SourceConfig:
     weight: float = 1.0
     media_kind: str = "auto"  # auto | video | image | text
     codec: dict = field(default_factory=dict)  # CodecConfig overrides on top of DataConfig.codec
+    # Keep only samples whose JSON record has these values ({field: value or [values]}), e.g. a
+    # {qtype: direction} slice of a set; other samples are passed over (not counted as skipped).
+    where: dict = field(default_factory=dict)
+    # Draws after which the source leaves the mixture (per reader = rank x DataLoader worker); with a
+    # high weight, a curriculum: this source first, then the others.
+    max_samples: int | None = None
 
     def validate(self) -> None:
         if not self.name or not self.shards:
             raise ConfigError("every source needs a name and shards")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ConfigError(f"source {self.name!r}: max_samples must be >= 1, got {self.max_samples}")
         if self.weight <= 0:
             raise ConfigError(f"source {self.name!r}: weight must be > 0, got {self.weight}")
         if self.media_kind not in MEDIA_KINDS:
@@ -145,6 +155,20 @@ def resolve_shards(cfg: DataConfig, source: SourceConfig) -> str | list[str]:
     return shards[split]
 
 
+def record_matches(raw: Any, where: dict[str, Any]) -> bool:
+    """Whether a raw sample's JSON record has the ``where`` values. Skip markers and unparsable records
+    pass, so that the decoder counts them as bad samples."""
+    if isinstance(raw, Skipped) or not where:
+        return True
+    try:
+        record = json.loads(raw.get("json"))
+    except (TypeError, ValueError):
+        return True
+    if not isinstance(record, dict):
+        return True
+    return all(record.get(k) in (v if isinstance(v, list) else [v]) for k, v in where.items())
+
+
 def weighted_choices(weights: Sequence[float], rng: random.Random) -> Iterator[int]:
     """Endless source indices drawn with probability proportional to ``weights``."""
     total = float(sum(weights))
@@ -192,7 +216,10 @@ class MixtureDataset(IterableDataset):
         cfg, source = self.cfg, self.sources[i]
         read = ReadConfig(cfg.shuffle_buffer, cfg.seed + 7919 * i, cfg.repeat, self.rank, self.world_size,
                           worker=worker)
-        return iter_raw_samples(self.shards[i], read, source.name)
+        stream = iter_raw_samples(self.shards[i], read, source.name)
+        if source.where:
+            stream = (raw for raw in stream if record_matches(raw, source.where))
+        return itertools.islice(stream, source.max_samples)
 
     def _decode(self, i: int, raw: Any, pos: int) -> LMMItem | Skipped:
         source = self.sources[i]

@@ -110,3 +110,32 @@ def test_shipped_configs_load(name, monkeypatch, tmp_path):
         assert cfg.synthetic is not None and cfg.synthetic.num_train == 2000
         codec = codec_config(cfg, cfg.sources[0])
         assert (codec.decode.num_frames, codec.decode.input_size) == (cfg.synthetic.num_frames, cfg.synthetic.size)
+
+
+def _tagged_source(path: Path, name: str, n: int) -> str:
+    with ShardWriter(path / name, max_samples=n) as w:
+        for i in range(n):
+            w.write(f"{name}{i}", {"qtype": "even" if i % 2 == 0 else "odd",
+                                   "conversations": [{"from": "human", "value": f"Say {i}."},
+                                                     {"from": "gpt", "value": f"{i}"}]})
+    return str(path / name)
+
+
+def test_where_and_max_samples_make_a_curriculum(tmp_path, tokenizer):
+    """A filtered, capped, heavy source comes first; once it has given max_samples it leaves the mixture
+    and the other source takes over (per reader). Filtered-out samples are not counted as skipped."""
+    shards = _tagged_source(tmp_path, "t", 20)
+    cfg = DataConfig(
+        sources=[SourceConfig(name="first", shards=shards, weight=1e6, media_kind="text",
+                              where={"qtype": ["even"]}, max_samples=7),
+                 SourceConfig(name="rest", shards=shards, weight=1.0, media_kind="text")],
+        max_length=64, max_tokens=256, shuffle_buffer=0, repeat=True, num_workers=0,
+    )
+    items = MixtureDataset(cfg, tokenizer, pack=False).iter_items()
+    drawn = [next(items) for _ in range(30)]
+    assert not any(isinstance(it, Skipped) for it in drawn)
+    assert [it.source for it in drawn[:7]] == ["first"] * 7 and {it.source for it in drawn[7:]} == {"rest"}
+    assert all(int(it.key[1:]) % 2 == 0 for it in drawn[:7])
+    assert {int(it.key[1:]) % 2 for it in drawn[7:]} == {0, 1}
+    with pytest.raises(ConfigError, match="max_samples"):
+        SourceConfig(name="x", shards=shards, max_samples=0).validate()
