@@ -8,7 +8,10 @@ synthetic motion-QA set (``DataConfig.synthetic``), generated (or found in its c
 
 Sampling: every draw picks a source with probability proportional to its weight (a seeded RNG per
 rank x worker, so the mixture is deterministic for a seed) and takes that source's next sample. A
-source that runs out (``repeat: false``) leaves the mixture; the weights of the others renormalise.
+source that runs out (``repeat: false``, or ``max_samples`` draws taken) leaves the mixture; the
+weights of the others renormalise. A source's ``where`` keeps only the samples whose JSON record has
+the given values, so a heavy, capped slice of a set (``where: {qtype: direction}``, ``max_samples``)
+comes first and then leaves: a curriculum, with no state beyond the stream positions.
 
 Exact resume: every item knows its position in its reader's mixture stream (draws from the mixture,
 skip markers included) and every packed batch carries the position where its worker's next batch
