@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from llava_ov.data.dataset import (
     pack_items,
     patch_tokens,
 )
-from llava_ov.data.samples import MEDIA_KINDS, decode_sample
+from llava_ov.data.samples import MEDIA_KINDS, decode_sample, parse_record
 from llava_ov.data.shards import ReadConfig, iter_raw_samples, worker_slot
 from llava_ov.data.stats import DataStats, Skipped
 from llava_ov.data.synthetic_qa import SyntheticQAConfig, generate_synthetic_qa
@@ -164,10 +163,8 @@ def record_matches(raw: Any, where: dict[str, Any]) -> bool:
     if isinstance(raw, Skipped) or not where:
         return True
     try:
-        record = json.loads(raw.get("json"))
-    except (TypeError, ValueError):
-        return True
-    if not isinstance(record, dict):
+        record = parse_record(raw.get("json"))
+    except ValueError:
         return True
     return all(record.get(k) in (v if isinstance(v, list) else [v]) for k, v in where.items())
 
