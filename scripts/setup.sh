@@ -25,7 +25,7 @@ fi
 stamp="$VENV/.llava_ov_installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "[setup] installing llava-ov (editable, dev extras)"
-  "${PIP[@]}" -e ".[dev]${LLAVA_OV_EXTRAS:+,$LLAVA_OV_EXTRAS}"
+  "${PIP[@]}" -e ".[dev${LLAVA_OV_EXTRAS:+,$LLAVA_OV_EXTRAS}]"
   touch "$stamp"
 fi
 echo "[setup] ready: $("$VENV/bin/python" -c 'import torch, av, transformers, deepspeed; print(f"torch {torch.__version__}, av {av.__version__}, transformers {transformers.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null)"

@@ -1,9 +1,18 @@
 """Codec patchification: decode a video, read codec motion + residual signals, keep the most
 informative patches of a dense clip under a fixed token budget (with a dense context frame)."""
 
+from encoder.codec.cache import PatchCache
 from encoder.codec.decode import DecodeConfig, DecodedClip, decode_clip
 from encoder.codec.errors import VideoDecodeError
-from encoder.codec.pipeline import MODES, Canvas, CodecConfig, patchify, patchify_with_canvas
+from encoder.codec.pipeline import (
+    MODES,
+    Canvas,
+    CodecConfig,
+    patchify,
+    patchify_frames,
+    patchify_image,
+    patchify_with_canvas,
+)
 from encoder.codec.saliency import SaliencyConfig, energies, is_static, patch_scores, saliency_map
 from encoder.codec.select import SelectConfig, Selection, select_patches
 from encoder.codec.types import TEMPORAL_GRID, PatchSelection, virtual_t
@@ -16,6 +25,7 @@ __all__ = [
     "CodecConfig",
     "DecodeConfig",
     "DecodedClip",
+    "PatchCache",
     "PatchSelection",
     "SaliencyConfig",
     "SelectConfig",
@@ -26,6 +36,8 @@ __all__ = [
     "is_static",
     "patch_scores",
     "patchify",
+    "patchify_frames",
+    "patchify_image",
     "patchify_with_canvas",
     "render_selection",
     "saliency_map",

@@ -11,8 +11,10 @@ Modes (``CodecConfig.mode``):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -203,18 +205,22 @@ def _round_to_patch(n: int, p: int) -> int:
     return max(p, int(round(n / p)) * p)
 
 
-def load_image(path: str | Path, max_side: int | None = None, patch: int = 14) -> np.ndarray:
-    """RGB uint8 [H, W, 3] with EXIF orientation applied, resized to multiples of ``patch``."""
+def load_image(source: str | Path | Any, max_side: int | None = None, patch: int = 14) -> np.ndarray:
+    """RGB uint8 [H, W, 3] with EXIF orientation applied, resized to multiples of ``patch``.
+    ``source``: an image file or an in-memory ``PIL.Image``."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
-    if not path.is_file():
-        raise VideoDecodeError(path, "file not found")
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise VideoDecodeError(path, f"not a readable image ({e})") from None
+    if isinstance(source, Image.Image):
+        im = ImageOps.exif_transpose(source).convert("RGB")
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise VideoDecodeError(path, "file not found")
+        try:
+            with Image.open(path) as im:
+                im = ImageOps.exif_transpose(im).convert("RGB")
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise VideoDecodeError(path, f"not a readable image ({e})") from None
     w, h = im.size
     if max_side and max(w, h) > max_side:
         scale = max_side / max(w, h)
@@ -225,12 +231,13 @@ def load_image(path: str | Path, max_side: int | None = None, patch: int = 14) -
     return np.asarray(im, dtype=np.uint8)
 
 
-def patchify_image(path: str | Path, cfg: CodecConfig | None = None) -> tuple[PatchSelection, Canvas]:
-    """A still image: every patch at (native) resolution, t = 0."""
+def patchify_image(source: str | Path | Any, cfg: CodecConfig | None = None) -> tuple[PatchSelection, Canvas]:
+    """A still image (file or ``PIL.Image``): every patch at (native) resolution, t = 0."""
     cfg = cfg or CodecConfig(mode="image")
     p = cfg.patch_size
-    img = load_image(path, cfg.image_max_side, p)
+    img = load_image(source, cfg.image_max_side, p)
     positions, pixels = _all_patches(img[None], np.zeros(1, np.int32), p)
+    name = str(source) if isinstance(source, (str, Path)) else "<image>"
     sel = PatchSelection(
         positions=positions,
         pixels=pixels,
@@ -239,6 +246,33 @@ def patchify_image(path: str | Path, cfg: CodecConfig | None = None) -> tuple[Pa
         frame_t=np.zeros(1, np.int32),
         patch_size=p,
         grid_hw=(img.shape[0] // p, img.shape[1] // p),
-        meta={"path": str(path), "mode": "image", "size": [int(img.shape[0]), int(img.shape[1])]},
+        meta={"path": name, "mode": "image", "size": [int(img.shape[0]), int(img.shape[1])]},
     )
     return sel, Canvas(img[None], np.zeros(1, np.int32))
+
+
+def patchify_frames(frames: Sequence[Any], cfg: CodecConfig | None = None, fps: float = 8.0) -> PatchSelection:
+    """A clip given as decoded frames (``PIL.Image`` s or RGB uint8 arrays, e.g. what a benchmark hands
+    over instead of a file): encoded losslessly-close to a temporary H.264 file (all frames resized to
+    the first one's size, ``fps`` frames per second) and patchified as a video with ``cfg``, so the
+    codec mode reads real motion vectors and residuals from it. Raises :class:`VideoDecodeError` on an
+    empty list."""
+    import tempfile
+
+    from PIL import Image
+
+    from encoder.codec.synthetic import write_video
+
+    if len(frames) == 0:
+        raise VideoDecodeError("<frames>", "empty frame list")
+    arrays = [np.asarray(f.convert("RGB") if isinstance(f, Image.Image) else f, dtype=np.uint8) for f in frames]
+    h, w = arrays[0].shape[:2]
+    h, w = h - h % 2, w - w % 2  # 4:2:0 needs even sizes
+    if h < 2 or w < 2:
+        raise VideoDecodeError("<frames>", f"frames of {arrays[0].shape[:2]} pixels are too small")
+    clip = np.stack([np.asarray(Image.fromarray(a).resize((w, h), Image.Resampling.BILINEAR))
+                     if a.shape[:2] != (h, w) else a for a in arrays])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "frames.mp4"
+        write_video(path, clip, codec="h264", fps=fps, gop=max(1, len(clip)), crf=12)
+        return patchify(path, cfg)

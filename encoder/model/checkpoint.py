@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,19 +102,33 @@ def save_pretrained(model: OVEncoder, directory: str | Path) -> None:
     (directory / CONFIG_NAME).write_text(text + "\n")
 
 
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
 def resolve_checkpoint_dir(name_or_path: str | Path) -> Path:
-    """A local folder as is; otherwise a Hugging Face hub id fetched with ``snapshot_download``."""
+    """A local folder as is; otherwise a Hugging Face hub id fetched with ``snapshot_download``.
+
+    A missing path that cannot be a hub id (absolute, ``./``, more than one ``/``...) is a missing
+    folder: one ``ValueError`` naming it, never a network call. A hub id that cannot be fetched is a
+    ``ValueError`` saying so (not the network library's exception)."""
     path = Path(name_or_path)
     if path.is_dir():
         return path
     if path.exists():
         raise ValueError(f"{path} is a file; expected a checkpoint folder or a hub id")
+    text = str(name_or_path)
+    if not _HUB_ID_RE.match(text) or text.startswith(("./", "../", "~")):
+        raise ValueError(f"{text}: no such checkpoint folder")
     try:
         from huggingface_hub import snapshot_download
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ValueError(f"{name_or_path!r} is not a local folder and huggingface_hub is unavailable") from e
+        raise ValueError(f"{text!r} is not a local folder and huggingface_hub is unavailable") from e
     patterns = ["*.json", "*.safetensors"]
-    return Path(snapshot_download(repo_id=str(name_or_path), allow_patterns=patterns))
+    try:
+        return Path(snapshot_download(repo_id=text, allow_patterns=patterns))
+    except Exception as e:  # noqa: BLE001 - offline, unknown repo, auth: one clear line
+        raise ValueError(f"{text}: not a local folder, and fetching it from the Hugging Face hub failed "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
 
 def read_state_dict(directory: Path) -> dict[str, Tensor]:

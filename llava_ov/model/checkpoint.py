@@ -5,8 +5,11 @@ Layout of ``out_dir``::
     llm/                    llm.save_pretrained (LoRA merged) + the tokenizer
     vision_tower/           the tower's own save_pretrained (OV-Encoder: config.json + model.safetensors)
     projector.safetensors   projector weights
-    llava_ov.json           {"format", "version", "model": ModelConfig, "codec": CodecConfig dict | null,
-                             "special_tokens": {...}}
+    llava_ov.json           {"format", "version", "model": ModelConfig, "special_tokens": {...}}
+    processor.json          the processor (codec settings, chat format): llava_ov.infer.LlavaOVProcessor
+
+Version 1 exports kept the codec settings in ``llava_ov.json`` (``"codec"``) and have no
+``processor.json``; they still load (the processor reads that field).
 
 In ``llava_ov.json`` the weight paths are the subfolder names (relative), so the folder can move;
 :func:`load_checkpoint` resolves them against the folder. Saving needs the full parameters: under
@@ -33,15 +36,7 @@ CONFIG_FILE = "llava_ov.json"
 LLM_DIR = "llm"
 TOWER_DIR = "vision_tower"
 FORMAT = "llava_ov"
-VERSION = 1
-
-
-def _codec_dict(codec: Any) -> dict[str, Any] | None:
-    if codec is None or isinstance(codec, dict):
-        return codec
-    if dataclasses.is_dataclass(codec):
-        return dataclasses.asdict(codec)
-    raise TypeError(f"codec must be a CodecConfig, a dict or None, got {type(codec).__name__}")
+VERSION = 2
 
 
 def saved_config(cfg: ModelConfig) -> ModelConfig:
@@ -54,7 +49,7 @@ def saved_config(cfg: ModelConfig) -> ModelConfig:
     )
 
 
-def save_checkpoint(model: LlavaOVModel, out_dir: str | Path, codec: Any = None) -> Path:
+def save_checkpoint(model: LlavaOVModel, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     export_llm(model.llm, out / LLM_DIR)
@@ -62,12 +57,10 @@ def save_checkpoint(model: LlavaOVModel, out_dir: str | Path, codec: Any = None)
         model.tokenizer.save_pretrained(str(out / LLM_DIR))
     model.vision_tower.save_pretrained(out / TOWER_DIR)
     save_projector(model.projector, out / PROJECTOR_WEIGHTS)
-    codec = _codec_dict(codec) if codec is not None else model.codec
     meta = {
         "format": FORMAT,
         "version": VERSION,
         "model": saved_config(model.config).to_dict(),
-        "codec": codec,
         "special_tokens": dataclasses.asdict(model.token_ids),
     }
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -113,7 +106,6 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None, **overri
         cfg = merge(cfg, overrides)
     tokenizer = load_tokenizer(cfg.llm.tokenizer_path)
     model = build_model(cfg, tokenizer, dtype=dtype)
-    model.codec = meta.get("codec")
     return model
 
 

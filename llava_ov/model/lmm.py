@@ -88,7 +88,6 @@ class LlavaOVModel(nn.Module):
         self.llm = llm
         self.token_ids = token_ids
         self.tokenizer = tokenizer
-        self.codec: dict[str, Any] | None = None  # data-side CodecConfig of a loaded checkpoint
         self.text_only_dummy_pass = True  # see module docstring
 
     # ----------------------------------------------------------------- setup helpers
@@ -204,11 +203,12 @@ class LlavaOVModel(nn.Module):
 
     # ----------------------------------------------------------------- checkpoints
 
-    def save_pretrained(self, out_dir: str | Path, codec: Any = None) -> Path:
-        """HF-style export (see :func:`llava_ov.model.checkpoint.save_checkpoint`)."""
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        """HF-style export (see :func:`llava_ov.model.checkpoint.save_checkpoint`); the processor
+        (:class:`llava_ov.infer.LlavaOVProcessor`) is saved next to it by its own ``save_pretrained``."""
         from llava_ov.model.checkpoint import save_checkpoint
 
-        return save_checkpoint(self, out_dir, codec=codec)
+        return save_checkpoint(self, out_dir)
 
     @classmethod
     def from_pretrained(

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from encoder.codec import CodecConfig
 from encoder.config import ConfigError, merge
 from llava_ov.data import DataConfig, codec_config, load_data_config, prepare_data
+from llava_ov.infer import LlavaOVProcessor
 from llava_ov.model import LlavaOVModel, build_model
+from llava_ov.text import ChatFormat
 from llava_ov.train import checkpoint as C
 from llava_ov.train import distributed as D
 from llava_ov.train.config import StageConfig, TrainConfig, previous_stage
@@ -66,10 +68,12 @@ def prepare(data: DataConfig, env: D.DistEnv) -> None:
         prepare_data(data, progress=False)
 
 
-def codec_dict(data: DataConfig) -> dict[str, Any] | None:
-    """The codec config of the first source (recorded with the export for inference)."""
+def stage_processor(data: DataConfig, model: LlavaOVModel, tokenizer: Any) -> LlavaOVProcessor:
+    """The processor exported with a stage: the tokenizer, the data's chat format and the codec settings
+    of its first source (what inference must use to ask the model as it was taught)."""
     sources = data.sources or data.eval_sources
-    return dataclasses.asdict(codec_config(data, sources[0])) if sources else None
+    codec = codec_config(data, sources[0]) if sources else CodecConfig()
+    return LlavaOVProcessor(tokenizer, codec, ChatFormat(empty_think=data.empty_think), model.tokens_counter())
 
 
 def init_path(cfg: TrainConfig, name: str, stage: StageConfig) -> Path | None:
@@ -103,5 +107,5 @@ def build_stage_model(cfg: TrainConfig, name: str, stage: StageConfig, tokenizer
     return model
 
 
-__all__ = ["build_stage_model", "build_tokenizer", "codec_dict", "init_path", "prepare", "resolve_path",
-           "stage_data_config"]
+__all__ = ["build_stage_model", "build_tokenizer", "init_path", "prepare", "resolve_path",
+           "stage_data_config", "stage_processor"]

@@ -15,10 +15,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from llava_ov.data import DataConfig, LMMItem, collate_items, eval_items
+from llava_ov.data import DataConfig, LMMItem, eval_items
+from llava_ov.infer import Engine, GenerationConfig, LlavaOVProcessor
 from llava_ov.train import distributed as D
 from llava_ov.train.config import EvalConfig
 
@@ -44,26 +44,30 @@ def _batches(items: Iterable[Any], size: int) -> Iterable[list[LMMItem]]:
         yield chunk
 
 
-@torch.no_grad()
 def predict(model: nn.Module, tokenizer: Any, data_cfg: DataConfig, env: D.DistEnv, cfg: EvalConfig) -> list[dict]:
-    """This rank's records ``{id, qtype, answer, prediction, correct}``."""
+    """This rank's records ``{id, qtype, answer, prediction, correct}``: the eval prompts answered by
+    the inference :class:`Engine` (the one chat and the lmms-eval plugin use)."""
     stream = eval_items(data_cfg, tokenizer, model.tokens_counter(), env.rank, env.world_size)
     limit = None if cfg.max_items is None else -(-cfg.max_items // env.world_size)
+    engine = Engine(model, LlavaOVProcessor(tokenizer, tokens_for=model.tokens_counter()), cfg.batch_size)
+    gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens)
     records: list[dict[str, Any]] = []
-    model.eval()
     for chunk in _batches(stream, cfg.batch_size):
         chunk = chunk[: None if limit is None else max(limit - len(records), 0)]
         if not chunk:
             break
-        batch = collate_items(chunk)
-        outputs = model.generate(batch, max_new_tokens=cfg.max_new_tokens)
-        for item, ids in zip(chunk, outputs):
-            answer = str(item.meta.get("answer", ""))
-            ref = normalize_answer(answer)
-            pred = normalize_answer(tokenizer.decode(ids, skip_special_tokens=True), one_word=" " not in ref)
-            records.append({"id": item.meta.get("id", item.key), "qtype": item.meta.get("qtype", "all"),
-                            "answer": ref, "prediction": pred, "correct": pred == ref})
+        for item, text in zip(chunk, engine.generate_items(chunk, gen)):
+            records.append(score_answer(item.meta.get("id", item.key), item.meta.get("qtype", "all"),
+                                        str(item.meta.get("answer", "")), text))
     return records
+
+
+def score_answer(sample_id: str, qtype: str, answer: str, prediction: str) -> dict[str, Any]:
+    """One record: reference and prediction normalised (first word of the prediction when the
+    reference is one word), ``correct`` when equal. The lmms-eval local tasks score with this too."""
+    ref = normalize_answer(answer)
+    pred = normalize_answer(prediction, one_word=" " not in ref)
+    return {"id": sample_id, "qtype": qtype, "answer": ref, "prediction": pred, "correct": pred == ref}
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -113,4 +117,4 @@ def evaluate(model: nn.Module, tokenizer: Any, data_cfg: DataConfig, env: D.Dist
     return summary
 
 
-__all__ = ["evaluate", "format_table", "normalize_answer", "predict", "summarize"]
+__all__ = ["evaluate", "format_table", "normalize_answer", "predict", "score_answer", "summarize"]

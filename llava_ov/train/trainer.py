@@ -156,13 +156,15 @@ def _resume(cfg: TrainConfig, sdir: Path, engine: Any, env: D.DistEnv) -> tuple[
     return int(state["step"]), rank_state
 
 
-def export(model: LlavaOVModel, engine: Any, env: D.DistEnv, final: Path, codec: dict | None) -> None:
-    """``model.save_pretrained`` on rank 0 (full parameters gathered under ZeRO-3), written atomically."""
+def export(model: LlavaOVModel, engine: Any, env: D.DistEnv, final: Path, processor: Any) -> None:
+    """``model.save_pretrained`` + ``processor.save_pretrained`` on rank 0 (full parameters gathered
+    under ZeRO-3), written atomically."""
     D.barrier()
     with D.gathered_params(model, engine):
         if env.is_main:
             tmp = final.with_name(final.name + ".tmp")
-            model.save_pretrained(tmp, codec=codec)
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
             if final.exists():
                 import shutil
 
@@ -233,7 +235,7 @@ def run_stage(cfg: TrainConfig, name: str, env: D.DistEnv, tokenizer: Any, metri
                     "skipped": {r: sum(t["skipped"].get(r, 0) for t in totals) for r in REASONS}}
     metrics.write(f"stage {name}: data used {data_summary['used']} samples, skipped "
                   f"{sum(data_summary['skipped'].values())} {({k: v for k, v in data_summary['skipped'].items() if v})}")
-    export(model, engine, env, final, B.codec_dict(data_cfg))
+    export(model, engine, env, final, B.stage_processor(data_cfg, model, tokenizer))
     metrics.write(f"stage {name}: exported {final}")
     del engine, optimizer, model, loader, it
     gc.collect()

@@ -16,9 +16,10 @@ from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorL
 
 from encoder.codec import CodecConfig
 from llava_ov.data.dataset import LMMItem, collate_items
+from llava_ov.infer import LlavaOVProcessor
 from llava_ov.model import LlavaOVModel, LLMConfig, ModelConfig, build_model, debug_config
 from llava_ov.model.llm import build_llm
-from llava_ov.text import build_prompt, load_tokenizer
+from llava_ov.text import ChatFormat, build_prompt, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +33,9 @@ def model(tokenizer):
 def ckpt(model, tmp_path_factory) -> Path:
     codec = CodecConfig(mode="frames", num_frames=2)
     codec.decode.input_size = 28
-    return model.save_pretrained(tmp_path_factory.mktemp("lmm") / "ckpt", codec=codec)
+    out = model.save_pretrained(tmp_path_factory.mktemp("lmm") / "ckpt")
+    LlavaOVProcessor(model.tokenizer, codec, tokens_for=model.tokens_counter()).save_pretrained(out)
+    return out
 
 
 def _logits(m: LlavaOVModel, batch) -> torch.Tensor:
@@ -45,10 +48,13 @@ def test_save_load_identical_logits(model, ckpt, tokenizer):
     assert meta["model"]["llm"] == {"path": "llm", "from_scratch": None, "attn_implementation": "sdpa",
                                     "tokenizer": None}
     assert meta["model"]["tower"]["path"] == "vision_tower" and meta["model"]["projector"]["path"] == "projector.safetensors"
-    assert meta["codec"]["mode"] == "frames" and meta["codec"]["decode"]["input_size"] == 28
+    assert "codec" not in meta and meta["version"] == 2
+    processor = LlavaOVProcessor.from_pretrained(ckpt)
+    assert processor.codec.mode == "frames" and processor.codec.decode.input_size == 28
+    assert processor.chat == ChatFormat() and len(processor.tokenizer) == len(tokenizer)
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (ckpt / "llm").iterdir()}
     loaded = LlavaOVModel.from_pretrained(ckpt).eval()
-    assert loaded.codec == meta["codec"] and loaded.token_ids == model.token_ids
+    assert loaded.token_ids == model.token_ids
     batch = batch_of(mixed_items(tokenizer, model.tokens_counter()), tokenizer)
     torch.testing.assert_close(_logits(loaded, batch), _logits(model, batch), rtol=0, atol=0)
     # overrides apply on top of the saved config; a re-save of a loaded model stays relocatable

@@ -56,17 +56,29 @@ def test_align_then_sft_run(tiny_run):
 
 
 def test_stage_export_loads_and_generates(tiny_run, data_root):
-    from llava_ov.data import collate_items, eval_items
+    from encoder.codec import PatchSelection
+    from llava_ov.data import ReadConfig, collate_items, eval_items, iter_raw_samples
+    from llava_ov.data.mixture import resolve_shards
+    from llava_ov.infer import LlavaOVProcessor
     from llava_ov.train.build import stage_data_config
 
     out, _ = tiny_run
     model = LlavaOVModel.from_pretrained(out / "sft" / "final")
-    assert model.codec is not None and model.codec["select"]["budget"] == 128
+    processor = LlavaOVProcessor.from_pretrained(out / "sft" / "final")
+    assert processor.codec.select.budget == 128 and processor.codec.select.min_score == 1.0
     cfg = tiny_config(out, data_root)
     data = stage_data_config(cfg, cfg.sft)
     items = [it for _, it in zip(range(3), eval_items(data, model.tokenizer, model.tokens_counter(), 0, 1))]
     outputs = model.generate(collate_items(items), max_new_tokens=2)
     assert len(outputs) == 3 and all(len(o) <= 2 for o in outputs)
+    # the exported processor asks the held-out questions exactly as the trainer's evaluator does
+    source = data.eval_sources[0]
+    raw = next(iter_raw_samples(resolve_shards(data, source), ReadConfig(0, 0, False, 0, 1, shuffle_shards=False)))
+    question = json.loads(raw["json"])["conversations"][0]["value"]  # "<video>\nWhich ...? Answer with one word."
+    assert question.startswith("<video>\n")
+    for text in (question, question.removeprefix("<video>\n")):  # placeholder given, or put in front
+        again = processor.prompt(text, [PatchSelection.from_bytes(raw["npz"])])
+        assert torch.equal(again.tokens.input_ids, items[0].tokens.input_ids)
 
 
 def test_align_changes_only_the_projector(tiny_run, tmp_path, data_root):

@@ -1,0 +1,188 @@
+"""The processor: what turns (text, media) into model inputs, saved with every stage export.
+
+A :class:`LlavaOVProcessor` holds the tokenizer, the chat format (:class:`ChatFormat`: system prompt,
+think block) and the codec settings (:class:`CodecConfig`) the model was trained with, plus the rule
+that counts LLM tokens per media item (the projector's merge). Training, ``scripts/chat.py``, the
+trainer's held-out evaluation and the lmms-eval plugin all build prompts through it, so a checkpoint is
+always asked questions the way it was taught.
+
+Media items (:data:`Media`): a video file path (patchified with ``codec``, through an optional
+:class:`PatchCache`), a still-image path or a ``PIL.Image`` (``image`` mode: native resolution,
+``codec.image_max_side``), a list of ``PIL.Image`` frames (a clip: encoded to a temporary H.264 file
+and patchified like a video), or a ready :class:`PatchSelection`. Bad media raise
+:class:`VideoDecodeError` naming the file.
+
+Export layout: ``processor.json`` (``{"format", "version", "codec", "chat"}``) next to ``llava_ov.json``;
+the tokenizer is the one saved in ``llm/``. Exports older than the processor (no ``processor.json``)
+load with the codec recorded in their ``llava_ov.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from encoder.codec import CodecConfig, PatchCache, PatchSelection, patchify, patchify_frames, patchify_image
+from encoder.codec.pipeline import IMAGE_SUFFIXES
+from encoder.config import merge
+from llava_ov.data.dataset import LMMItem, TokensFor, patch_tokens
+from llava_ov.text.conversation import PLACEHOLDERS, ChatFormat, TokenizedSample, build_prompt
+
+PROCESSOR_FILE = "processor.json"
+PROCESSOR_FORMAT = "llava_ov_processor"
+PROCESSOR_VERSION = 1
+Media = Union[str, Path, "PIL.Image.Image", Sequence["PIL.Image.Image"], PatchSelection]  # noqa: F821
+# Codec settings a user overrides by name (lmms-eval model_args, chat.py): name -> CodecConfig key,
+# with num_frames resolved against the mode (codec: decode.num_frames; frames/collage: num_frames).
+CODEC_SHORTCUTS = {"mode": "mode", "budget": "select.budget", "input_size": "decode.input_size",
+                   "image_max_side": "image_max_side"}
+
+
+def _nested(key: str, value: Any) -> dict[str, Any]:
+    head, _, rest = key.partition(".")
+    return {head: _nested(rest, value) if rest else value}
+
+
+def codec_overrides(cfg: CodecConfig, **values: Any) -> CodecConfig:
+    """``cfg`` with the named settings of :data:`CODEC_SHORTCUTS` (and ``num_frames``) replaced; ``None``
+    values are ignored. Strict: an unknown name is a ``ValueError``."""
+    values = {k: v for k, v in values.items() if v is not None}
+    if bad := sorted(set(values) - set(CODEC_SHORTCUTS) - {"num_frames"}):
+        raise ValueError(f"unknown codec setting(s) {bad}; expected some of {sorted([*CODEC_SHORTCUTS, 'num_frames'])}")
+    num_frames = values.pop("num_frames", None)
+    for name, value in values.items():
+        cfg = merge(cfg, _nested(CODEC_SHORTCUTS[name], value))
+    if num_frames is not None:
+        cfg = merge(cfg, _nested("decode.num_frames" if cfg.mode == "codec" else "num_frames", int(num_frames)))
+    cfg.validate()
+    return cfg
+
+
+def is_image_path(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+@dataclass
+class LlavaOVProcessor:
+    tokenizer: PreTrainedTokenizerBase
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    chat: ChatFormat = field(default_factory=ChatFormat)
+    tokens_for: TokensFor = patch_tokens  # the projector's rule (TokenCounter(merge)); not saved
+    cache: PatchCache | None = None  # on-disk selections of media files; not saved
+
+    # ----------------------------------------------------------------- media
+
+    def load_media(self, media: Media) -> tuple[PatchSelection, str]:
+        """One media item → (selection, kind "image" | "video"); see the module docstring."""
+        from PIL import Image
+
+        if isinstance(media, PatchSelection):
+            kind = "image" if media.meta.get("mode") == "image" or media.num_frames == 1 else "video"
+            return media, kind
+        if isinstance(media, Image.Image):
+            return patchify_image(media, self.image_codec())[0], "image"
+        if isinstance(media, (str, Path)):
+            if is_image_path(media):
+                return self._file(media, self.image_codec()), "image"
+            return self._file(media, self.codec), "video"
+        if isinstance(media, Sequence) and all(isinstance(f, Image.Image) for f in media):
+            return patchify_frames(list(media), self.codec), "video"
+        raise TypeError(f"unsupported media item {type(media).__name__}: expected a path, a PIL image, "
+                        "a list of PIL frames or a PatchSelection")
+
+    def image_codec(self) -> CodecConfig:
+        return dataclasses.replace(self.codec, mode="image")
+
+    def _file(self, path: str | Path, cfg: CodecConfig) -> PatchSelection:
+        return self.cache.patchify(path, cfg) if self.cache is not None else patchify(path, cfg)
+
+    # ----------------------------------------------------------------- prompts
+
+    @staticmethod
+    def conversation(text: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """A user message (str) or a list of turns (LLaVA or OpenAI style) → a list of turns. Without
+        placeholders, :func:`build_prompt` puts the media in front of the first user turn
+        (``<video>\\n`` / ``<image>\\n`` per item), as the training records have them."""
+        if isinstance(text, str):
+            return [{"from": "human", "value": text}]
+        return [dict(t) for t in text]
+
+    def prompt(self, text: str | Sequence[Mapping[str, Any]], media: Sequence[Media] = ()) -> LMMItem:
+        """A generation prompt (ends with ``<|im_start|>assistant\\n``) as an :class:`LMMItem`."""
+        sels, kinds = self._media(media)
+        turns = self.conversation(text)
+        tokens = build_prompt(turns, self.tokenizer, [self.tokens_for(s) for s in sels], kinds, self.chat)
+        return LMMItem("prompt", tokens, sels, kinds)
+
+    def scored(self, context: str | Sequence[Mapping[str, Any]], continuation: str,
+               media: Sequence[Media] = ()) -> LMMItem:
+        """The prompt of ``context`` followed by the tokens of ``continuation`` (the start of the
+        assistant's answer), labelled for the loss: the item :meth:`Engine.loglikelihood` scores."""
+        item = self.prompt(context, media)
+        cont = self.tokenizer.encode(continuation, add_special_tokens=False)
+        if not cont:
+            raise ValueError(f"continuation {continuation!r} has no tokens")
+        ids = torch.cat([item.tokens.input_ids, torch.tensor(cont, dtype=torch.long)])
+        labels = torch.cat([item.tokens.labels, torch.tensor(cont, dtype=torch.long)])
+        item.tokens = TokenizedSample(ids, labels, item.tokens.media_spans)
+        return item
+
+    def _media(self, media: Sequence[Media]) -> tuple[list[PatchSelection], list[str]]:
+        pairs = [self.load_media(m) for m in media]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True).strip()
+
+    @staticmethod
+    def placeholders(kinds: Sequence[str]) -> str:
+        return "".join(PLACEHOLDERS[k] + "\n" for k in kinds)
+
+    # ----------------------------------------------------------------- save / load
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": PROCESSOR_FORMAT, "version": PROCESSOR_VERSION,
+                "codec": dataclasses.asdict(self.codec), "chat": dataclasses.asdict(self.chat)}
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write ``processor.json`` (the tokenizer is saved with the LLM)."""
+        path = Path(folder) / PROCESSOR_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, tokenizer: PreTrainedTokenizerBase | None = None,
+                        cache: PatchCache | None = None) -> LlavaOVProcessor:
+        """The processor of a stage export (``tokenizer`` defaults to the export's ``llm/`` one)."""
+        from llava_ov.model.checkpoint import read_checkpoint_meta, resolve_paths
+        from llava_ov.model.config import ModelConfig
+        from llava_ov.model.merge import TokenCounter
+        from llava_ov.text.tokenizer import load_tokenizer
+
+        folder, meta = read_checkpoint_meta(path)
+        file = folder / PROCESSOR_FILE
+        if file.is_file():
+            saved = json.loads(file.read_text())
+            if saved.get("format") != PROCESSOR_FORMAT or saved.get("version", 0) > PROCESSOR_VERSION:
+                raise ValueError(f"{file}: unsupported processor format {saved.get('format')!r} "
+                                 f"version {saved.get('version')}")
+            codec, chat = saved.get("codec") or {}, saved.get("chat") or {}
+        else:  # an export written before the processor existed
+            codec, chat = meta.get("codec") or {}, {}
+        cfg = resolve_paths(ModelConfig.from_dict(meta["model"]), folder)
+        if tokenizer is None:
+            tokenizer = load_tokenizer(cfg.llm.tokenizer_path)
+        codec_cfg = merge(CodecConfig(), codec)
+        codec_cfg.validate()
+        return cls(tokenizer, codec_cfg, merge(ChatFormat(), chat), TokenCounter(cfg.projector.merge), cache)
+
+
+__all__ = ["CODEC_SHORTCUTS", "PROCESSOR_FILE", "LlavaOVProcessor", "Media", "codec_overrides", "is_image_path"]
