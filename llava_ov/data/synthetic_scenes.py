@@ -130,7 +130,7 @@ def _swept(ob: SceneObject) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()) + ob.side, int(ys.max()) + ob.side
 
 
-def _static(rng, p: SceneParams, shape: str, color: str, avoid: list[SceneObject], role: str) -> SceneObject:
+def static_object(rng, p: SceneParams, shape: str, color: str, avoid: list[SceneObject], role: str) -> SceneObject:
     """A still object placed away from the boxes ``avoid`` cover (best effort after 100 tries)."""
     hi, s = p.size - p.obj, p.obj
     boxes = [_swept(o) for o in avoid]
@@ -179,15 +179,15 @@ def build_scene(qtype: str, answer: str, rng: np.random.Generator, p: SceneParam
         mover = _mover(rng, p, shape, color, answer)
         objs = [mover]
         if rng.random() < 0.5:
-            objs.insert(0, _static(rng, p, str(rng.choice(SHAPES)), _other(rng, COLORS, color), objs, "distractor"))
+            objs.insert(0, static_object(rng, p, str(rng.choice(SHAPES)), _other(rng, COLORS, color), objs, "distractor"))
         return objs, {"color": color, "shape": shape}
     if qtype == "which_moved":
         mover = _mover(rng, p, shape, answer, str(rng.choice(list(DIRECTIONS))))
-        still = _static(rng, p, str(rng.choice(SHAPES)), _other(rng, COLORS, answer), [mover], "distractor")
+        still = static_object(rng, p, str(rng.choice(SHAPES)), _other(rng, COLORS, answer), [mover], "distractor")
         return [still, mover], {}
     if qtype == "appeared":
-        still = _static(rng, p, _other(rng, SHAPES, answer), str(rng.choice(list(COLORS))), [], "distractor")
-        brief = _static(rng, p, answer, str(rng.choice(list(COLORS))), [still], "brief")
+        still = static_object(rng, p, _other(rng, SHAPES, answer), str(rng.choice(list(COLORS))), [], "distractor")
+        brief = static_object(rng, p, answer, str(rng.choice(list(COLORS))), [still], "brief")
         length = max(2, int(round(n / 5)))
         first = int(rng.integers(max(1, n // 4), max(max(1, n // 4), n - length - n // 4) + 1))
         brief.visible[:] = False
@@ -195,20 +195,20 @@ def build_scene(qtype: str, answer: str, rng: np.random.Generator, p: SceneParam
         return [still, brief], {}
     if qtype == "count":
         k = COUNTS.index(answer) + 1
-        blinker = _static(rng, p, shape, color, [], "blinker")
+        blinker = static_object(rng, p, shape, color, [], "blinker")
         for j in sorted(rng.choice(3, size=k, replace=False)):
             a, b = blink_slots(n)[j]
             blinker.visible[a:b] = False
         objs = [blinker]
         if rng.random() < 0.5:
-            objs.insert(0, _static(rng, p, str(rng.choice(SHAPES)), _other(rng, COLORS, color), objs, "distractor"))
+            objs.insert(0, static_object(rng, p, str(rng.choice(SHAPES)), _other(rng, COLORS, color), objs, "distractor"))
         return objs, {"color": color, "shape": shape}
     if qtype == "color":
         target = (_mover(rng, p, shape, answer, str(rng.choice(list(DIRECTIONS)))) if rng.random() < 0.5
-                  else _static(rng, p, shape, answer, [], "target"))
+                  else static_object(rng, p, shape, answer, [], "target"))
         target.role = "target"
         objs = [target]
         if rng.random() < 0.6:
-            objs.insert(0, _static(rng, p, _other(rng, SHAPES, shape), _other(rng, COLORS, answer), objs, "distractor"))
+            objs.insert(0, static_object(rng, p, _other(rng, SHAPES, shape), _other(rng, COLORS, answer), objs, "distractor"))
         return objs, {"shape": shape}
     raise ValueError(f"unknown question type {qtype!r}")

@@ -1,0 +1,287 @@
+"""Run lmms-eval benchmarks on one checkpoint, one process per task, then summarize.
+
+    bash eval/run_all_16.sh CKPT [--tasks a,b] [--limit N] [--out DIR] [--num-processes N]
+                                 [--model-args k=v,k=v] [--model NAME] [--include-path DIR]
+                                 [--batch-size B] [--benchmarks FILE] [--local-data ARGS] [--dry-run]
+
+Each task's output goes to OUT/<task>/ (lmms-eval's results and samples, and lmms_eval.log with
+its stdout+stderr). lmms-eval exits 0 even when a task fails, so a task counts as done only when
+a results JSON written during this run holds it (for a group: all its subtasks). Exit status: 0
+when every task succeeded, 1 when any failed, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PREPARE_SCRIPT = HERE / "prepare_local_tasks.py"
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+LOGURU_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \| \w+\s*\| \S+ - ")
+EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt))(?::\s|$)")
+UNINFORMATIVE = ("RetryError", "Please set `--verbosity=DEBUG`")
+
+
+def load_summarize():
+    """eval/summarize.py as a module (eval/ is a folder of scripts, not a package)."""
+    name = "llava_ov_eval_summarize"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, HERE / "summarize.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Run the lmms-eval benchmarks on one checkpoint, then summarize.")
+    p.add_argument("ckpt", help="stage export folder, passed to the model as pretrained=CKPT")
+    p.add_argument("--tasks", help="comma-separated benchmark names (default: the 16 standard ones)")
+    p.add_argument("--limit", type=_positive_int, help="evaluate only the first N samples of each task")
+    p.add_argument("--out", help="output folder (default: outputs/eval/<last parts of the ckpt path>)")
+    p.add_argument("--num-processes", type=_positive_int, default=1, help=">1: run through accelerate launch")
+    p.add_argument("--model-args", default="", help="extra k=v,k=v appended to pretrained=CKPT")
+    p.add_argument("--model", default="llava_ov", help="lmms-eval model name (default llava_ov)")
+    p.add_argument("--include-path", default=str(HERE / "tasks"), help="folder of extra task YAMLs")
+    p.add_argument("--batch-size", type=_positive_int, default=1)
+    p.add_argument("--benchmarks", help="benchmark list (default: eval/benchmarks.yaml)")
+    p.add_argument("--local-data", default="", metavar="ARGS",
+                   help="arguments for prepare_local_tasks.py, e.g. \"--config RUN.yaml data.synthetic.out_dir=D\" "
+                        "(default: the embedded default's held-out set)")
+    p.add_argument("--dry-run", action="store_true", help="print each task's command, one per line, and exit")
+    return p.parse_args(argv)
+
+
+def default_out(ckpt: Path) -> Path:
+    parts = [re.sub(r"[^A-Za-z0-9._-]+", "_", p) for p in Path(os.path.abspath(ckpt)).parts[1:]]
+    return REPO / "outputs" / "eval" / ("_".join(parts[-3:]) or "ckpt")
+
+
+def hf_home(environ: dict | None = None) -> str:
+    """Absolute HF_HOME: the default cache when unset, made absolute when relative."""
+    value = (os.environ if environ is None else environ).get("HF_HOME")
+    return os.path.abspath(os.path.expanduser(value or "~/.cache/huggingface"))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launcher(num_processes: int) -> list[str]:
+    """The command prefix that starts lmms-eval: the current python, or accelerate launch for N > 1."""
+    if num_processes == 1:
+        return [sys.executable, "-m", "lmms_eval"]
+    exe = Path(sys.executable).parent / "accelerate"
+    found = str(exe) if exe.exists() else shutil.which("accelerate")
+    prefix = [found, "launch"] if found else [sys.executable, "-m", "accelerate.commands.launch"]
+    import torch  # only here: importing torch costs seconds
+
+    cpu = [] if torch.cuda.is_available() else ["--cpu"]
+    return [*prefix, "--num_processes", str(num_processes), *cpu,
+            "--main_process_port", str(free_port()), "-m", "lmms_eval"]
+
+
+def task_command(task: str, args: argparse.Namespace, ckpt: Path, out: Path, include: Path) -> list[str]:
+    model_args = f"pretrained={os.path.abspath(ckpt)}"
+    if args.model_args.strip(", "):
+        model_args += "," + args.model_args.strip(", ")
+    cmd = [*launcher(args.num_processes), "--model", args.model, "--model_args", model_args,
+           "--tasks", task, "--batch_size", str(args.batch_size), "--output_path", str(out / task),
+           "--log_samples", "--include_path", str(include)]
+    if args.limit:
+        cmd += ["--limit", str(args.limit)]
+    return cmd
+
+
+def prepare_command(tasks: list[str], include: Path, extra: str = "") -> list[str]:
+    """``extra``: further arguments of prepare_local_tasks.py (e.g. ``--config RUN.yaml key=value``: the
+    run whose held-out set the motion-QA task is)."""
+    return [sys.executable, str(PREPARE_SCRIPT), "--tasks-dir", str(include), "--tasks", ",".join(tasks),
+            *shlex.split(extra)]
+
+
+def _clean(line: str) -> str:
+    return LOGURU_PREFIX.sub("", ANSI.sub("", line)).strip()
+
+
+def failure_reason(log_text: str, hf_home_dir: str | None = None) -> str:
+    """The most informative line of a failed run's log."""
+    text = ANSI.sub("", log_text)
+    where = f" ({hf_home_dir})" if hf_home_dir else ""
+    m = re.search(r"Couldn't reach '([^']+)' on the Hub \((\w+)\)", text)
+    if m:
+        how = "the hub is offline" if "Offline" in m.group(2) else f"the hub cannot be reached ({m.group(2)})"
+        return f"dataset '{m.group(1)}' is not in the HF cache{where} and {how}"
+    lines = [_clean(line) for line in text.splitlines()]
+    lines = [line for line in lines if line and not any(u in line for u in UNINFORMATIVE)]
+    last = ""
+    for pick in (lambda ln: EXCEPTION_LINE.match(ln), lambda ln: "Error" in ln or "Exception" in ln):
+        hits = [line for line in lines if pick(line)]
+        if hits:
+            last = hits[-1][:400]
+            break
+    if re.search(r"OfflineModeIsEnabled|LocalEntryNotFoundError", text):
+        return f"files are not in the HF cache{where} and the hub is offline: {last}"
+    return last or (lines[-1][:400] if lines else "no output in the log")
+
+
+def check_results(bench, task_dir: Path, since: float) -> str | None:
+    """None when a results JSON written since ``since`` holds the task (group: all subtasks), else why not."""
+    summ = load_summarize()
+    fresh = [p for p in task_dir.rglob("*_results.json") if p.stat().st_mtime >= since - 1]
+    why = "no results JSON was written"
+    for path in sorted(fresh, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            rf = summ.read_results_file(path)
+        except (OSError, ValueError, json.JSONDecodeError) as exc:
+            why = f"unreadable results JSON {path}: {exc}"
+            continue
+        missing = [t for t in summ.subtasks_of(bench, rf) if not isinstance(rf.results.get(t), dict)]
+        if not missing:
+            return None
+        why = f"results JSON {path.name} lacks {', '.join(missing)}"
+    return why
+
+
+def missing_modules(bench) -> list[str]:
+    return [f"{mod} (pip install {pkg})" for mod, pkg in bench.requires.items()
+            if importlib.util.find_spec(mod) is None]
+
+
+def run_logged(cmd: list[str], log_path: Path, env: dict) -> int:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write("$ " + shlex.join(cmd) + "\n")
+        log.flush()
+        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, check=False).returncode
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def prepare_local(tasks: list[str], include: Path, out: Path, env: dict, extra: str = "") -> str | None:
+    """Generate the local tasks' data; None on success, else the reason."""
+    if not PREPARE_SCRIPT.exists():
+        return f"{PREPARE_SCRIPT} not found"
+    log_path = out / "prepare_local_tasks.log"
+    start = time.time()
+    rc = run_logged(prepare_command(tasks, include, extra), log_path, env)
+    status = "OK" if rc == 0 else "FAILED"
+    print(f"prepare local data ({', '.join(tasks)})  {time.time() - start:.1f} s  {status}", flush=True)
+    if rc == 0:
+        return None
+    return f"data preparation failed (rc {rc}): {failure_reason(_read(log_path))} (log: {log_path})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    summ = load_summarize()
+    ckpt = Path(args.ckpt).expanduser()
+    if not args.dry_run and not ckpt.exists():
+        print(f"error: checkpoint folder not found: {ckpt}", file=sys.stderr)
+        return 2
+    if "," in str(ckpt):
+        print(f"error: the checkpoint path must not contain ',' (lmms-eval splits model_args on it): {ckpt}",
+              file=sys.stderr)
+        return 2
+    try:
+        benches = summ.load_benchmarks(args.benchmarks)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read the benchmark list: {exc}", file=sys.stderr)
+        return 2
+    if args.tasks:
+        tasks = list(dict.fromkeys(t.strip() for t in args.tasks.split(",") if t.strip()))
+    else:
+        tasks = [name for name, b in benches.items() if b.section == "benchmarks"]
+    unknown = [t for t in tasks if t not in benches]
+    if unknown or not tasks:
+        print(f"error: unknown task(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(benches)}",
+              file=sys.stderr)
+        return 2
+    out = Path(os.path.abspath(args.out)) if args.out else default_out(ckpt)
+    include = Path(os.path.abspath(args.include_path))
+    local = [t for t in tasks if benches[t].section == "local"]
+
+    if args.dry_run:
+        if local:
+            print("# first: " + shlex.join(prepare_command(local, include, args.local_data)), file=sys.stderr)
+        for task in tasks:
+            print(shlex.join(task_command(task, args, ckpt, out, include)))
+        return 0
+
+    env = dict(os.environ, HF_HOME=hf_home())
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"evaluating {ckpt} on {len(tasks)} task(s) -> {out}", flush=True)
+    for task in tasks:
+        if benches[task].caveat and not os.environ.get("OPENAI_API_KEY"):
+            print(f"note: {benches[task].caveat}", file=sys.stderr)
+    failures: dict[str, str] = {}
+    if local:
+        reason = prepare_local(local, include, out, env, args.local_data)
+        if reason:
+            failures.update(dict.fromkeys(local, reason))
+    width = max(len(t) for t in tasks)
+    for i, task in enumerate(tasks, 1):
+        bench, task_dir = benches[task], out / task
+        log_path = task_dir / "lmms_eval.log"
+        start = time.time()
+        if task not in failures and (missing := missing_modules(bench)):
+            failures[task] = f"python module(s) missing: {', '.join(missing)}"
+        if task not in failures:
+            try:
+                rc = run_logged(task_command(task, args, ckpt, out, include), log_path, env)
+            except KeyboardInterrupt:
+                print(f"\ninterrupted during {task} (log: {log_path})", file=sys.stderr)
+                return 130
+            why = check_results(bench, task_dir, start)
+            if why:
+                log_text = _read(log_path)
+                detail = failure_reason(log_text, env["HF_HOME"]) if log_text else why
+                failures[task] = f"{detail} [rc {rc}; {why}] (log: {log_path})"
+        status = "FAILED" if task in failures else "OK"
+        print(f"[{i:>2}/{len(tasks)}] {task:<{width}}  {time.time() - start:8.1f} s  {status}", flush=True)
+        if task in failures:
+            print(f"FAILED {task}: {failures[task]}", flush=True)
+
+    summary = summ.summarize(out, benches)
+    print()
+    print(summ.format_markdown(summary), end="")
+    md_path, csv_path = summ.write_outputs(summary, out)
+    print(f"summary: {md_path}, {csv_path}")
+    stale = [r for r in summary.rows if r.name in failures]
+    for row in stale:
+        print(f"note: {row.name}'s row comes from an earlier run ({row.source})")
+    if failures:
+        print(f"{len(failures)} of {len(tasks)} task(s) failed: {', '.join(failures)}")
+        return 1
+    print(f"all {len(tasks)} task(s) succeeded")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Helpers for the eval/ tests: load the eval scripts as modules and write lmms-eval-shaped results."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+EVAL_DIR = REPO / "eval"
+
+STANDARD = [
+    "ai2d", "chartqa", "docvqa_val", "infovqa_val", "ocrbench", "mmbench_en_dev", "mmstar", "realworldqa",
+    "videomme", "mvbench", "nextqa_mc_test", "perceptiontest_val_mc", "temporalbench_long_qa", "video_mmmu",
+    "mlvu_dev", "longvideobench_val_v",
+]
+MVBENCH = [
+    "mvbench_action_sequence", "mvbench_moving_count", "mvbench_action_prediction",
+    "mvbench_episodic_reasoning", "mvbench_action_antonym", "mvbench_action_count",
+    "mvbench_scene_transition", "mvbench_object_shuffle", "mvbench_object_existence",
+    "mvbench_fine_grained_pose", "mvbench_unexpected_action", "mvbench_moving_direction",
+    "mvbench_state_change", "mvbench_object_interaction", "mvbench_character_order",
+    "mvbench_action_localization", "mvbench_counterfactual_inference", "mvbench_fine_grained_action",
+    "mvbench_moving_attribute", "mvbench_egocentric_navigation",
+]
+VIDEO_MMMU = ["video_mmmu_adaptation", "video_mmmu_comprehension", "video_mmmu_perception"]
+
+
+def load_eval_module(name: str):
+    """eval/<name>.py as a module (eval/ is a folder of scripts, not a package)."""
+    mod_name = f"llava_ov_eval_{name}"
+    if mod_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(mod_name, EVAL_DIR / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[mod_name]
+
+
+def write_results(path: Path, tasks: dict, groups: dict | None = None, n_samples: dict | None = None,
+                  date: str = "20260101_120000", mtime: float | None = None) -> Path:
+    """A ``*_results.json`` with the real top-level layout.
+
+    ``tasks``: task -> {metric key: value}; ``groups``: group -> {subtask: {metric key: value}};
+    ``n_samples``: task -> (original, effective) or (original,) for files without 'effective'.
+    """
+    groups = groups or {}
+    n_samples = n_samples or {}
+    results, group_subtasks = {}, {}
+    for group, subs in groups.items():
+        results[group] = {" ": " ", "alias": group}
+        group_subtasks[group] = list(subs)
+        for sub, metrics in subs.items():
+            results[sub] = {"alias": f" - {sub}", **metrics}
+    for task, metrics in tasks.items():
+        results[task] = {"alias": task, **metrics}
+        group_subtasks[task] = []
+    counts = {}
+    for task, pair in n_samples.items():
+        counts[task] = {"original": pair[0]} if len(pair) == 1 else {"original": pair[0], "effective": pair[1]}
+    data = {
+        "results": results,
+        "group_subtasks": group_subtasks,
+        "configs": {t: {"task": t} for t in results},
+        "versions": {t: 0.0 for t in results},
+        "n-shot": {t: 0 for t in results},
+        "higher_is_better": {},
+        "n-samples": counts,
+        "config": {"model": "llava_ov", "model_args": "pretrained=/x/sft/final"},
+        "lmms_eval_version": "0.7.3",
+        "date": date,
+        "model_name": "/x/sft/final",
+        "model_name_sanitized": "sft__final",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
