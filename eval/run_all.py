@@ -31,6 +31,8 @@ PREPARE_SCRIPT = HERE / "prepare_local_tasks.py"
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 LOGURU_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \| \w+\s*\| \S+ - ")
 EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt))(?::\s|$)")
+DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
+             "TORCHELASTIC_RUN_ID", "ACCELERATE_USE_CPU")
 UNINFORMATIVE = ("RetryError", "Please set `--verbosity=DEBUG`")
 
 
@@ -58,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tasks", help="comma-separated benchmark names (default: the 16 standard ones)")
     p.add_argument("--limit", type=_positive_int, help="evaluate only the first N samples of each task")
     p.add_argument("--out", help="output folder (default: outputs/eval/<last parts of the ckpt path>)")
-    p.add_argument("--num-processes", type=_positive_int, default=1, help=">1: run through accelerate launch")
+    p.add_argument("--num-processes", type=_positive_int, default=1, help=">1: several processes split the requests (accelerate launch on GPUs, torchrun on CPU)")
     p.add_argument("--model-args", default="", help="extra k=v,k=v appended to pretrained=CKPT")
     p.add_argument("--model", default="llava_ov", help="lmms-eval model name (default llava_ov)")
     p.add_argument("--include-path", default=str(HERE / "tasks"), help="folder of extra task YAMLs")
@@ -89,17 +91,24 @@ def free_port() -> int:
 
 
 def launcher(num_processes: int) -> list[str]:
-    """The command prefix that starts lmms-eval: the current python, or accelerate launch for N > 1."""
+    """The command prefix that starts lmms-eval: the current python; for N > 1 processes
+    ``accelerate launch`` on GPUs, and on CPU ``torchrun`` with ``ACCELERATE_USE_CPU=1`` (accelerate's
+    own ``--cpu`` launcher starts a single process; under torchrun its Accelerator joins a gloo group)."""
     if num_processes == 1:
         return [sys.executable, "-m", "lmms_eval"]
-    exe = Path(sys.executable).parent / "accelerate"
-    found = str(exe) if exe.exists() else shutil.which("accelerate")
-    prefix = [found, "launch"] if found else [sys.executable, "-m", "accelerate.commands.launch"]
     import torch  # only here: importing torch costs seconds
 
-    cpu = [] if torch.cuda.is_available() else ["--cpu"]
-    return [*prefix, "--num_processes", str(num_processes), *cpu,
-            "--main_process_port", str(free_port()), "-m", "lmms_eval"]
+    bindir = Path(sys.executable).parent
+    if torch.cuda.is_available():
+        exe = bindir / "accelerate"
+        found = str(exe) if exe.exists() else shutil.which("accelerate")
+        prefix = [found, "launch"] if found else [sys.executable, "-m", "accelerate.commands.launch"]
+        return [*prefix, "--num_processes", str(num_processes), "--main_process_port", str(free_port()),
+                "-m", "lmms_eval"]
+    exe = bindir / "torchrun"
+    prefix = [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    return ["env", "ACCELERATE_USE_CPU=1", *prefix, "--nproc_per_node", str(num_processes),
+            "--master_port", str(free_port()), "-m", "lmms_eval"]
 
 
 def task_command(task: str, args: argparse.Namespace, ckpt: Path, out: Path, include: Path) -> list[str]:
@@ -234,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
             print(shlex.join(task_command(task, args, ckpt, out, include)))
         return 0
 
-    env = dict(os.environ, HF_HOME=hf_home())
+    # each task's launcher sets up its own processes: a parent's distributed variables (e.g. this script
+    # started inside a torchrun / deepspeed job) would make lmms-eval join a stale process group
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS} | {"HF_HOME": hf_home()}
     out.mkdir(parents=True, exist_ok=True)
     print(f"evaluating {ckpt} on {len(tasks)} task(s) -> {out}", flush=True)
     for task in tasks:

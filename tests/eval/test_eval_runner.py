@@ -72,7 +72,9 @@ def test_unknown_task_and_missing_ckpt(tmp_path, capsys):
     assert res.stderr.strip().splitlines() == [f"error: checkpoint folder not found: {missing}"]
 
 
-def test_num_processes_uses_accelerate(capsys, tmp_path):
+def test_num_processes_launcher(capsys, tmp_path):
+    """N > 1: accelerate launch on GPUs; on CPU torchrun with ACCELERATE_USE_CPU=1 (accelerate's --cpu
+    launcher would start one process)."""
     import torch
 
     assert run_all.main([str(tmp_path), "--dry-run", "--tasks", "ai2d,chartqa", "--num-processes", "2"]) == 0
@@ -80,10 +82,14 @@ def test_num_processes_uses_accelerate(capsys, tmp_path):
     assert len(lines) == 2
     for line in lines:
         argv = shlex.split(line)
-        assert "accelerate" in argv[0] and argv[1] == "launch"
-        assert argv[argv.index("--num_processes") + 1] == "2"
-        assert int(argv[argv.index("--main_process_port") + 1]) > 0
-        assert ("--cpu" in argv) == (not torch.cuda.is_available())
+        if torch.cuda.is_available():
+            assert "accelerate" in argv[0] and argv[1] == "launch"
+            assert argv[argv.index("--num_processes") + 1] == "2"
+            assert int(argv[argv.index("--main_process_port") + 1]) > 0
+        else:
+            assert argv[:2] == ["env", "ACCELERATE_USE_CPU=1"] and "torchrun" in argv[2]
+            assert argv[argv.index("--nproc_per_node") + 1] == "2"
+            assert int(argv[argv.index("--master_port") + 1]) > 0
         assert argv[argv.index("-m") + 1] == "lmms_eval" and "--tasks" in argv
 
 
