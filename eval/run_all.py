@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(os.path.abspath(args.out)) if args.out else default_out(ckpt)
     include = Path(os.path.abspath(args.include_path))
-    local = [t for t in tasks if benches[t].section == "local"]
+    local = [t for t in tasks if benches[t].prepare]  # our local tasks: data written by prepare_local_tasks.py
 
     if args.dry_run:
         if local:

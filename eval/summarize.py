@@ -21,7 +21,7 @@ import yaml
 
 DEFAULT_BENCHMARKS = Path(__file__).resolve().parent / "benchmarks.yaml"
 KINDS = ("image", "video")
-SECTIONS = ("benchmarks", "local")
+SECTIONS = ("benchmarks", "variants", "local")
 CSV_FIELDS = ("benchmark", "section", "kind", "score", "samples", "count", "metric", "source", "note")
 
 
@@ -31,11 +31,12 @@ class Benchmark:
     kind: str
     metric: str
     scale: float
-    section: str  # "benchmarks" (the standard set) or "local"
+    section: str  # "benchmarks" (the standard set), "variants" (run on request) or "local"
     index: int | None = None
     subtasks: tuple[str, ...] = ()
     requires: dict = field(default_factory=dict)
     caveat: str | None = None
+    prepare: bool = False  # local task whose data eval/prepare_local_tasks.py writes
 
     @property
     def is_group(self) -> bool:
@@ -46,7 +47,7 @@ def _parse_entry(raw: object, section: str, where: str) -> Benchmark:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise ValueError(f"{where}: each entry needs a 'name'")
     name = raw["name"]
-    known = {"name", "kind", "metric", "scale", "index", "group", "requires", "caveat"}
+    known = {"name", "kind", "metric", "scale", "index", "group", "requires", "caveat", "prepare"}
     extra = set(raw) - known
     if extra:
         raise ValueError(f"{where}: {name}: unknown field(s) {sorted(extra)}")
@@ -71,11 +72,15 @@ def _parse_entry(raw: object, section: str, where: str) -> Benchmark:
     requires = raw.get("requires") or {}
     if not isinstance(requires, dict):
         raise ValueError(f"{where}: {name}: requires must map module -> pip package")
-    return Benchmark(name, kind, metric, float(scale), section, index, subtasks, dict(requires), raw.get("caveat"))
+    prepare = raw.get("prepare", False)
+    if not isinstance(prepare, bool):
+        raise ValueError(f"{where}: {name}: prepare must be true or false, got {prepare!r}")
+    return Benchmark(name, kind, metric, float(scale), section, index, subtasks, dict(requires), raw.get("caveat"),
+                     prepare)
 
 
 def load_benchmarks(path: str | Path | None = None) -> dict[str, Benchmark]:
-    """Benchmarks by name, in file order: the standard section first, then ``local``."""
+    """Benchmarks by name, in file order: the standard section first, then ``variants``, then ``local``."""
     path = Path(path) if path else DEFAULT_BENCHMARKS
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict) or not set(data) <= set(SECTIONS):
@@ -272,7 +277,7 @@ def _fmt(score: float | None) -> str:
 def table_lines(summary: Summary) -> list[list[str]]:
     lines = [["benchmark", "kind", "score", "samples", "metric", "note"]]
     for r in summary.rows:
-        name = r.name if r.section == "benchmarks" else f"{r.name} (local)"
+        name = r.name if r.section == "benchmarks" else f"{r.name} ({'local' if r.section == 'local' else 'variant'})"
         lines.append([name, r.kind, _fmt(r.score), str(r.samples), r.metric, r.note])
     for a in summary.averages:
         lines.append([f"{a.name} ({a.count} benchmarks)", "", _fmt(a.score), str(a.samples), "", ""])

@@ -77,10 +77,11 @@ class PatchCache:
         if file.is_file():
             try:
                 sel = PatchSelection.load(file)
-            except (OSError, ValueError, KeyError):
-                sel = None  # corrupt entry: recompute and overwrite
+            except Exception:  # noqa: BLE001 - any unreadable entry (truncated zip, empty file...) is a miss
+                sel = None  # recomputed and overwritten below
             if sel is not None:
                 self.hits += 1
+                sel.meta["path"] = os.fspath(path)  # the file asked for, not the one first cached
                 return sel
         self.misses += 1
         sel = patchify(path, cfg)

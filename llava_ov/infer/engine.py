@@ -11,9 +11,10 @@ saved with the checkpoint, batches from :func:`collate_items`, tokens from
 * :meth:`Engine.loglikelihood` — ``(context, continuation, media)`` → the log-probability of the
   continuation's tokens as the start of the assistant's answer, their count, and whether greedy
   decoding would produce exactly them.
-* Bad media: with ``on_error="skip"`` a request whose media cannot be read gets an empty answer
-  (``None`` log-likelihood) and is recorded in :attr:`Engine.failures` (``(index, message)``); the
-  others go on. ``on_error="raise"`` (default) raises the :class:`VideoDecodeError`.
+* Bad requests: with ``on_error="skip"`` a request whose media cannot be read (or that cannot be
+  turned into a prompt, e.g. an empty continuation) gets an empty answer (``None`` log-likelihood)
+  and is recorded in :attr:`Engine.failures` (``(index, message)``, reset by every call); the others
+  go on. ``on_error="raise"`` (default) raises the :class:`VideoDecodeError` / ``ValueError``.
 """
 
 from __future__ import annotations
@@ -45,13 +46,12 @@ class GenerationConfig:
         """From lmms-eval style ``gen_kwargs`` (``max_new_tokens``, ``temperature``, ``do_sample``,
         ``top_p``, ``until`` as a string or list); other keys are ignored."""
         until = kwargs.get("until") or []
+        # lmms-eval's convention: ``do_sample`` decides; a temperature without it is ignored (greedy)
         do_sample = bool(kwargs.get("do_sample", False))
-        temperature = float(kwargs.get("temperature") or 0.0)
-        if do_sample and temperature == 0.0:
-            temperature = 1.0
+        temperature = float(kwargs.get("temperature") or 0.0) if do_sample else 0.0
         return cls(
             max_new_tokens=int(kwargs.get("max_new_tokens") or default_max_new_tokens),
-            temperature=temperature if do_sample or temperature > 0 else 0.0,
+            temperature=temperature or (1.0 if do_sample else 0.0),
             top_p=float(kwargs.get("top_p") or 1.0),
             until=[until] if isinstance(until, str) else [u for u in until if u],
         )
@@ -148,10 +148,14 @@ class Engine:
     def _items(self, build, requests: Sequence[Any], on_error: str) -> Iterator[tuple[int, LMMItem | None]]:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.failures = []
+        return self._built(build, requests, on_error)
+
+    def _built(self, build, requests: Sequence[Any], on_error: str) -> Iterator[tuple[int, LMMItem | None]]:
         for i, r in enumerate(requests):
             try:
                 yield i, build(r)
-            except VideoDecodeError as e:
+            except (VideoDecodeError, ValueError) as e:
                 if on_error == "raise":
                     raise
                 self.failures.append((i, str(e)))

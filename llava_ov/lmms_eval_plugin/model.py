@@ -4,9 +4,10 @@
 ``num_frames``, ``input_size``, ``image_max_side`` (override the checkpoint's codec settings; default:
 what it was trained with), ``device`` (auto: ``cuda:{local rank}`` or CPU), ``dtype`` (auto: bf16 on
 GPU, fp32 on CPU), ``attn_implementation`` (the LLM's: sdpa, eager, flash_attention_2),
-``batch_size``, ``max_new_tokens`` (when a task sets none), ``cache_dir`` (on-disk patch selections,
-default ``${LLAVA_OV_CACHE:-.cache/llava_ov}/patch_cache``; ``cache=false`` turns it off). An unknown
-key is an error.
+``max_new_tokens`` (when a task sets none), ``cache_dir`` (on-disk patch selections, default
+``${LLAVA_OV_CACHE:-.cache/llava_ov}/patch_cache``; ``cache=false`` turns it off). An unknown key is
+an error. The batch size is lmms-eval's own ``--batch_size`` (it always passes it; naming it in
+``model_args`` too is a duplicate-keyword error upstream).
 
 Visuals: video paths are patchified on the fly with the codec settings (through the cache), images
 (paths or PIL) at native resolution, a list of more than :data:`FRAME_LIST_MIN` PIL images is the
@@ -76,6 +77,12 @@ def _same_image(a: Any, b: Any) -> bool:
     return isinstance(b, Image.Image) and (a is b or (a.size == b.size and a.mode == b.mode and a.tobytes() == b.tobytes()))
 
 
+def answer_start(continuation: str) -> str:
+    """A continuation as the start of the assistant's answer: lmms-eval's target delimiter (one
+    leading space) dropped, since answers are trained right after ``assistant\\n``."""
+    return continuation[1:] if continuation.startswith(" ") and continuation.strip() else continuation
+
+
 def _media_names(media: Sequence[Any]) -> str:
     return ", ".join(str(m) if isinstance(m, (str, Path)) else type(m).__name__ for m in media) or "no media"
 
@@ -91,7 +98,7 @@ class LlavaOVLmms(lmms):
         super().__init__()
         if unknown:
             raise ValueError(f"llava_ov: unknown model_args {sorted(unknown)}; valid: pretrained, {', '.join(CODEC_KEYS)}, "
-                             "device, dtype, attn_implementation, batch_size, max_new_tokens, cache, cache_dir")
+                             "device, dtype, attn_implementation, max_new_tokens, cache, cache_dir (batch size: --batch_size)")
         self.accelerator = Accelerator()
         if self.accelerator.num_processes > 1:
             self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
@@ -160,7 +167,6 @@ class LlavaOVLmms(lmms):
             gen = GenerationConfig.from_kwargs(json.loads(key), self.max_new_tokens)
             for start in range(0, len(group), self.batch_size):
                 chunk = group[start:start + self.batch_size]
-                self.engine.failures.clear()
                 texts = self.engine.generate([(c[0], media) for _, c, media in chunk], gen, on_error="skip")
                 for j, message in self.engine.failures:
                     _, (_, doc_id, task), media = chunk[j]
@@ -183,9 +189,8 @@ class LlavaOVLmms(lmms):
                 if callable(continuation):
                     continuation = continuation(self._doc(task, split, doc_id))
                 media = self._visuals(doc_to_visual, task, split, doc_id)
-                scored.append((context, str(continuation).lstrip(), media))
+                scored.append((context, answer_start(str(continuation)), media))
                 meta.append((doc_id, task, media))
-            self.engine.failures.clear()
             out = self.engine.loglikelihood(scored, on_error="skip")
             for j, message in self.engine.failures:
                 self._skip(meta[j][1], meta[j][0], meta[j][2], message)
@@ -201,7 +206,8 @@ class LlavaOVLmms(lmms):
     def generate_until_multi_round(self, requests: list[Instance]) -> list[Any]:
         """Rounds driven by the task's ``doc_to_text(doc, previous_output=, round_idx=,
         previous_round_info=)`` → ``(visuals, context, terminal, round_results, info)``; the conversation
-        (questions, answers, media) carries over between rounds; the result is the task's
+        (questions, answers, media) carries over between rounds; ``previous_output`` is the task's
+        ``round_results`` of the round before plus the new answer; the result is the task's
         ``round_results`` at the terminal round."""
         before, results = self.skipped, []
         bar = self._progress(len(requests), "multi-round")
@@ -224,9 +230,10 @@ class LlavaOVLmms(lmms):
         for round_idx in range(64):
             if round_idx > 0:
                 visuals, context, terminal, round_results, info = doc_to_text(
-                    doc, previous_output=outputs, round_idx=round_idx, previous_round_info=info)
+                    doc, previous_output=list(outputs), round_idx=round_idx, previous_round_info=info)
                 if terminal:
                     return round_results
+                outputs = list(round_results)  # as lmms-eval's own models: the task's view of the rounds
                 visuals = media_list(visuals)
             try:
                 loaded = [self.engine.processor.load_media(v) for v in visuals or []]
@@ -248,4 +255,4 @@ class LlavaOVLmms(lmms):
         self.engine = None
 
 
-__all__ = ["FRAME_LIST_MIN", "LlavaOVLmms", "media_list"]
+__all__ = ["FRAME_LIST_MIN", "LlavaOVLmms", "answer_start", "media_list"]
