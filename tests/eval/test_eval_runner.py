@@ -62,6 +62,20 @@ def test_dry_run_local_task_prints_prepare_on_stderr(capsys, tmp_path):
     assert "prepare_local_tasks.py" in cap.err and "--tasks llava_ov_shapes,llava_ov_motion_qa" in cap.err
 
 
+def test_only_our_local_tasks_are_prepared(capsys, tmp_path):
+    """A local task of the user's (no `prepare: true`) runs as it is: no prepare step for it."""
+    bench = tmp_path / "benchmarks.yaml"
+    bench.write_text((EVAL_DIR / "benchmarks.yaml").read_text() + (
+        "  - name: my_local_task\n    kind: image\n    metric: accuracy,none\n    scale: 1\n"))
+    args = [str(tmp_path), "--dry-run", "--benchmarks", str(bench)]
+    assert run_all.main([*args, "--tasks", "my_local_task"]) == 0
+    captured = capsys.readouterr()
+    assert "prepare_local_tasks" not in captured.err and "--tasks my_local_task" in captured.out
+    assert run_all.main([*args, "--tasks", "my_local_task,llava_ov_shapes"]) == 0
+    err = capsys.readouterr().err
+    assert "prepare_local_tasks" in err and "--tasks llava_ov_shapes" in err and "my_local_task" not in err
+
+
 def test_unknown_task_and_missing_ckpt(tmp_path, capsys):
     assert run_all.main([str(tmp_path), "--dry-run", "--tasks", "ai2d,nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
