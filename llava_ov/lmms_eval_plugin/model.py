@@ -77,6 +77,15 @@ def _same_image(a: Any, b: Any) -> bool:
     return isinstance(b, Image.Image) and (a is b or (a.size == b.size and a.mode == b.mode and a.tobytes() == b.tobytes()))
 
 
+def _batch_size(value: Any) -> int:
+    """lmms-eval's ``--batch_size``: an int, or ``auto`` / ``auto:N`` (no memory probing here: 1)."""
+    text = str(value).strip().lower()
+    if text.startswith("auto"):
+        logger.warning(f"llava_ov: batch_size {value!r}: automatic sizing is not supported, using 1")
+        return 1
+    return int(text)
+
+
 def answer_start(continuation: str) -> str:
     """A continuation as the start of the assistant's answer: lmms-eval's target delimiter (one
     leading space) dropped, since answers are trained right after ``assistant\\n``."""
@@ -113,7 +122,7 @@ class LlavaOVLmms(lmms):
             self.engine = Engine.from_pretrained(
                 pretrained, device=device or "auto", dtype=dtype, attn_implementation=attn_implementation,
                 codec={k: v for k, v in codec.items() if v is not None}, cache_dir=cache_path,
-                batch_size=int(batch_size))
+                batch_size=_batch_size(batch_size))
         except (ConfigError, ValueError, OSError) as e:
             raise ValueError(f"llava_ov: cannot load {pretrained}: {e}") from None
         self._device = self.engine.model.device

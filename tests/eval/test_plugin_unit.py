@@ -29,14 +29,7 @@ CORPUS = [
     "The quick brown fox jumps over the lazy dog; numbers 0123456789.",
 ]
 TASK, SPLIT = "toy_task", "test"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

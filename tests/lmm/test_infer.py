@@ -32,15 +32,8 @@ from llava_ov.model import build_model, debug_config
 from llava_ov.model.merge import TokenCounter
 from llava_ov.text import ChatFormat
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PROMPTS = ["What happens?", "What is this?", "Describe the video.", "How many apples?", "Hi", "Is it red?"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def lively_model(tokenizer, merge: int = 1, seed: int = 0):
@@ -91,31 +84,29 @@ def mixed(media) -> list[tuple[str, list]]:
 # ----------------------------------------------------------------------------- helpers
 
 
-def manual_logprobs(model, processor, text, media, cont_ids: list[int]) -> torch.Tensor:
-    """Per-token log-probabilities of ``cont_ids`` after the prompt: one unpadded forward of the whole
-    sequence (text only: the LLM on input_ids; with media: the visual tokens placed by ``model.embed``)."""
+def sequence_logp(model, processor, text, media, extra: list[int]) -> tuple[torch.Tensor, int]:
+    """Log-softmax (float64) at every position of the prompt followed by ``extra`` tokens, from one
+    unpadded forward (text only: the LLM on input_ids; with media: the visual tokens placed by
+    ``model.embed``), and the prompt length."""
     item = processor.prompt(text, media)
-    n = len(item.tokens.input_ids)
-    ids = torch.cat([item.tokens.input_ids, torch.tensor(cont_ids, dtype=torch.long)])[None]
+    ids = torch.cat([item.tokens.input_ids, torch.tensor(extra, dtype=torch.long)])[None]
     with torch.no_grad():
         if item.media:
             logits = model.llm(inputs_embeds=model.embed(ids, collate_media([item]))).logits
         else:
             logits = model.llm(input_ids=ids).logits
-    logp = F.log_softmax(logits[0].double(), dim=-1)
+    return F.log_softmax(logits[0].double(), dim=-1), len(item.tokens.input_ids)
+
+
+def manual_logprobs(model, processor, text, media, cont_ids: list[int]) -> torch.Tensor:
+    """Per-token log-probabilities of ``cont_ids`` after the prompt."""
+    logp, n = sequence_logp(model, processor, text, media, cont_ids)
     positions = torch.arange(n - 1, n - 1 + len(cont_ids))
     return logp[positions, torch.tensor(cont_ids)]
 
 
 def next_token_logp(model, processor, text, media, prefix: list[int]) -> torch.Tensor:
-    item = processor.prompt(text, media)
-    ids = torch.cat([item.tokens.input_ids, torch.tensor(prefix, dtype=torch.long)])[None]
-    with torch.no_grad():
-        if item.media:
-            logits = model.llm(inputs_embeds=model.embed(ids, collate_media([item]))).logits
-        else:
-            logits = model.llm(input_ids=ids).logits
-    return F.log_softmax(logits[0, -1].double(), dim=-1)
+    return sequence_logp(model, processor, text, media, prefix)[0][-1]
 
 
 def round_trips(tokenizer, ids: list[int]) -> bool:

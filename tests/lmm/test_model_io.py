@@ -174,6 +174,10 @@ def test_chat_cli(ckpt, tmp_path, capsys):
     assert chat.main(["--ckpt", str(tmp_path), "--image", str(image), "Q?"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "llava_ov.json" in err[0]
+    missing = tmp_path / "runs" / "sft" / "final"  # a missing folder is named, never fetched from the hub
+    assert chat.main(["--ckpt", str(missing), "Q?"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {missing}: no such checkpoint folder"]
 
 
 def test_debug_config_is_a_plain_config():
