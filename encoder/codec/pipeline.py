@@ -3,6 +3,10 @@
 Modes (``CodecConfig.mode``):
 - ``codec``   decode T frames (64), score patches from motion + residual, keep a dense context frame
               and the most informative patches up to the budget K.
+- ``random``  the intervention control of ``codec``: the same decode, the same context frame and the
+              same number of patches as ``codec`` would keep, the others drawn uniformly from frames
+              1..T-1 (seeded by ``select.seed`` and the clip's first frame: the same clip gives the
+              same draw).
 - ``frames``  uniform frame sampling: ``num_frames`` frames (8), every patch, t on the 64-frame grid.
 - ``collage`` ``num_frames`` frames stacked into one tall image (t = 0, h runs over the whole stack).
 - ``image``   a still image at native resolution rounded to multiples of the patch size (t = 0).
@@ -11,6 +15,7 @@ Modes (``CodecConfig.mode``):
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +28,10 @@ import torch.nn.functional as F
 from encoder.codec.decode import DecodeConfig, DecodedClip, decode_clip
 from encoder.codec.errors import VideoDecodeError
 from encoder.codec.saliency import SaliencyConfig, energies, is_static, patch_scores, saliency_from_energies
-from encoder.codec.select import SelectConfig, select_patches
+from encoder.codec.select import SelectConfig, random_patches, select_patches
 from encoder.codec.types import PatchSelection, virtual_t
 
-MODES = ("codec", "frames", "collage", "image")
+MODES = ("codec", "random", "frames", "collage", "image")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
@@ -75,7 +80,7 @@ def patchify_with_canvas(path: str | Path, cfg: CodecConfig | None = None) -> tu
     cfg.validate()
     if cfg.mode == "image" or Path(path).suffix.lower() in IMAGE_SUFFIXES:
         return patchify_image(path, cfg)
-    if cfg.mode == "codec":
+    if cfg.mode in ("codec", "random"):
         clip = decode_clip(path, cfg.decode)
         sel = _from_codec(clip, cfg)
         return sel, Canvas(clip.frames, sel.frame_t)
@@ -124,9 +129,12 @@ def _from_codec(clip: DecodedClip, cfg: CodecConfig) -> PatchSelection:
         frame_ids=clip.frame_ids,
         static=static,
     )
+    if cfg.mode == "random":
+        seed = zlib.crc32(np.ascontiguousarray(clip.frames[0]).tobytes())
+        sel = random_patches(sel, scores, np.random.default_rng([cfg.select.seed, seed]))
     frame_t = virtual_t(len(clip))
     grid = patch_grid(clip.frames, p)
-    meta = _clip_meta(clip, "codec", cfg) | {
+    meta = _clip_meta(clip, cfg.mode, cfg) | {
         "budget": len(sel.frame_index),
         "select_mode": cfg.select.mode,
         "context": cfg.select.context,

@@ -57,6 +57,7 @@ class SelectConfig:
     static_threshold: float = 1e-6
     max_groups: int = 8
     min_score: float | None = None
+    seed: int = 0  # the draw of the ``random`` input mode (encoder.codec.pipeline)
 
     def validate(self) -> None:
         """Raise ValueError on unknown mode strings or bad numbers (the budget is checked on use)."""
@@ -327,3 +328,24 @@ def select_patches(
         fallback=bool(static),
         groups=groups,
     )
+
+
+def random_patches(sel: Selection, scores: np.ndarray, rng: np.random.Generator) -> Selection:
+    """The intervention control of a codec selection: the same context patches, and as many other
+    patches as ``sel`` holds, drawn uniformly without replacement from the non-context patches of the
+    frames after frame 0 (frames 1..T-1): what codec scoring adds over chance at the same count."""
+    s = np.asarray(scores, dtype=np.float32)
+    t, gh, gw = s.shape
+    per_frame = gh * gw
+    ctx_frames = np.unique(sel.frame_index[sel.is_context])
+    pool = np.setdiff1d(np.arange(1, t, dtype=np.int64), ctx_frames)
+    k = int((~sel.is_context).sum())
+    if k > len(pool) * per_frame:
+        raise ValueError(f"{k} random patches asked from {len(pool) * per_frame} candidates")
+    flat_ctx = (sel.frame_index * per_frame + sel.row * gw + sel.col)[sel.is_context]
+    drawn = _frame_patches(pool, per_frame)[rng.choice(len(pool) * per_frame, size=k, replace=False)]
+    idx = np.sort(np.concatenate([flat_ctx, drawn]))
+    fi, row, col = np.unravel_index(idx, s.shape)
+    return Selection(frame_index=fi.astype(np.int64), row=row.astype(np.int64), col=col.astype(np.int64),
+                     score=s.reshape(-1)[idx].astype(np.float32), is_context=np.isin(fi, ctx_frames),
+                     fallback=sel.fallback, groups=sel.groups)

@@ -1,7 +1,7 @@
 """OV-Encoder ViT: 3D RoPE, packed variable-length attention, released-checkpoint compatible names."""
 
 from .attention import SeqInfo, resolve_backend, varlen_attention
-from .checkpoint import config_from_hf_dict, config_to_hf_dict, load_pretrained, save_pretrained
+from .checkpoint import config_from_hf_dict, config_to_hf_dict, load_pretrained, read_config, save_pretrained
 from .config import ATTN_BACKENDS, CLIP_MEAN, CLIP_STD, PRESETS, ViTConfig, get_config
 from .packing import (
     PackedInput,
@@ -35,6 +35,7 @@ __all__ = [
     "pack_selections",
     "pack_videos",
     "resolve_backend",
+    "read_config",
     "rope_cos_sin",
     "save_pretrained",
     "validate_packed",

@@ -186,6 +186,21 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, Tensor], ass
     model.load_state_dict(state, strict=True, assign=assign)
 
 
+def read_config(name_or_path: str | Path, **overrides: Any) -> ViTConfig:
+    """The :class:`ViTConfig` of a saved folder or a released checkpoint (folder or hub id), no weights."""
+    directory = resolve_checkpoint_dir(name_or_path)
+    return _read_config(directory, overrides)
+
+
+def _read_config(directory: Path, overrides: dict[str, Any]) -> ViTConfig:
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise ValueError(f"no {CONFIG_NAME} in {directory}")
+    raw = json.loads(config_path.read_text())
+    stats = {} if "image_mean" in raw else _preprocessor_stats(directory)
+    return config_from_hf_dict({**raw, **stats}, **overrides)
+
+
 def load_pretrained(
     name_or_path: str | Path,
     *,
@@ -201,12 +216,7 @@ def load_pretrained(
     from .vit import OVEncoder
 
     directory = resolve_checkpoint_dir(name_or_path)
-    config_path = directory / CONFIG_NAME
-    if not config_path.is_file():
-        raise ValueError(f"no {CONFIG_NAME} in {directory}")
-    raw = json.loads(config_path.read_text())
-    stats = {} if "image_mean" in raw else _preprocessor_stats(directory)
-    cfg = config_from_hf_dict({**raw, **stats}, **overrides)
+    cfg = _read_config(directory, overrides)
     with torch.device("meta"):
         model = OVEncoder(cfg)
     load_state_dict_strict(model, read_state_dict(directory), assign=True)
@@ -219,6 +229,7 @@ __all__ = [
     "config_to_hf_dict",
     "load_pretrained",
     "load_state_dict_strict",
+    "read_config",
     "read_state_dict",
     "resolve_checkpoint_dir",
     "save_pretrained",

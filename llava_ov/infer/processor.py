@@ -60,7 +60,7 @@ def codec_overrides(cfg: CodecConfig, **values: Any) -> CodecConfig:
     for name, value in values.items():
         cfg = merge(cfg, _nested(CODEC_SHORTCUTS[name], value))
     if num_frames is not None:
-        cfg = merge(cfg, _nested("decode.num_frames" if cfg.mode == "codec" else "num_frames", int(num_frames)))
+        cfg = merge(cfg, _nested("decode.num_frames" if cfg.mode in ("codec", "random") else "num_frames", int(num_frames)))
     cfg.validate()
     return cfg
 
@@ -74,7 +74,7 @@ class LlavaOVProcessor:
     tokenizer: PreTrainedTokenizerBase
     codec: CodecConfig = field(default_factory=CodecConfig)
     chat: ChatFormat = field(default_factory=ChatFormat)
-    tokens_for: TokensFor = patch_tokens  # the projector's rule (TokenCounter(merge)); not saved
+    tokens_for: TokensFor = patch_tokens  # the model's rule (ModelConfig.token_counter()); not saved
     cache: PatchCache | None = None  # on-disk selections of media files; not saved
 
     # ----------------------------------------------------------------- media
@@ -164,7 +164,6 @@ class LlavaOVProcessor:
         """The processor of a stage export (``tokenizer`` defaults to the export's ``llm/`` one)."""
         from llava_ov.model.checkpoint import read_checkpoint_meta, resolve_paths
         from llava_ov.model.config import ModelConfig
-        from llava_ov.model.merge import TokenCounter
         from llava_ov.text.tokenizer import load_tokenizer
 
         folder, meta = read_checkpoint_meta(path)
@@ -182,7 +181,7 @@ class LlavaOVProcessor:
             tokenizer = load_tokenizer(cfg.llm.tokenizer_path)
         codec_cfg = merge(CodecConfig(), codec)
         codec_cfg.validate()
-        return cls(tokenizer, codec_cfg, merge(ChatFormat(), chat), TokenCounter(cfg.projector.merge), cache)
+        return cls(tokenizer, codec_cfg, merge(ChatFormat(), chat), cfg.token_counter(), cache)
 
 
 __all__ = ["CODEC_SHORTCUTS", "PROCESSOR_FILE", "LlavaOVProcessor", "Media", "codec_overrides", "is_image_path"]

@@ -131,7 +131,7 @@ class LlavaOVLmms(lmms):
         self.skipped = 0  # requests answered empty because their media could not be read
         c = self.engine.processor.codec
         logger.info(f"llava_ov: {pretrained} on {self._device}, codec mode={c.mode} budget={c.select.budget} "
-                    f"frames={c.decode.num_frames if c.mode == 'codec' else c.num_frames} input={c.decode.input_size}, "
+                    f"frames={c.decode.num_frames if c.mode in ('codec', 'random') else c.num_frames} input={c.decode.input_size}, "
                     f"patch cache {cache_path or 'off'}, rank {self.rank}/{self.world_size}")
 
     @property

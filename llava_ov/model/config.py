@@ -42,10 +42,10 @@ class TowerConfig:
     output_layer: int = -2  # hidden states of the second-to-last block feed the projector
 
     def validate(self) -> None:
-        from llava_ov.model.towers import TOWERS
+        """The name, and the tower's own settings (its module's check), when the run config loads."""
+        from llava_ov.model.towers import tower_entry
 
-        if self.name not in TOWERS:
-            raise ValueError(f"unknown vision tower {self.name!r}; registered: {sorted(TOWERS)}")
+        tower_entry(self.name).validate(self)
 
 
 @dataclass
@@ -100,6 +100,19 @@ class ModelConfig:
         self.tower.validate()
         self.projector.validate()
         self.llm.validate()
+        if self.projector.merge != 1:
+            from llava_ov.model.towers import tower_entry
+
+            if tower_entry(self.tower.name).merges_itself:
+                raise ValueError(f"tower {self.tower.name!r} merges patches itself: use projector.merge=1")
+
+    def token_counter(self):
+        """The picklable LLM-token counter of this model (tower spec + projector merge), no weights."""
+        from llava_ov.model.merge import TokenCounter
+        from llava_ov.model.towers import tower_spec
+
+        spec = tower_spec(self.tower)
+        return TokenCounter(self.projector.merge, spec.frames_per_token, spec.merge)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

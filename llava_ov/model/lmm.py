@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -55,14 +56,14 @@ def causal_lm_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, int]:
     return F.cross_entropy(picked, labels[mask], reduction="sum") / n, n
 
 
-def blank_media(patch_size: int, merge: int) -> MediaBatch:
-    """A 2×2-patch black image (the text-only dummy pass input)."""
+def blank_media(patch_size: int, counter: TokenCounter) -> MediaBatch:
+    """A 2×2-patch black image (the text-only dummy pass input); ``counter`` gives its token count."""
     positions = torch.tensor([[0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 1]], dtype=torch.int32)
     return MediaBatch(
         pixels=torch.zeros(4, 3, patch_size, patch_size, dtype=torch.uint8),
         positions=positions,
         cu_seqlens=torch.tensor([0, 4], dtype=torch.int32),
-        num_tokens=torch.tensor([1 if merge == 2 else 4], dtype=torch.int32),
+        num_tokens=torch.tensor([counter(SimpleNamespace(positions=positions))], dtype=torch.int32),
         grid_hw=torch.tensor([[2, 2]], dtype=torch.int32),
         kinds=["image"],
         patch_size=patch_size,
@@ -97,7 +98,8 @@ class LlavaOVModel(nn.Module):
         return self.llm.get_input_embeddings().weight.device
 
     def tokens_counter(self) -> TokenCounter:
-        return TokenCounter(self.config.projector.merge)
+        spec = self.vision_tower.spec
+        return TokenCounter(self.config.projector.merge, spec.frames_per_token, spec.merge)
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
         """Non-reentrant recomputation of the tower blocks and the LLM layers."""
@@ -118,16 +120,16 @@ class LlavaOVModel(nn.Module):
         d_llm = self.llm.get_input_embeddings().embedding_dim
         if media.num_patches == 0:
             return self.llm.get_input_embeddings().weight.new_zeros(0, d_llm)
-        features = self.vision_tower(media)
-        merge = self.config.projector.merge
-        positions = media.positions  # (t, h, w) of every visual token, for projector.pos_embed
+        out = self.vision_tower(media)
+        features, merge = out.features, self.config.projector.merge
+        positions = out.positions  # (t, h, w) of every tower token, for projector.pos_embed
         if merge == 2:
-            plan = merge_plan(media.positions, media.cu_seqlens)
+            plan = merge_plan(out.positions, out.cu_seqlens)
             features, counts = apply_merge(features, plan), plan.counts
             if self.config.projector.pos_embed != "none":
-                positions = merged_positions(media.positions, plan)
+                positions = merged_positions(out.positions, plan)
         else:
-            counts = torch.diff(media.cu_seqlens).tolist()
+            counts = out.counts
         reserved = [int(n) for n in media.num_tokens.tolist()]
         if counts != reserved:
             raise ValueError(
@@ -151,7 +153,7 @@ class LlavaOVModel(nn.Module):
             if num_slots:
                 raise ValueError(f"input_ids hold {num_slots} media pad tokens but the batch has no media")
             if self.text_only_dummy_pass:
-                dummy = self.encode_media(blank_media(self.vision_tower.patch_size, self.config.projector.merge))
+                dummy = self.encode_media(blank_media(self.vision_tower.patch_size, self.tokens_counter()))
                 embeds = embeds + 0.0 * dummy.sum().to(embeds.dtype)
             return embeds
         visual = self.encode_media(media)

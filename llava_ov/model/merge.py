@@ -91,19 +91,47 @@ def apply_merge(features: Tensor, plan: MergePlan) -> Tensor:
     return out.reshape(plan.num_groups, SLOTS * features.shape[-1])
 
 
+def dense_grid(positions: Tensor) -> tuple[int, int, int]:
+    """(frames, rows, cols) of a dense media item whose frames share one grid; ValueError otherwise."""
+    pos = positions.to(torch.long)
+    t, h, w = pos.unbind(1)
+    frames, rows, cols = int(torch.unique(t).numel()), int(h.max()) + 1, int(w.max()) + 1
+    if frames * rows * cols != len(pos):
+        raise ValueError(f"a tower that merges patches itself needs dense frames of one grid (modes frames / "
+                         f"image), but the media item has {len(pos)} patches for {frames} frame(s) of "
+                         f"{rows}x{cols}")
+    return frames, rows, cols
+
+
 @dataclass(frozen=True)
 class TokenCounter:
     """``PatchSelection`` → number of LLM tokens it becomes. Small and picklable (no model inside):
-    pass it as ``tokens_for`` to :func:`llava_ov.data.make_item` in DataLoader workers."""
+    pass it as ``tokens_for`` to :func:`llava_ov.data.make_item` in DataLoader workers.
+
+    ``merge``: the projector's merge; ``frames_per_token`` / ``tower_merge``: the reduction of a tower
+    that groups patches itself (:class:`llava_ov.model.towers.TowerSpec`): a dense item of T frames of
+    gh × gw patches gives ``ceil(T / frames_per_token) · ceil(gh / tower_merge) · ceil(gw / tower_merge)``
+    tower tokens (an odd last tubelet repeats its frame, odd rows / columns are padded)."""
 
     merge: int = 1
+    frames_per_token: int = 1
+    tower_merge: int = 1
 
     def __call__(self, selection: Any) -> int:
         n = len(selection.positions)
-        if self.merge == 1 or n == 0:
-            return n
+        if n == 0:
+            return 0
         positions = torch.as_tensor(selection.positions)
+        if self.frames_per_token > 1 or self.tower_merge > 1:
+            frames, rows, cols = dense_grid(positions)
+            m, f = self.tower_merge, self.frames_per_token
+            tokens = -(-frames // f) * -(-rows // m) * -(-cols // m)
+            if self.merge != 1:
+                raise ValueError("a tower that merges patches itself is used with projector merge=1")
+            return tokens
+        if self.merge == 1:
+            return n
         return merge_plan(positions, torch.tensor([0, n])).num_groups
 
 
-__all__ = ["SLOTS", "MergePlan", "TokenCounter", "apply_merge", "merge_plan"]
+__all__ = ["SLOTS", "MergePlan", "TokenCounter", "apply_merge", "dense_grid", "merge_plan"]

@@ -179,3 +179,29 @@ def test_mover_selected_at_both_input_sizes(clips, size):
     mask = np.zeros((sel.num_frames, g, g), dtype=bool)
     mask[[t_to_i[int(t)] for t in sel.positions[:, 0]], sel.positions[:, 1], sel.positions[:, 2]] = True
     assert mask[1:][obj].mean() >= 0.9
+
+
+@pytest.mark.parametrize("select", [{}, {"min_score": 1.0}])
+def test_random_mode_keeps_codec_count_and_context(clips, select):
+    """The intervention control: same count and context frame as codec, the rest drawn from frames
+    1..T-1; the mover is found far less often than by codec scoring; the draw is seeded."""
+    clip = clips["mover_h264"]
+    codec = patchify(clip.path, _cfg(_object_budget(clip), **select))
+    rand_cfg = _cfg(_object_budget(clip), **select)
+    rand_cfg.mode = "random"
+    rand = patchify(clip.path, rand_cfg)
+    assert len(rand) == len(codec) and rand.meta["mode"] == "random"
+    ctx = rand.positions[:, 0] == 0
+    np.testing.assert_array_equal(rand.positions[ctx], codec.positions[codec.positions[:, 0] == 0])
+    assert int(ctx.sum()) == G * G == rand.meta["context_patches"]
+    assert not np.array_equal(rand.positions, codec.positions)
+    assert len(np.unique(rand.positions[~ctx][:, 0])) > 16  # spread over the clip's frames
+    np.testing.assert_array_equal(patchify(clip.path, rand_cfg).positions, rand.positions)  # same clip, same draw
+    rand_cfg.select.seed = 1
+    assert not np.array_equal(patchify(clip.path, rand_cfg).positions, rand.positions)
+    codec_recall, rand_recall = coverage(codec, clip)[0], coverage(rand, clip)[0]
+    assert codec_recall >= 0.9 and rand_recall < 0.5 * codec_recall
+    frames = {int(t): i for i, t in enumerate(rand.frame_t)}
+    canvas = patchify_with_canvas(clip.path, rand_cfg)[1].frames
+    for (t, h, w), px in zip(rand.positions[:20], rand.pixels[:20]):  # pixels come from their frames
+        np.testing.assert_array_equal(px, canvas[frames[int(t)], h * P:(h + 1) * P, w * P:(w + 1) * P].transpose(2, 0, 1))

@@ -1,14 +1,24 @@
-"""The interface every vision tower implements for the LMM.
+"""The contract every vision tower implements for the LMM.
 
-A tower maps the packed media of a batch (:class:`llava_ov.data.MediaBatch`: uint8 patches, (t, h, w)
-positions, ``cu_seqlens`` per media item) to one feature vector per patch, in the same order. Adding a
-tower = one file with a :class:`VisionTower` subclass and a builder, plus an entry in
+A tower says what input it needs (:class:`TowerSpec`: patch size, frames per token, the spatial merge it
+applies itself, the codec input modes it takes) and maps the packed media of a batch
+(:class:`llava_ov.data.MediaBatch`: uint8 patches, (t, h, w) positions, ``cu_seqlens`` per media item)
+to a :class:`TowerOutput`: one feature row per *tower token* (a patch, or a tubelet / merged block
+for towers that reduce their input), with that token's (t, h, w) and offsets per media item. The
+projector then applies its own optional 2×2 merge on those tokens. The data side counts the LLM
+tokens of a media item with :class:`llava_ov.model.merge.TokenCounter` built from the same spec, so the
+placeholders always match.
+
+Adding a tower = one module with a :class:`VisionTower` subclass, a builder ``(TowerConfig) -> tower``,
+a spec function ``(TowerConfig) -> TowerSpec`` that needs no weights, and a config check
+``(TowerConfig) -> None`` run when the run config loads; plus an entry in
 :data:`llava_ov.model.towers.TOWERS`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,27 +26,68 @@ from torch import Tensor, nn
 
 from llava_ov.data.dataset import MediaBatch
 
+DENSE_MODES = ("frames", "collage", "image")  # every patch of each frame
+ALL_MODES = ("codec", "random", *DENSE_MODES)
+
+
+@dataclass(frozen=True)
+class TowerSpec:
+    """What a tower consumes and how its tokens relate to the patches it is given."""
+
+    patch_size: int
+    frames_per_token: int = 1  # tubelet depth: 2 for Qwen3-ViT (two consecutive frames per token)
+    merge: int = 1  # spatial merge inside the tower: 2 for Qwen3-ViT's merger (2×2 patches per token)
+    modes: tuple[str, ...] = DENSE_MODES  # codec input modes it accepts
+
+    @property
+    def reduces(self) -> bool:
+        """True when a tower token covers more than one patch (tubelets or an own merge)."""
+        return self.frames_per_token > 1 or self.merge > 1
+
+    def unit(self, projector_merge: int = 1) -> int:
+        """Pixel side of the square one LLM token covers in one frame group."""
+        return self.patch_size * self.merge * projector_merge
+
+
+@dataclass
+class TowerOutput:
+    features: Tensor  # [M, hidden_size]: one row per tower token, media order
+    positions: Tensor  # int [M, 3]: (t, h, w) of each token on the tower's token grid
+    cu_seqlens: Tensor  # int32 [B + 1]: token offsets per media item
+
+    @property
+    def counts(self) -> list[int]:
+        return torch.diff(self.cu_seqlens).tolist()
+
 
 class VisionTower(nn.Module, ABC):
-    """Packed media → per-patch features ``[N, hidden_size]``."""
+    """Packed media → :class:`TowerOutput` (see the module docstring)."""
+
+    @property
+    @abstractmethod
+    def spec(self) -> TowerSpec:
+        """The input the tower needs (equal to its module's spec function of the config)."""
 
     @property
     @abstractmethod
     def hidden_size(self) -> int:
-        """Width of the features the projector receives (before any spatial merge)."""
+        """Width of the features the projector receives (before the projector's merge)."""
 
     @property
-    @abstractmethod
     def patch_size(self) -> int:
-        """Pixel size p of the square patches the tower expects."""
+        return self.spec.patch_size
 
     @abstractmethod
-    def forward(self, media: MediaBatch) -> Tensor:
-        """Features of every patch of ``media``, ``[media.num_patches, hidden_size]``, in media order."""
+    def forward(self, media: MediaBatch) -> TowerOutput:
+        """Tower tokens of ``media``, in media order."""
 
     @abstractmethod
     def save_pretrained(self, directory: str | Path) -> None:
         """Write weights + config so that the builder reloads them with ``TowerConfig.path=directory``."""
+
+    def check_media(self, media: MediaBatch) -> None:
+        if media.patch_size != self.patch_size:
+            raise ValueError(f"media patch size {media.patch_size} != tower patch size {self.patch_size}")
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
         """Recompute the blocks in backward (non-reentrant). Towers without blocks may ignore it."""
@@ -61,4 +112,9 @@ class VisionTower(nn.Module, ABC):
         return next(self.parameters()).device
 
 
-__all__ = ["VisionTower"]
+def patch_output(features: Tensor, media: MediaBatch) -> TowerOutput:
+    """The output of a tower whose tokens are its input patches (no reduction)."""
+    return TowerOutput(features, media.positions, media.cu_seqlens)
+
+
+__all__ = ["ALL_MODES", "DENSE_MODES", "TowerOutput", "TowerSpec", "VisionTower", "patch_output"]

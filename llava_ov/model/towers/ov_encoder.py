@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch import Tensor
-
+from encoder.config import ConfigError
 from encoder.model import OVEncoder, get_config
 from llava_ov.data.dataset import MediaBatch
 from llava_ov.model.config import TowerConfig
-from llava_ov.model.towers.base import VisionTower
+from llava_ov.model.towers.base import ALL_MODES, TowerOutput, TowerSpec, VisionTower, patch_output
 
 
 class OVEncoderTower(VisionTower):
@@ -21,16 +20,15 @@ class OVEncoderTower(VisionTower):
         self.freeze_unused()
 
     @property
+    def spec(self) -> TowerSpec:
+        return TowerSpec(self.encoder.config.patch_size, modes=ALL_MODES)
+
+    @property
     def hidden_size(self) -> int:
         return self.encoder.config.hidden_size
 
-    @property
-    def patch_size(self) -> int:
-        return self.encoder.config.patch_size
-
-    def forward(self, media: MediaBatch) -> Tensor:
-        if media.patch_size != self.patch_size:
-            raise ValueError(f"media patch size {media.patch_size} != tower patch size {self.patch_size}")
+    def forward(self, media: MediaBatch) -> TowerOutput:
+        self.check_media(media)
         device = self.device
         out = self.encoder(
             media.pixels.to(device, non_blocking=True),
@@ -39,7 +37,7 @@ class OVEncoderTower(VisionTower):
             output_layer=self.output_layer,
             return_pooled=False,
         )
-        return out.hidden_states
+        return patch_output(out.hidden_states, media)
 
     def save_pretrained(self, directory: str | Path) -> None:
         self.encoder.save_pretrained(directory)
@@ -60,6 +58,24 @@ class OVEncoderTower(VisionTower):
         return unused
 
 
+def spec_ov_encoder(cfg: TowerConfig) -> TowerSpec:
+    """Patch 14 (the released and every preset encoder); any input mode, one token per patch."""
+    if cfg.path is not None:
+        from encoder.model import read_config
+
+        return TowerSpec(read_config(cfg.path).patch_size, modes=ALL_MODES)
+    return TowerSpec(get_config(cfg.size, **dict(cfg.overrides)).patch_size, modes=ALL_MODES)
+
+
+def validate_ov_encoder(cfg: TowerConfig) -> None:
+    """The named size and the encoder overrides are checked strictly (unknown keys are errors)."""
+    if cfg.path is None:
+        try:
+            get_config(cfg.size, **dict(cfg.overrides))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"model.tower (ov_encoder): {e}") from None
+
+
 def build_ov_encoder(cfg: TowerConfig) -> OVEncoderTower:
     """Pretrained weights from ``cfg.path`` (hub id or folder), else a random ``cfg.size`` encoder."""
     overrides = dict(cfg.overrides)
@@ -70,4 +86,4 @@ def build_ov_encoder(cfg: TowerConfig) -> OVEncoderTower:
     return OVEncoderTower(encoder, cfg.output_layer)
 
 
-__all__ = ["OVEncoderTower", "build_ov_encoder"]
+__all__ = ["OVEncoderTower", "build_ov_encoder", "spec_ov_encoder", "validate_ov_encoder"]
