@@ -1,0 +1,125 @@
+"""One budget rule for every tower and input mode: ``budget`` = LLM visual tokens per clip.
+
+A tower token covers ``unit = patch_size · tower merge · projector merge`` pixels per side and
+``g = frames_per_token`` frames (:class:`llava_ov.model.towers.TowerSpec`). For uniformly sampled
+frames (``frames`` mode) with F frames there are ``ceil(F / g)`` frame groups; each gets
+``b = floor(budget / ceil(F / g))`` tokens, the largest aspect-preserving grid gh × gw with
+gh · gw ≤ b is used, and the frames are resized to (gh · unit, gw · unit). The codec modes
+(``codec``, ``random``) select ``budget`` patches of one token each out of the dense clip. Images use
+the same grid rule with one group.
+
+Equal LLM tokens is not equal tower compute: :attr:`MediaPlan.tower_tokens` is the number of patch
+rows the tower's transformer runs on (SigLIP2 with a projector merge of 2 or Qwen3-ViT: 4 per LLM
+token); runs log both.
+
+Examples (square 224² source): budget 2048 → SigLIP2 (unit 16) 8 frames at 256² or 32 frames at
+128²; Qwen3-ViT (unit 32, 2-frame tubelets) 64 frames at 256²; OV-Encoder codec: 2048 of the 64-frame
+clip's patches. Budget 512 → SigLIP2 8 frames at 128², Qwen3-ViT 16 frames at 256².
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from llava_ov.model.towers.base import TowerSpec
+
+FRAME_CHOICES = (2, 4, 8, 16, 32, 64)
+
+
+@dataclass(frozen=True)
+class MediaPlan:
+    mode: str  # codec | random | frames | image
+    num_frames: int  # sampled frames (codec modes: frames decoded; image: 1)
+    grid: tuple[int, int]  # LLM tokens per frame group (rows, cols); codec modes: the frame's patch grid
+    height: int  # pixels the frames are resized to
+    width: int
+    llm_tokens: int  # visual tokens the LLM receives (at most ``budget``)
+    tower_tokens: int  # patch rows the tower runs on
+
+    def codec_overrides(self, patch_size: int) -> dict[str, Any]:
+        """The :class:`encoder.codec.CodecConfig` updates that produce this plan (square frames)."""
+        if self.height != self.width:
+            raise ValueError(f"frames are decoded square; plan asks for {self.height}x{self.width}")
+        if self.mode in ("codec", "random"):
+            return {"mode": self.mode, "patch_size": patch_size,
+                    "decode": {"num_frames": self.num_frames, "input_size": self.height},
+                    "select": {"budget": self.llm_tokens}}
+        return {"mode": self.mode, "patch_size": patch_size, "num_frames": self.num_frames,
+                "decode": {"input_size": self.height}}
+
+
+def fit_grid(tokens: int, aspect_hw: tuple[float, float] = (1, 1)) -> tuple[int, int]:
+    """The largest aspect-preserving grid with gh · gw ≤ ``tokens``: (ceil(h·s), ceil(w·s)) for the
+    largest scale s that fits (the NaFlex processors' rule; ``aspect_hw`` = (h, w), e.g. in pixels)."""
+    if tokens < 1:
+        raise ValueError(f"a grid needs at least 1 token, got {tokens}")
+    h, w = (float(x) for x in aspect_hw)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"aspect must be positive, got {aspect_hw}")
+
+    def grid(scale: float) -> tuple[int, int]:
+        return max(1, math.ceil(h * scale - 1e-9)), max(1, math.ceil(w * scale - 1e-9))
+
+    lo, hi = 0.0, float(tokens) / min(h, w) + 1.0
+    for _ in range(100):  # bisection on the scale: grid(lo) always fits
+        mid = (lo + hi) / 2
+        gh, gw = grid(mid)
+        lo, hi = (mid, hi) if gh * gw <= tokens else (lo, mid)
+    return grid(lo)
+
+
+def plan_frames(spec: TowerSpec, budget: int, num_frames: int, projector_merge: int = 1,
+                aspect_hw: tuple[int, int] = (1, 1)) -> MediaPlan:
+    """``frames`` mode: ``num_frames`` uniformly sampled frames under ``budget`` LLM tokens."""
+    if "frames" not in spec.modes:
+        raise ValueError("the tower does not take uniformly sampled frames")
+    groups = -(-num_frames // spec.frames_per_token)
+    per_group = budget // groups
+    if per_group < 1:
+        raise ValueError(f"budget {budget} is below one token for each of {groups} frame groups")
+    gh, gw = fit_grid(per_group, aspect_hw)
+    unit = spec.unit(projector_merge)
+    sub = spec.merge * projector_merge  # patches per token side
+    rows = groups if spec.frames_per_token > 1 else num_frames
+    return MediaPlan("frames", num_frames, (gh, gw), gh * unit, gw * unit, groups * gh * gw,
+                     rows * gh * gw * sub * sub)
+
+
+def plan_image(spec: TowerSpec, budget: int, projector_merge: int = 1, aspect_hw: tuple[int, int] = (1, 1)) -> MediaPlan:
+    """A still image: one frame group under ``budget`` LLM tokens, aspect kept."""
+    gh, gw = fit_grid(budget, aspect_hw)
+    unit, sub = spec.unit(projector_merge), spec.merge * projector_merge
+    return MediaPlan("image", 1, (gh, gw), gh * unit, gw * unit, gh * gw, gh * gw * sub * sub)
+
+
+def plan_codec(spec: TowerSpec, budget: int, num_frames: int = 64, input_size: int = 224,
+               mode: str = "codec") -> MediaPlan:
+    """``codec`` / ``random``: ``budget`` patches (one LLM token each) of the dense T-frame clip."""
+    if mode not in ("codec", "random") or mode not in spec.modes:
+        raise ValueError(f"the tower does not take the {mode!r} input mode")
+    if input_size % spec.patch_size:
+        raise ValueError(f"input_size {input_size} is not a multiple of patch {spec.patch_size}")
+    side = input_size // spec.patch_size
+    if budget > num_frames * side * side:
+        raise ValueError(f"budget {budget} exceeds the clip's {num_frames * side * side} patches")
+    return MediaPlan(mode, num_frames, (side, side), input_size, input_size, budget, budget)
+
+
+def frame_plans(spec: TowerSpec, budget: int, projector_merge: int = 1,
+                frames: tuple[int, ...] = FRAME_CHOICES, max_side: int | None = None) -> list[MediaPlan]:
+    """Every frames/resolution split of ``budget`` over ``frames`` (largest side ≤ ``max_side``): the
+    choices a fair comparison tunes for a frame-based tower."""
+    out = []
+    for f in frames:
+        try:
+            plan = plan_frames(spec, budget, f, projector_merge)
+        except ValueError:
+            continue
+        if max_side is None or max(plan.height, plan.width) <= max_side:
+            out.append(plan)
+    return out
+
+
+__all__ = ["FRAME_CHOICES", "MediaPlan", "fit_grid", "frame_plans", "plan_codec", "plan_frames", "plan_image"]
