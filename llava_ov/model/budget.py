@@ -23,9 +23,30 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from encoder.config import ConfigError
 from llava_ov.model.towers.base import TowerSpec
 
 FRAME_CHOICES = (2, 4, 8, 16, 32, 64)
+MEDIA_MODES = ("codec", "random", "frames")
+
+
+@dataclass
+class MediaConfig:
+    """The budget rule as a run setting (``media`` in a run config). With ``budget`` set, every
+    stage's codec settings are derived from it and the tower's spec (see :func:`media_plan`);
+    ``None`` leaves the data config's codec section as it is."""
+
+    budget: int | None = None  # LLM visual tokens per clip
+    mode: str = "codec"  # codec | random (OV-Encoder) | frames (any tower)
+    num_frames: int | None = None  # frames: sampled frames (None: 8 per frame group); codec: decoded (None: 64)
+    input_size: int = 224  # codec modes: decoded frame side
+    projector_merge: int = 1  # the projector's merge (frames: a token covers merge² tower tokens)
+
+    def validate(self) -> None:
+        if self.mode not in MEDIA_MODES:
+            raise ConfigError(f"media.mode must be one of {MEDIA_MODES}, got {self.mode!r}")
+        if self.budget is not None and self.budget < 1:
+            raise ConfigError(f"media.budget must be >= 1, got {self.budget}")
 
 
 @dataclass(frozen=True)
@@ -122,4 +143,17 @@ def frame_plans(spec: TowerSpec, budget: int, projector_merge: int = 1,
     return out
 
 
-__all__ = ["FRAME_CHOICES", "MediaPlan", "fit_grid", "frame_plans", "plan_codec", "plan_frames", "plan_image"]
+def media_plan(cfg: MediaConfig, spec: TowerSpec) -> MediaPlan:
+    """The plan of ``cfg`` for a tower: codec modes select ``budget`` patches of ``num_frames`` (64)
+    frames at ``input_size``; ``frames`` samples ``num_frames`` frames (default 8 per frame group: 8
+    for single-frame towers, 16 for 2-frame tubelets) sized by :func:`plan_frames`."""
+    cfg.validate()
+    if cfg.budget is None:
+        raise ValueError("media.budget is not set")
+    if cfg.mode in ("codec", "random"):
+        return plan_codec(spec, cfg.budget, cfg.num_frames or 64, cfg.input_size, cfg.mode)
+    frames = cfg.num_frames or 8 * spec.frames_per_token
+    return plan_frames(spec, cfg.budget, frames, cfg.projector_merge)
+
+
+__all__ = ["FRAME_CHOICES", "MEDIA_MODES", "MediaConfig", "MediaPlan", "media_plan", "fit_grid", "frame_plans", "plan_codec", "plan_frames", "plan_image"]

@@ -13,6 +13,8 @@ from encoder.config import ConfigError, merge
 from llava_ov.data import DataConfig, codec_config, load_data_config, prepare_data
 from llava_ov.infer import LlavaOVProcessor
 from llava_ov.model import LlavaOVModel, build_model
+from llava_ov.model.budget import media_plan
+from llava_ov.model.towers import tower_spec
 from llava_ov.text import ChatFormat
 from llava_ov.train import checkpoint as C
 from llava_ov.train import distributed as D
@@ -51,10 +53,13 @@ def build_tokenizer(cfg: TrainConfig, env: D.DistEnv) -> Any:
 
 def stage_data_config(cfg: TrainConfig, stage: StageConfig) -> DataConfig:
     """The stage's data config file (or the run's) ← run ``data`` ← stage ``data`` (mappings merged
-    key by key)."""
+    key by key) ← the codec settings of ``media`` (the budget rule) when its budget is set."""
     data = load_data_config(resolve_path(stage.data_config or cfg.data_config))
     for updates in (cfg.data, stage.data):
         data = merge(data, updates)
+    if cfg.media.budget is not None:  # the budget rule decides the clips' frames / resolution / count
+        spec = tower_spec(cfg.model.tower)
+        data = merge(data, {"codec": media_plan(cfg.media, spec).codec_overrides(spec.patch_size)})
     data.validate()
     return data
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from encoder.config import ConfigError, load_config, merge
 from llava_ov.model import LLMConfig, ModelConfig, TowerConfig
+from llava_ov.model.budget import MediaConfig
 
 #: Module names used by ``trainable`` and per-module learning rates → parameter-name prefixes.
 MODULES: dict[str, str] = {"vision": "vision_tower.", "projector": "projector.", "llm": "llm."}
@@ -158,6 +159,8 @@ class TrainConfig:
     tokenizer_vocab: int = 512  # size of the synthetic tokenizer
     data_config: str = "data_configs/synthetic_motion_qa.yaml"
     data: dict = field(default_factory=dict)  # DataConfig overrides for every stage
+    # The equal-budget rule: LLM visual tokens per clip → every stage's codec settings for this tower
+    media: MediaConfig = field(default_factory=MediaConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -175,6 +178,19 @@ class TrainConfig:
             self.stage(name)
         if len(set(self.stages)) != len(self.stages):
             raise ConfigError(f"stages must be distinct, got {self.stages}")
+        try:
+            self.model.validate()
+            self.media.validate()
+            if self.media.budget is not None:
+                if self.media.projector_merge != self.model.projector.merge:
+                    raise ValueError(f"media.projector_merge {self.media.projector_merge} != model.projector.merge "
+                                     f"{self.model.projector.merge}")
+                from llava_ov.model.budget import media_plan
+                from llava_ov.model.towers import tower_spec
+
+                media_plan(self.media, tower_spec(self.model.tower))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def previous_stage(name: str) -> str | None:

@@ -121,9 +121,10 @@ def train_step(ctx: StageContext, it: Any, step: int) -> dict[str, Any] | None:
     seconds = timer.elapsed
     stats = ctx.loader.stats
     sums = D.all_reduce_sum([loss_sum, sum(b.num_tokens for b in batches), sum(b.media.num_patches for b in batches),
+                             sum(int(b.media.num_tokens.sum()) for b in batches),
                              sum(b.num_samples for b in batches), timer.data_wait, stats.used,
                              *(stats.skipped.get(r, 0) for r in REASONS)])
-    loss, text_tokens, patches, samples, wait, used, *skips = sums
+    loss, text_tokens, patches, llm_visual, samples, wait, used, *skips = sums
     flops = train_flops(ctx.params, text_tokens, patches)
     record = {
         "stage": ctx.name, "step": step + 1, "max_steps": ctx.stage.max_steps,
@@ -135,6 +136,8 @@ def train_step(ctx: StageContext, it: Any, step: int) -> dict[str, Any] | None:
         "mfu": mfu(flops, seconds, env.world_size, ctx.peak), "step_time_s": seconds,
         "data_wait_s": wait / env.world_size, "peak_mem_gb": D.peak_memory_gb(env.device),
         "samples": int(samples), "text_tokens": int(text_tokens), "visual_tokens": int(patches),
+        # equal LLM tokens is not equal tower compute: both, per sample
+        "llm_visual_tokens_per_sample": llm_visual / max(samples, 1), "tower_patches_per_sample": patches / max(samples, 1),
         "used_samples": int(used), "skipped": int(sum(skips)),
         **{f"skipped/{r}": int(n) for r, n in zip(REASONS, skips) if n},
         "time": time.time(),

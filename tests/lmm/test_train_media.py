@@ -1,0 +1,45 @@
+"""The budget rule as a run setting: ``media.budget`` decides every stage's codec settings for the
+configured tower, bad combinations fail when the config loads, and a run logs LLM visual tokens and
+tower patches per sample."""
+
+from __future__ import annotations
+
+import pytest
+from train_support import records, tiny_config
+
+from encoder.config import ConfigError
+from llava_ov.train import train
+from llava_ov.train.build import stage_data_config
+
+
+def test_media_budget_sets_the_codec_settings(tmp_path):
+    cfg = tiny_config(tmp_path, tmp_path / "data", **{"media.budget": 96, "media.num_frames": 16,
+                                                      "media.input_size": 112})
+    codec = stage_data_config(cfg, cfg.sft).codec
+    assert codec["mode"] == "codec" and codec["select"]["budget"] == 96
+    assert codec["decode"]["num_frames"] == 16 and codec["decode"]["input_size"] == 112
+    frames = tiny_config(tmp_path, tmp_path / "data", **{"media.budget": 64, "media.mode": "frames"})
+    codec = stage_data_config(frames, frames.sft).codec
+    assert codec["mode"] == "frames" and codec["num_frames"] == 8 and codec["decode"]["input_size"] == 28
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"media.budget": 4, "media.mode": "frames"}, "below one token"),
+    ({"media.budget": 64, "media.mode": "sparse"}, "media.mode"),
+    ({"media.budget": 64, "media.projector_merge": 2}, "projector"),
+    ({"media.budget": 100_000}, "exceeds"),
+])
+def test_bad_media_settings_fail_at_load(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_config(tmp_path, tmp_path / "data", **overrides)
+
+
+@pytest.mark.slow
+def test_run_logs_llm_tokens_and_tower_patches_per_sample(tmp_path):
+    cfg = tiny_config(tmp_path / "run", tmp_path / "data", **{
+        "media.budget": 64, "media.mode": "frames", "stages": "[sft]", "sft.init_from": "null",
+        "sft.max_steps": 2, "sft.evaluate": False})
+    train(cfg)
+    recs = records(tmp_path / "run", "sft")
+    # 8 frames of 2x2 patches (28 px): 32 LLM tokens per clip, one patch each
+    assert all(r["llm_visual_tokens_per_sample"] == 32 and r["tower_patches_per_sample"] == 32 for r in recs)
