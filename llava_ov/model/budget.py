@@ -27,7 +27,7 @@ from encoder.config import ConfigError
 from llava_ov.model.towers.base import TowerSpec
 
 FRAME_CHOICES = (2, 4, 8, 16, 32, 64)
-MEDIA_MODES = ("codec", "random", "frames")
+MEDIA_MODES = ("auto", "codec", "random", "frames")
 
 
 @dataclass
@@ -37,9 +37,10 @@ class MediaConfig:
     ``None`` leaves the data config's codec section as it is."""
 
     budget: int | None = None  # LLM visual tokens per clip
-    mode: str = "codec"  # codec | random (OV-Encoder) | frames (any tower)
-    num_frames: int | None = None  # frames: sampled frames (None: 8 per frame group); codec: decoded (None: 64)
+    mode: str = "auto"  # auto (codec where the tower takes it, else frames) | codec | random | frames
+    clip_frames: int = 64  # codec modes: frames decoded on the 64-frame grid
     input_size: int = 224  # codec modes: decoded frame side
+    frames: int | None = None  # frames mode: sampled frames (None: 8 per frame group)
     projector_merge: int = 1  # the projector's merge (frames: a token covers merge² tower tokens)
 
     def validate(self) -> None:
@@ -144,15 +145,17 @@ def frame_plans(spec: TowerSpec, budget: int, projector_merge: int = 1,
 
 
 def media_plan(cfg: MediaConfig, spec: TowerSpec) -> MediaPlan:
-    """The plan of ``cfg`` for a tower: codec modes select ``budget`` patches of ``num_frames`` (64)
-    frames at ``input_size``; ``frames`` samples ``num_frames`` frames (default 8 per frame group: 8
-    for single-frame towers, 16 for 2-frame tubelets) sized by :func:`plan_frames`."""
+    """The plan of ``cfg`` for a tower (``auto``: codec for towers that take it, else frames, so that
+    swapping ``model.tower.name`` alone keeps the budget): codec modes select ``budget`` patches of
+    ``clip_frames`` frames at ``input_size``; ``frames`` samples ``frames`` frames (default 8 per frame
+    group: 8 for single-frame towers, 16 for 2-frame tubelets) sized by :func:`plan_frames`."""
     cfg.validate()
     if cfg.budget is None:
         raise ValueError("media.budget is not set")
-    if cfg.mode in ("codec", "random"):
-        return plan_codec(spec, cfg.budget, cfg.num_frames or 64, cfg.input_size, cfg.mode)
-    frames = cfg.num_frames or 8 * spec.frames_per_token
+    mode = cfg.mode if cfg.mode != "auto" else ("codec" if "codec" in spec.modes else "frames")
+    if mode in ("codec", "random"):
+        return plan_codec(spec, cfg.budget, cfg.clip_frames, cfg.input_size, mode)
+    frames = cfg.frames or 8 * spec.frames_per_token
     return plan_frames(spec, cfg.budget, frames, cfg.projector_merge)
 
 

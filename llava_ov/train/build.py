@@ -57,10 +57,16 @@ def stage_data_config(cfg: TrainConfig, stage: StageConfig) -> DataConfig:
     data = load_data_config(resolve_path(stage.data_config or cfg.data_config))
     for updates in (cfg.data, stage.data):
         data = merge(data, updates)
+    spec = tower_spec(cfg.model.tower)
     if cfg.media.budget is not None:  # the budget rule decides the clips' frames / resolution / count
-        spec = tower_spec(cfg.model.tower)
         data = merge(data, {"codec": media_plan(cfg.media, spec).codec_overrides(spec.patch_size)})
     data.validate()
+    for source in data.sources + data.eval_sources:
+        codec = codec_config(data, source)
+        if codec.mode not in spec.modes or codec.patch_size != spec.patch_size:
+            raise ConfigError(f"source {source.name!r}: codec mode {codec.mode!r} with patch {codec.patch_size} does not fit "
+                              f"tower {cfg.model.tower.name!r} (modes {list(spec.modes)}, patch {spec.patch_size}); "
+                              "set media.budget (the budget rule derives both) or the data's codec section")
     return data
 
 

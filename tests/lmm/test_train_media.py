@@ -13,7 +13,7 @@ from llava_ov.train.build import stage_data_config
 
 
 def test_media_budget_sets_the_codec_settings(tmp_path):
-    cfg = tiny_config(tmp_path, tmp_path / "data", **{"media.budget": 96, "media.num_frames": 16,
+    cfg = tiny_config(tmp_path, tmp_path / "data", **{"media.budget": 96, "media.clip_frames": 16,
                                                       "media.input_size": 112})
     codec = stage_data_config(cfg, cfg.sft).codec
     assert codec["mode"] == "codec" and codec["select"]["budget"] == 96
@@ -21,6 +21,17 @@ def test_media_budget_sets_the_codec_settings(tmp_path):
     frames = tiny_config(tmp_path, tmp_path / "data", **{"media.budget": 64, "media.mode": "frames"})
     codec = stage_data_config(frames, frames.sft).codec
     assert codec["mode"] == "frames" and codec["num_frames"] == 8 and codec["decode"]["input_size"] == 28
+
+
+@pytest.mark.parametrize("tower, frames, side, patch", [("siglip2", 8, 64, 16), ("qwen3_vit", 16, 128, 16)])
+def test_one_key_swaps_the_tower_at_the_same_budget(tmp_path, tower, frames, side, patch):
+    """The embedded default with only model.tower.name changed: the same 128 LLM tokens per clip, as
+    uniformly sampled frames sized for that tower (media.mode=auto)."""
+    cfg = tiny_config(tmp_path, tmp_path / "data", **{"model.tower.name": tower, "model.tower.output_layer": -1})
+    codec = stage_data_config(cfg, cfg.sft).codec
+    assert codec["mode"] == "frames" and codec["patch_size"] == patch
+    assert (codec["num_frames"], codec["decode"]["input_size"]) == (frames, side)
+    assert cfg.model.tower.options == {}  # the OV-Encoder's own settings stay with it
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -43,3 +54,11 @@ def test_run_logs_llm_tokens_and_tower_patches_per_sample(tmp_path):
     recs = records(tmp_path / "run", "sft")
     # 8 frames of 2x2 patches (28 px): 32 LLM tokens per clip, one patch each
     assert all(r["llm_visual_tokens_per_sample"] == 32 and r["tower_patches_per_sample"] == 32 for r in recs)
+
+
+def test_data_that_does_not_fit_the_tower_fails_before_training(tmp_path):
+    """Without the budget rule the data config's codec clips (patch 14, codec mode) reach SigLIP2: one
+    clear error when the stage's data is resolved (train() does it before any process group)."""
+    cfg = tiny_config(tmp_path, tmp_path / "data", **{"media.budget": "null", "model.tower.name": "siglip2"})
+    with pytest.raises(ConfigError, match="does not fit tower 'siglip2'"):
+        stage_data_config(cfg, cfg.sft)

@@ -64,21 +64,21 @@ def spec_ov_encoder(cfg: TowerConfig) -> TowerSpec:
         from encoder.model import read_config
 
         return TowerSpec(read_config(cfg.path).patch_size, modes=ALL_MODES)
-    return TowerSpec(get_config(cfg.size, **dict(cfg.overrides)).patch_size, modes=ALL_MODES)
+    return TowerSpec(get_config(cfg.size, **dict(cfg.options)).patch_size, modes=ALL_MODES)
 
 
 def validate_ov_encoder(cfg: TowerConfig) -> None:
     """The named size and the encoder overrides are checked strictly (unknown keys are errors)."""
     if cfg.path is None:
         try:
-            get_config(cfg.size, **dict(cfg.overrides))
+            get_config(cfg.size, **dict(cfg.options))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"model.tower (ov_encoder): {e}") from None
 
 
 def build_ov_encoder(cfg: TowerConfig) -> OVEncoderTower:
     """Pretrained weights from ``cfg.path`` (hub id or folder), else a random ``cfg.size`` encoder."""
-    overrides = dict(cfg.overrides)
+    overrides = dict(cfg.options)
     if cfg.path is not None:
         encoder = OVEncoder.from_pretrained(cfg.path, **overrides)
     else:
