@@ -144,6 +144,18 @@ def frame_plans(spec: TowerSpec, budget: int, projector_merge: int = 1,
     return out
 
 
+def balanced_frames(spec: TowerSpec, budget: int, clip_frames: int, projector_merge: int = 1,
+                    max_side: int | None = None) -> MediaPlan:
+    """The frames split a frame-based tower gets in a fair comparison: among 1..``clip_frames`` frames
+    (sides ≤ ``max_side``), the plan that spends the most of ``budget``; ties go to the split nearest
+    8 frames per frame group (neither a few large frames nor many tiny ones)."""
+    plans = frame_plans(spec, budget, projector_merge, tuple(range(1, clip_frames + 1)), max_side)
+    if not plans:
+        raise ValueError(f"no frames split of {budget} tokens fits {clip_frames} frames")
+    target = 8 * spec.frames_per_token
+    return max(plans, key=lambda p: (p.llm_tokens, -abs(p.num_frames - target)))
+
+
 def media_plan(cfg: MediaConfig, spec: TowerSpec) -> MediaPlan:
     """The plan of ``cfg`` for a tower (``auto``: codec for towers that take it, else frames, so that
     swapping ``model.tower.name`` alone keeps the budget): codec modes select ``budget`` patches of
@@ -159,4 +171,4 @@ def media_plan(cfg: MediaConfig, spec: TowerSpec) -> MediaPlan:
     return plan_frames(spec, cfg.budget, frames, cfg.projector_merge)
 
 
-__all__ = ["FRAME_CHOICES", "MEDIA_MODES", "MediaConfig", "MediaPlan", "media_plan", "fit_grid", "frame_plans", "plan_codec", "plan_frames", "plan_image"]
+__all__ = ["FRAME_CHOICES", "MEDIA_MODES", "MediaConfig", "MediaPlan", "balanced_frames", "media_plan", "fit_grid", "frame_plans", "plan_codec", "plan_frames", "plan_image"]

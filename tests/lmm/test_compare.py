@@ -1,0 +1,52 @@
+"""scripts/compare.py: every tower / input mode trains at the same budget and lands in one table + plot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llava_ov.model import TowerConfig
+from llava_ov.model.budget import balanced_frames
+from llava_ov.model.towers import tower_spec
+from llava_ov.train.compare import VARIANTS, CompareConfig, aggregate, format_table, run_overrides
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_variant_gets_the_same_budget_and_its_own_split(tmp_path):
+    cfg = CompareConfig(out=tmp_path)
+    for budget in cfg.budgets:
+        for v in VARIANTS:
+            args = dict(a.split("=", 1) for a in run_overrides(cfg, v, budget, 0))
+            assert args["media.budget"] == str(budget) and args["model.tower.name"] == v.tower
+            assert args["media.mode"] == v.mode and args["seed"] == "0"
+            if v.mode == "frames":
+                plan = balanced_frames(tower_spec(TowerConfig(name=v.tower)), budget, 16, max_side=224)
+                assert args["media.frames"] == str(plan.num_frames) and 0.95 * budget <= plan.llm_tokens <= budget
+
+
+def test_aggregate_mean_and_spread():
+    runs = [{"variant": "a", "budget": 128, "seed": s, "accuracy": acc, "chance": 0.25,
+             "per_type": {"x": acc}, "llm_tokens": 120.0 + s, "tower_patches": 128.0} for s, acc in [(0, 0.5), (1, 0.7)]]
+    (row,) = aggregate(runs)
+    assert row["accuracy"] == pytest.approx(0.6) and row["spread"] == pytest.approx(0.2) and row["seeds"] == 2
+    assert row["llm_tokens"] == pytest.approx(120.5) and "0.600 ± 0.200 (n=2)" in format_table([row])
+
+
+@pytest.mark.slow
+def test_quick_compare_writes_table_and_plot(tmp_path):
+    out = tmp_path / "cmp"
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare.py"), "--quick", "--out", str(out)],
+                         capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    table = (out / "table.md").read_text()
+    assert all(v.name in table for v in VARIANTS) and "128" in table
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert {r["variant"] for r in runs} == {v.name for v in VARIANTS}
+    assert all(r["llm_tokens"] <= 128 for r in runs)  # the budget is a cap for every variant
+    assert {r["variant"]: r["tower_patches"] for r in runs}["Qwen3-ViT frames"] == 8 * 128  # 4 patches x 2 frames
+    assert (out / "accuracy_vs_tokens.png").stat().st_size > 5000
