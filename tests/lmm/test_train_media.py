@@ -62,3 +62,23 @@ def test_data_that_does_not_fit_the_tower_fails_before_training(tmp_path):
     cfg = tiny_config(tmp_path, tmp_path / "data", **{"media.budget": "null", "model.tower.name": "siglip2"})
     with pytest.raises(ConfigError, match="does not fit tower 'siglip2'"):
         stage_data_config(cfg, cfg.sft)
+
+
+@pytest.mark.parametrize("stage", ["align", "sft"])
+def test_full_recipes_share_one_budget_and_load_offline(stage):
+    """The OV-Encoder recipe and its SigLIP2 / Qwen3-ViT baselines: same LLM tokens per clip; loading
+    them needs no hub (hub-id towers are not fetched to plan the data)."""
+    from pathlib import Path
+
+    from llava_ov.model.budget import media_plan
+    from llava_ov.model.towers import tower_spec
+    from llava_ov.train import load_train_config
+
+    root = Path(__file__).resolve().parents[2] / "configs" / "train"
+    plans = {}
+    for name in ("ov_large", "siglip2", "qwen3vit"):
+        cfg = load_train_config(root / f"{name}_qwen3_1.7b_{stage}.yaml")
+        plans[cfg.model.tower.name] = media_plan(cfg.media, tower_spec(cfg.model.tower))
+    assert {p.llm_tokens for p in plans.values()} == {2048}
+    assert plans["ov_encoder"].mode == "codec" and plans["siglip2"].mode == plans["qwen3_vit"].mode == "frames"
+    assert plans["qwen3_vit"].tower_tokens == 4 * 2048  # equal LLM tokens is not equal tower compute

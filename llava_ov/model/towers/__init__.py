@@ -53,7 +53,13 @@ def tower_entry(name: str) -> TowerEntry:
 
 
 def build_tower(cfg: TowerConfig) -> VisionTower:
-    return tower_entry(cfg.name).build(cfg)
+    """The tower, checked against the spec the data side was planned with (``tower_spec``)."""
+    entry = tower_entry(cfg.name)
+    tower = entry.build(cfg)
+    if tower.spec != entry.spec(cfg):
+        raise ValueError(f"tower {cfg.name!r} ({cfg.path}) takes {tower.spec}, but its configuration promised "
+                         f"{entry.spec(cfg)}: set the tower's patch size / merge overrides to match the checkpoint")
+    return tower
 
 
 def tower_spec(cfg: TowerConfig) -> TowerSpec:

@@ -112,9 +112,14 @@ class VisionTower(nn.Module, ABC):
         return next(self.parameters()).device
 
 
+def is_local(path: str | None) -> bool:
+    """A checkpoint folder on this machine (its config can be read without the hub)."""
+    return path is not None and Path(path).is_dir()
+
+
 def patch_output(features: Tensor, media: MediaBatch) -> TowerOutput:
     """The output of a tower whose tokens are its input patches (no reduction)."""
     return TowerOutput(features, media.positions, media.cu_seqlens)
 
 
-__all__ = ["ALL_MODES", "DENSE_MODES", "TowerOutput", "TowerSpec", "VisionTower", "patch_output"]
+__all__ = ["ALL_MODES", "DENSE_MODES", "TowerOutput", "TowerSpec", "VisionTower", "is_local", "patch_output"]

@@ -8,7 +8,9 @@ from encoder.config import ConfigError
 from encoder.model import OVEncoder, get_config
 from llava_ov.data.dataset import MediaBatch
 from llava_ov.model.config import TowerConfig
-from llava_ov.model.towers.base import ALL_MODES, TowerOutput, TowerSpec, VisionTower, patch_output
+from llava_ov.model.towers.base import ALL_MODES, TowerOutput, TowerSpec, VisionTower, is_local, patch_output
+
+RELEASED_PATCH = 14  # lmms-lab-encoder/onevision-encoder-*
 
 
 class OVEncoderTower(VisionTower):
@@ -59,11 +61,14 @@ class OVEncoderTower(VisionTower):
 
 
 def spec_ov_encoder(cfg: TowerConfig) -> TowerSpec:
-    """Patch 14 (the released and every preset encoder); any input mode, one token per patch."""
-    if cfg.path is not None:
+    """Patch 14 (the released and every preset encoder); any input mode, one token per patch. A local
+    folder's config is read; a hub id is not fetched for this (the built tower is checked against it)."""
+    if is_local(cfg.path):
         from encoder.model import read_config
 
-        return TowerSpec(read_config(cfg.path).patch_size, modes=ALL_MODES)
+        return TowerSpec(read_config(cfg.path, **cfg.options).patch_size, modes=ALL_MODES)
+    if cfg.path is not None:
+        return TowerSpec(RELEASED_PATCH, modes=ALL_MODES)
     return TowerSpec(get_config(cfg.size, **dict(cfg.options)).patch_size, modes=ALL_MODES)
 
 

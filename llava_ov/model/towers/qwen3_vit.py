@@ -65,7 +65,7 @@ from encoder.config import ConfigError
 from llava_ov.data.dataset import MediaBatch
 from llava_ov.model.config import TowerConfig
 from llava_ov.model.merge import dense_grid
-from llava_ov.model.towers.base import DENSE_MODES, TowerOutput, TowerSpec, VisionTower
+from llava_ov.model.towers.base import DENSE_MODES, TowerOutput, TowerSpec, VisionTower, is_local
 
 log = logging.getLogger(__name__)
 
@@ -482,7 +482,10 @@ def load_vision_state(model, state: dict[str, Tensor], source: Path | str) -> No
 
 def spec_qwen3_vit(cfg: TowerConfig) -> TowerSpec:
     """Patch / tubelet / merge sizes of the configured ViT (16, 2, 2 for every Qwen3-VL); dense modes only.
-    Reads the checkpoint's config (not its weights) when ``cfg.path`` is set."""
+    Reads a local checkpoint's config (not its weights); a hub id is not fetched for this (every Qwen3-VL
+    uses 16 / 2 / 2, and the built tower is checked against it)."""
+    if cfg.path is not None and not is_local(cfg.path):
+        return TowerSpec(16, frames_per_token=2, merge=2, modes=DENSE_MODES)
     c = _settings(cfg).vision_config()
     return TowerSpec(c.patch_size, frames_per_token=c.temporal_patch_size, merge=c.spatial_merge_size,
                      modes=DENSE_MODES)

@@ -47,7 +47,14 @@ from encoder.config import ConfigError
 from encoder.model.checkpoint import check_state_dict, read_state_dict, resolve_checkpoint_dir
 from llava_ov.data.dataset import MediaBatch
 from llava_ov.model.config import TowerConfig
-from llava_ov.model.towers.base import DENSE_MODES, TowerOutput, TowerSpec, VisionTower, patch_output
+from llava_ov.model.towers.base import (
+    DENSE_MODES,
+    TowerOutput,
+    TowerSpec,
+    VisionTower,
+    is_local,
+    patch_output,
+)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -304,7 +311,11 @@ def _path_config(cfg: TowerConfig):
 
 
 def spec_siglip2(cfg: TowerConfig) -> TowerSpec:
-    """Patch size of the preset / overrides, or of the checkpoint's config.json; one token per patch."""
+    """Patch size of the preset / overrides, or of a local checkpoint's config.json (a hub id is not
+    fetched for this: NaFlex checkpoints use patch 16, and the built tower is checked against it); one
+    token per patch."""
+    if cfg.path is not None and not is_local(cfg.path):
+        return TowerSpec(int(cfg.options.get("patch_size", 16)), frames_per_token=1, merge=1, modes=DENSE_MODES)
     config = _path_config(cfg)[1] if cfg.path is not None else _preset_config(cfg)
     return TowerSpec(config.patch_size, frames_per_token=1, merge=1, modes=DENSE_MODES)
 
