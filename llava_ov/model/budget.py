@@ -147,9 +147,10 @@ def frame_plans(spec: TowerSpec, budget: int, projector_merge: int = 1,
 def balanced_frames(spec: TowerSpec, budget: int, clip_frames: int, projector_merge: int = 1,
                     max_side: int | None = None) -> MediaPlan:
     """The frames split a frame-based tower gets in a fair comparison: among 1..``clip_frames`` frames
-    (sides ≤ ``max_side``), the plan that spends the most of ``budget``; ties go to the split nearest
-    8 frames per frame group (neither a few large frames nor many tiny ones)."""
-    plans = frame_plans(spec, budget, projector_merge, tuple(range(1, clip_frames + 1)), max_side)
+    (whole tubelets only; sides ≤ ``max_side``), the plan that spends the most of ``budget``; ties go
+    to the split nearest 8 frames per frame group (neither a few large frames nor many tiny ones)."""
+    g = spec.frames_per_token
+    plans = frame_plans(spec, budget, projector_merge, tuple(range(g, clip_frames + 1, g)), max_side)
     if not plans:
         raise ValueError(f"no frames split of {budget} tokens fits {clip_frames} frames")
     target = 8 * spec.frames_per_token
