@@ -141,6 +141,11 @@ class Engine:
         if attn_implementation is not None:
             overrides["llm"] = {"attn_implementation": attn_implementation}
         model = LlavaOVModel.from_pretrained(path, dtype=resolve_dtype(dtype, dev), **overrides).to(dev)
+        spec = model.vision_tower.spec
+        if processor.codec.mode not in spec.modes or processor.codec.patch_size != spec.patch_size:
+            raise ValueError(f"codec mode {processor.codec.mode!r} with patch {processor.codec.patch_size} does not fit "
+                             f"the checkpoint's tower {model.config.tower.name!r} (modes {list(spec.modes)}, "
+                             f"patch {spec.patch_size})")
         return cls(model, processor, batch_size)
 
     # ----------------------------------------------------------------- preparing

@@ -500,3 +500,13 @@ def test_from_pretrained_missing_folder_is_quick_and_offline(tmp_path, monkeypat
     assert str(missing) in str(info.value)
     assert time.perf_counter() - start < 5
     assert not (tmp_path / "no_such_run").exists()
+
+
+def test_codec_settings_that_do_not_fit_the_tower_fail_at_load(tokenizer, tmp_path):
+    """A processor whose patches the checkpoint's tower cannot take: one error when the engine loads,
+    not a failure inside the first forward."""
+    codec = small_codec()
+    codec.patch_size, codec.decode.input_size = 16, 32
+    out, _ = _export(tokenizer, tmp_path / "p16", merge=1, processor_kwargs={"codec": codec})
+    with pytest.raises(ValueError, match="patch 16 does not fit the checkpoint's tower 'ov_encoder'"):
+        Engine.from_pretrained(out)
