@@ -78,9 +78,13 @@ def base_model(llm: nn.Module) -> PreTrainedModel:
 
 
 def set_llm_checkpointing(llm: nn.Module, enabled: bool) -> None:
-    """Non-reentrant activation checkpointing of the LM layers (transformers ≥ 5.x names it
+    """Non-reentrant activation checkpointing of the LM layers."""
+    set_hf_checkpointing(base_model(llm), enabled)
+
+
+def set_hf_checkpointing(model: nn.Module, enabled: bool) -> None:
+    """Non-reentrant activation checkpointing of a transformers model (≥ 5.x names it
     ``activation_checkpointing_*``; older versions ``gradient_checkpointing_*``)."""
-    model = base_model(llm)
     new_api = hasattr(model, "activation_checkpointing_enable")
     if enabled and new_api:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -64,6 +64,7 @@ from torch import Tensor
 from encoder.config import ConfigError
 from llava_ov.data.dataset import MediaBatch
 from llava_ov.model.config import TowerConfig
+from llava_ov.model.llm import set_hf_checkpointing
 from llava_ov.model.merge import dense_grid
 from llava_ov.model.towers.base import DENSE_MODES, TowerOutput, TowerSpec, VisionTower, is_local
 
@@ -400,16 +401,7 @@ class Qwen3ViTTower(VisionTower):
         (directory / PREPROCESSOR_NAME).write_text(json.dumps(pre, indent=2, sort_keys=True) + "\n")
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
-        model = self.model
-        new_api = hasattr(model, "activation_checkpointing_enable")  # transformers 5.x name
-        if enabled and new_api:
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        elif enabled:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        elif new_api:
-            model.activation_checkpointing_disable()
-        else:
-            model.gradient_checkpointing_disable()
+        set_hf_checkpointing(self.model, enabled)
 
 
 # ----------------------------------------------------------------------------- checkpoints

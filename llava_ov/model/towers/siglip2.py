@@ -47,6 +47,7 @@ from encoder.config import ConfigError
 from encoder.model.checkpoint import check_state_dict, read_state_dict, resolve_checkpoint_dir
 from llava_ov.data.dataset import MediaBatch
 from llava_ov.model.config import TowerConfig
+from llava_ov.model.llm import set_hf_checkpointing
 from llava_ov.model.towers.base import (
     DENSE_MODES,
     TowerOutput,
@@ -272,17 +273,8 @@ class Siglip2Tower(VisionTower):
         self.config.to_json_file(str(directory / CONFIG_NAME))
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
-        """Non-reentrant recomputation of the encoder blocks (transformers 5.x ``activation_checkpointing_*``)."""
-        model = self.vision_model
-        if not hasattr(model, "activation_checkpointing_enable"):  # older transformers
-            if enabled:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                model.gradient_checkpointing_disable()
-        elif enabled:
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.activation_checkpointing_disable()
+        """Non-reentrant recomputation of the encoder blocks."""
+        set_hf_checkpointing(self.vision_model, enabled)
 
     def unused_parameter_names(self) -> list[str]:
         """The pooling head; with ``output_layer != -1`` also the post-norm and the blocks after it."""
