@@ -183,6 +183,8 @@ def compare(cfg: CompareConfig, progress: bool = True) -> tuple[list[dict[str, A
     from tqdm import tqdm
 
     cells = [(v, b, s) for b in cfg.budgets for v in cfg.variants for s in cfg.seeds]
+    for v, b, s in cells:  # plan every cell up front: bad settings fail before hours of training
+        run_overrides(cfg, v, b, s)
     records = []
     bar = tqdm(cells, desc="compare", disable=not progress)
     for variant, budget, seed in bar:
