@@ -23,21 +23,13 @@ import torch
 from encoder.codec import CodecConfig, patchify
 from encoder.codec.synthetic import make_clip
 from encoder.config import merge
-from llava_ov.data.dataset import MediaBatch
+from llava_ov.data import pack_media
 from llava_ov.model import TowerConfig, build_tower
 from llava_ov.model.budget import balanced_frames, plan_codec
 from llava_ov.model.merge import TokenCounter
 from llava_ov.model.towers import tower_spec
 
 TOWERS = ("ov_encoder", "siglip2", "qwen3_vit")
-
-
-def media_of(sel, counter: TokenCounter) -> MediaBatch:
-    n = len(sel)
-    return MediaBatch(pixels=torch.from_numpy(sel.pixels), positions=torch.from_numpy(sel.positions),
-                      cu_seqlens=torch.tensor([0, n], dtype=torch.int32),
-                      num_tokens=torch.tensor([counter(sel)], dtype=torch.int32),
-                      grid_hw=torch.tensor([sel.grid_hw], dtype=torch.int32), kinds=["video"], patch_size=sel.patch_size)
 
 
 def main() -> None:
@@ -66,7 +58,7 @@ def main() -> None:
                         else balanced_frames(spec, budget, 64, max_side=448))
                 sel = patchify(clip, merge(CodecConfig(), plan.codec_overrides(spec.patch_size)))
                 counter = TokenCounter(1, spec.frames_per_token, spec.merge)
-                batches[name] = (plan, media_of(sel, counter))
+                batches[name] = (plan, pack_media([sel], ["video"], [counter(sel)]))
             best = {name: float("inf") for name in towers}
             with torch.no_grad():
                 for _ in range(args.repeats + 1):  # first pass warms up

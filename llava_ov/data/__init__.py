@@ -16,6 +16,7 @@ from llava_ov.data.dataset import (
     make_item,
     make_prompt_item,
     pack_items,
+    pack_media,
     patch_tokens,
 )
 from llava_ov.data.mixture import (
@@ -65,6 +66,7 @@ __all__ = [
     "make_item",
     "make_prompt_item",
     "pack_items",
+    "pack_media",
     "patch_tokens",
     "prepare_data",
     "tokenizer_texts",

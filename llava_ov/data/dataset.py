@@ -159,28 +159,36 @@ class LMMBatch:
         return int(self.text.attention_mask.sum())
 
 
-def collate_media(items: Sequence[LMMItem], default_patch: int = 14) -> MediaBatch:
-    sels = [s for it in items for s in it.media]
-    kinds = [k for it in items for k in it.kinds]
+def pack_media(sels: Sequence[PatchSelection], kinds: Sequence[str], num_tokens: Sequence[int],
+               default_patch: int = 14) -> MediaBatch:
+    """Selections (one media item each, in order) → the packed :class:`MediaBatch` a tower takes;
+    ``num_tokens``: the LLM tokens of each item (placeholder counts)."""
     sizes = {s.patch_size for s in sels}
     if len(sizes) > 1:
         raise ValueError(f"media of one batch must share a patch size, got {sorted(sizes)}")
+    if len(num_tokens) != len(sels) or len(kinds) != len(sels):
+        raise ValueError(f"{len(num_tokens)} token counts / {len(kinds)} kinds for {len(sels)} media items")
     p = sizes.pop() if sizes else default_patch
     lengths = [len(s) for s in sels]
-    spans = [b - a for it in items for a, b, _ in it.tokens.media_spans]
-    if len(spans) != len(sels):
-        raise ValueError(f"{len(spans)} media spans for {len(sels)} media items")
     pixels = np.concatenate([s.pixels for s in sels]) if sels else np.zeros((0, 3, p, p), np.uint8)
     positions = np.concatenate([s.positions for s in sels]) if sels else np.zeros((0, 3), np.int32)
     return MediaBatch(
         pixels=torch.from_numpy(pixels),
         positions=torch.from_numpy(positions),
         cu_seqlens=torch.tensor(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]), dtype=torch.int32),
-        num_tokens=torch.tensor(spans, dtype=torch.int32),
+        num_tokens=torch.tensor(list(num_tokens), dtype=torch.int32),
         grid_hw=torch.tensor([s.grid_hw for s in sels], dtype=torch.int32).reshape(-1, 2),
-        kinds=kinds,
+        kinds=list(kinds),
         patch_size=p,
     )
+
+
+def collate_media(items: Sequence[LMMItem], default_patch: int = 14) -> MediaBatch:
+    sels = [s for it in items for s in it.media]
+    spans = [b - a for it in items for a, b, _ in it.tokens.media_spans]
+    if len(spans) != len(sels):
+        raise ValueError(f"{len(spans)} media spans for {len(sels)} media items")
+    return pack_media(sels, [k for it in items for k in it.kinds], spans, default_patch)
 
 
 def collate_items(

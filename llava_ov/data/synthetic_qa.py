@@ -193,7 +193,7 @@ def config_hash(cfg: SyntheticQAConfig, split: str) -> str:
 
 
 @contextmanager
-def _locked(root: Path) -> Iterator[None]:
+def dir_lock(root: Path) -> Iterator[None]:
     """Exclusive lock on ``root/.lock`` (several ranks may call the generator at once)."""
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "w") as f:
@@ -249,7 +249,7 @@ def generate_synthetic_qa(
     cfg.validate()
     root = Path(expand_env(cfg.out_dir))
     out: dict[str, list[Path]] = {}
-    with _locked(root):
+    with dir_lock(root):
         for split in splits:
             split_dir, digest = root / split, config_hash(cfg, split)
             if cfg.split_size(split) == 0:

@@ -9,14 +9,11 @@ markers, counted and logged by the caller. Layouts are described in
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import shutil
 import time
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ import numpy as np
 
 from llava_ov.data.shards import VIDEO_EXTS, ReadConfig, expand_env, iter_raw_samples, media_fields
 from llava_ov.data.stats import Skipped
+from llava_ov.data.synthetic_qa import dir_lock
 from llava_ov.probe.config import SPLITS, ProbeDataConfig, SyntheticProbeConfig
 
 FORMAT_VERSION = 1
@@ -94,17 +92,6 @@ def synthetic_hash(cfg: SyntheticProbeConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _cached(root: Path, digest: str) -> bool:
     try:
         manifest = json.loads((root / MANIFEST).read_text())
@@ -125,7 +112,7 @@ def generate_synthetic(cfg: SyntheticProbeConfig, progress: bool = True) -> Path
     cfg.validate()
     root = Path(expand_env(cfg.out_dir))
     digest = synthetic_hash(cfg)
-    with _locked(root):
+    with dir_lock(root):
         if _cached(root, digest):
             return root
         (root / MANIFEST).unlink(missing_ok=True)

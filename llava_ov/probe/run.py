@@ -26,7 +26,7 @@ from torch import Tensor
 
 from encoder.codec import CodecConfig, PatchSelection, VideoDecodeError, patchify
 from encoder.config import merge, to_dict
-from llava_ov.data.dataset import MediaBatch
+from llava_ov.data.dataset import MediaBatch, pack_media
 from llava_ov.data.stats import Skipped
 from llava_ov.model.budget import MediaPlan, media_plan
 from llava_ov.model.merge import TokenCounter
@@ -77,16 +77,7 @@ def resolve_device(name: str) -> torch.device:
 def media_batch(sels: list[PatchSelection], spec: TowerSpec) -> MediaBatch:
     """Selections → the packed tower input (one video media item each)."""
     counter = TokenCounter(1, spec.frames_per_token, spec.merge)
-    lengths = [len(s) for s in sels]
-    return MediaBatch(
-        pixels=torch.from_numpy(np.concatenate([s.pixels for s in sels])),
-        positions=torch.from_numpy(np.concatenate([s.positions for s in sels])),
-        cu_seqlens=torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.int32),
-        num_tokens=torch.tensor([counter(s) for s in sels], dtype=torch.int32),
-        grid_hw=torch.tensor([s.grid_hw for s in sels], dtype=torch.int32).reshape(-1, 2),
-        kinds=["video"] * len(sels),
-        patch_size=spec.patch_size,
-    )
+    return pack_media(sels, ["video"] * len(sels), [counter(s) for s in sels], spec.patch_size)
 
 
 def _patchify(clip: ClipRef, codec: CodecConfig, tmp: str) -> PatchSelection:

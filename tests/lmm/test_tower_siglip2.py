@@ -15,7 +15,7 @@ from encoder.codec import CodecConfig, PatchSelection, patchify
 from encoder.codec.pipeline import patchify_image
 from encoder.codec.synthetic import make_clip
 from encoder.config import ConfigError
-from llava_ov.data.dataset import LMMItem, MediaBatch, make_item
+from llava_ov.data.dataset import LMMItem, MediaBatch, make_item, pack_media
 from llava_ov.model import LLMConfig, ModelConfig, ProjectorConfig, TokenCounter, TowerConfig, build_model
 from llava_ov.model.towers import tower_spec
 from llava_ov.model.towers.siglip2 import (
@@ -34,16 +34,8 @@ DEBUG = TowerConfig(name="siglip2", size="debug")
 
 def media_of(sels: list[PatchSelection], counter: TokenCounter = TokenCounter(1)) -> MediaBatch:
     """The packed MediaBatch of ``sels`` (one media item each; LLM tokens per item from ``counter``)."""
-    lengths = [len(s) for s in sels]
-    return MediaBatch(
-        pixels=torch.from_numpy(np.concatenate([s.pixels for s in sels])),
-        positions=torch.from_numpy(np.concatenate([s.positions for s in sels])),
-        cu_seqlens=torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.int32),
-        num_tokens=torch.tensor([counter(s) for s in sels], dtype=torch.int32),
-        grid_hw=torch.tensor([s.grid_hw for s in sels], dtype=torch.int32),
-        kinds=["image" if s.meta.get("mode") == "image" else "video" for s in sels],
-        patch_size=sels[0].patch_size,
-    )
+    kinds = ["image" if s.meta.get("mode") == "image" else "video" for s in sels]
+    return pack_media(sels, kinds, [counter(s) for s in sels])
 
 
 def image_sel(h: int, w: int, seed: int = 0) -> tuple[PatchSelection, Image.Image]:
