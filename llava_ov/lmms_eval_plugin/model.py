@@ -188,21 +188,28 @@ class LlavaOVLmms(lmms):
         return answers
 
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
+        """Every choice of a multiple-choice doc is one request; the doc's media are read once per call
+        (not once per choice) and handed to the engine as selections."""
         before, results = self.skipped, []
+        loaded: dict[tuple[str, str, int], list[Any] | VideoDecodeError] = {}
         bar = self._progress(len(requests), "loglikelihood")
         for start in range(0, len(requests), self.batch_size):
             chunk = requests[start:start + self.batch_size]
-            scored, meta = [], []
-            for req in chunk:
+            scored, slots, out = [], [], [None] * len(chunk)
+            for j, req in enumerate(chunk):
                 context, continuation, doc_to_visual, doc_id, task, split = req.args
                 if callable(continuation):
                     continuation = continuation(self._doc(task, split, doc_id))
-                media = self._visuals(doc_to_visual, task, split, doc_id)
+                media = self._doc_media(loaded, doc_to_visual, task, split, doc_id)
+                if isinstance(media, VideoDecodeError):
+                    self._skip(task, doc_id, [media.path], str(media))
+                    continue
                 scored.append((context, answer_start(str(continuation)), media))
-                meta.append((doc_id, task, media))
-            out = self.engine.loglikelihood(scored, on_error="skip")
-            for j, message in self.engine.failures:
-                self._skip(meta[j][1], meta[j][0], meta[j][2], message)
+                slots.append((j, doc_id, task))
+            for (j, _, _), res in zip(slots, self.engine.loglikelihood(scored, on_error="skip")):
+                out[j] = res
+            for k, message in self.engine.failures:
+                self._skip(slots[k][2], slots[k][1], [], message)
             # Wrapped in GenerationResult: lmms-eval 0.7.3 turns any other non-string response into its
             # str() before scoring (unwrap_generation_output), which breaks (loss, is_greedy) pairs.
             results += [GenerationResult(text=(-r.logprob if r is not None else math.inf, bool(r and r.is_greedy)))
@@ -211,6 +218,17 @@ class LlavaOVLmms(lmms):
         bar.close()
         self._report("loglikelihood", len(requests), before)
         return results
+
+    def _doc_media(self, loaded: dict, doc_to_visual: Any, task: str, split: str, doc_id: int) -> Any:
+        """The doc's media as selections (memoised in ``loaded``), or the VideoDecodeError reading them."""
+        key = (task, split, doc_id)
+        if key not in loaded:
+            try:
+                visuals = self._visuals(doc_to_visual, task, split, doc_id)
+                loaded[key] = [self.engine.processor.load_media(v)[0] for v in visuals]
+            except VideoDecodeError as e:
+                loaded[key] = e
+        return loaded[key]
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[Any]:
         """Rounds driven by the task's ``doc_to_text(doc, previous_output=, round_idx=,

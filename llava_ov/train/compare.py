@@ -26,6 +26,7 @@ from typing import Any
 from llava_ov.model import TowerConfig
 from llava_ov.model.budget import balanced_frames
 from llava_ov.model.towers import tower_spec
+from llava_ov.train.metrics import save_figure
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = ROOT / "scripts" / "train_lmm.py"
@@ -171,11 +172,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Towers and input modes at equal visual-token budgets")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def compare(cfg: CompareConfig, progress: bool = True) -> tuple[list[dict[str, Any]], Path, Path]:

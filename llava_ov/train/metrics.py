@@ -190,11 +190,18 @@ def plot_loss(metrics_path: Path, out_path: Path, stages: list[str]) -> Path | N
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("LMM training loss")
+    return save_figure(fig, out_path)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write ``path`` as a PNG (folders created) and free the figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return out_path
+    return path
 
 
 def _spread(records: list[dict[str, Any]]) -> float:
@@ -210,6 +217,7 @@ __all__ = [
     "peak_flops",
     "plot_loss",
     "read_metrics",
+    "save_figure",
     "smooth",
     "train_flops",
 ]

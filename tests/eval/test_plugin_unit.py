@@ -203,7 +203,10 @@ def test_loglikelihood_generation_results(lm, files):
             for doc in (0, 1) for opt in options]
     reqs.append(instance("loglikelihood", (context, " A", doc_to_visual, 2, TASK, SPLIT), 2))
     before = lm.skipped
+    cache = lm.engine.processor.cache
+    lookups = cache.hits + cache.misses
     out = lm.loglikelihood(reqs)
+    assert cache.hits + cache.misses - lookups == 2  # each doc's media read once, not once per choice
     assert len(out) == len(reqs) and all(isinstance(r, GenerationResult) for r in out)
     assert all(isinstance(r.text, tuple) and isinstance(r.text[0], float) and isinstance(r.text[1], bool)
                for r in out)
