@@ -55,10 +55,10 @@ def tower_entry(name: str) -> TowerEntry:
 def build_tower(cfg: TowerConfig) -> VisionTower:
     """The tower, checked against the spec the data side was planned with (``tower_spec``)."""
     entry = tower_entry(cfg.name)
-    tower = entry.build(cfg)
-    if tower.spec != entry.spec(cfg):
+    tower, promised = entry.build(cfg), entry.spec(cfg)
+    if tower.spec != promised:
         raise ValueError(f"tower {cfg.name!r} ({cfg.path}) takes {tower.spec}, but its configuration promised "
-                         f"{entry.spec(cfg)}: set the tower's patch size / merge overrides to match the checkpoint")
+                         f"{promised}: set the tower's patch size / merge overrides to match the checkpoint")
     return tower
 
 
