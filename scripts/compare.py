@@ -1,11 +1,13 @@
 """Towers and input modes at equal LLM visual-token budgets on the embedded default, side by side.
 
-    python scripts/compare.py                       # 5 variants x budgets 96/128/256 x seeds 0/1
+    python scripts/compare.py                       # 5 variants x budgets 96/128/256 x seeds 0/1, LR search
     python scripts/compare.py --quick               # smoke run: tiny models, a few steps, budget 128, seed 0
     python scripts/compare.py --budgets 128 --seeds 0 --set sft.max_steps=1500
 
 Variants: OV-Encoder codec / uniform frames / random patches, SigLIP2 frames, Qwen3-ViT frames (towers
-from scratch at their debug size, as the embedded default's OV-Encoder). Each cell is one training
+from scratch at their debug size, as the embedded default's OV-Encoder). Every variant first gets the
+same SFT learning-rate search (``--lrs``, at the middle budget and the first seed; the LR with the
+lowest final training loss is kept, held-out data is not used to choose). Each cell is one training
 run (reused when done) scored by the trainer's held-out evaluator; the table (overall and per question
 type, mean ± spread over seeds, LLM tokens and tower patches per clip) goes to OUT/table.md, every run
 to OUT/results.json, the plot to OUT/accuracy_vs_tokens.png.
@@ -25,6 +27,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--variants", nargs="+", default=None, help="names (default: all five), e.g. 'SigLIP2 frames'")
     ap.add_argument("--quick", action="store_true", help="tiny models, a few steps, one budget and seed")
+    ap.add_argument("--lrs", nargs="+", default=None, metavar="LR",
+                    help="SFT peak LRs searched per variant ('recipe' = default.yaml's; default: recipe 3e-4; --quick: recipe)")
+    ap.add_argument("--tune-budget", type=int, default=None, help="budget of the LR search (default: the middle one)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="run config overrides for every run")
     return ap.parse_args(argv)
 
@@ -42,8 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         budgets=tuple(args.budgets or ((128,) if args.quick else (96, 128, 256))),
         seeds=tuple(args.seeds or ((0,) if args.quick else (0, 1))),
         variants=tuple(by_name[n] for n in args.variants) if args.variants else VARIANTS,
-        extra=list(args.set), quick=args.quick,
+        extra=list(args.set), quick=args.quick, tune_budget=args.tune_budget,
     )
+    if args.lrs or args.quick:
+        try:
+            cfg.lrs = tuple(None if x == "recipe" else float(x) for x in (args.lrs or ["recipe"]))
+        except ValueError:
+            print(f"error: --lrs takes numbers or 'recipe', got {args.lrs}", file=sys.stderr)
+            return 2
     try:
         rows, table, png = compare(cfg)
     except RuntimeError as e:

@@ -4,7 +4,9 @@ Each variant is the embedded default (``configs/train/default.yaml``) with the t
 mode changed; ``media.budget`` is the same for every variant of a column. Frame-based variants get
 their own frames/resolution split per budget (:func:`llava_ov.model.budget.balanced_frames`: the split
 that spends most of the budget, nearest 8 frames per frame group), so the codec recipe is not the
-only one shaped for the budget. Every run is a separate ``scripts/train_lmm.py`` process writing to
+only one shaped for the budget. Every variant also gets the same small search over the SFT peak learning
+rate (``lrs``, at one budget and the first seed), the LR chosen by the run's own final training loss (no
+held-out data is used to choose), then every cell of that variant trains at its LR. Every run is a separate ``scripts/train_lmm.py`` process writing to
 ``OUT/<variant>/b<budget>_s<seed>/``; its own held-out evaluator scores it (``sft/eval.json``), and the
 run's ``metrics.jsonl`` gives the LLM visual tokens and tower patches it actually used per sample
 (the codec modes with ``min_score`` spend up to the budget, not always all of it).
@@ -39,8 +41,10 @@ class Variant:
     tower: str
     mode: str  # codec | random | frames
 
-    def overrides(self, budget: int, clip_frames: int, max_side: int) -> list[str]:
+    def overrides(self, budget: int, clip_frames: int, max_side: int, lr: float | None = None) -> list[str]:
         out = [f"model.tower.name={self.tower}", f"media.mode={self.mode}", f"media.budget={budget}"]
+        if lr is not None:  # every module's SFT peak LR (the embedded default uses one LR for all)
+            out += [f"sft.optim.lr={lr:g}", f"sft.optim.lr_vision={lr:g}"]
         if self.tower != "ov_encoder":
             out.append("model.tower.output_layer=-1")
         if self.mode == "frames":
@@ -74,27 +78,37 @@ class CompareConfig:
     max_side: int = 224  # frames mode: largest side a split may resize the 112-px clips to (2x)
     extra: list[str] = field(default_factory=list)  # overrides for every run (e.g. sft.max_steps=1500)
     quick: bool = False
+    # SFT peak LRs searched for every variant (None: the recipe's own, sft.optim.lr of default.yaml), at
+    # ``tune_budget`` (None: the middle budget) and the first seed; one value: no search.
+    lrs: tuple[float | None, ...] = (None, 3e-4)
+    tune_budget: int | None = None
+    tail: float = 0.1  # the choice: lowest mean SFT training loss over this last fraction of steps
 
-    def run_dir(self, variant: Variant, budget: int, seed: int) -> Path:
-        return self.out / variant.name.replace(" ", "_").lower() / f"b{budget}_s{seed}"
+    def run_dir(self, variant: Variant, budget: int, seed: int, lr: float | None = None) -> Path:
+        suffix = "" if lr is None else f"_lr{lr:g}"
+        return self.out / variant.name.replace(" ", "_").lower() / f"b{budget}_s{seed}{suffix}"
+
+    def tuning_budget(self) -> int:
+        budgets = sorted(self.budgets)
+        return self.tune_budget if self.tune_budget is not None else budgets[(len(budgets) - 1) // 2]
 
 
-def run_overrides(cfg: CompareConfig, variant: Variant, budget: int, seed: int) -> list[str]:
-    run = cfg.run_dir(variant, budget, seed)
+def run_overrides(cfg: CompareConfig, variant: Variant, budget: int, seed: int, lr: float | None = None) -> list[str]:
+    run = cfg.run_dir(variant, budget, seed, lr)
     # one synthetic cache per codec setting (the clips are shared, their precomputed patches are not)
     cache = cfg.out / "synthetic" / f"{variant.tower}_{variant.mode}_b{budget}{'_quick' if cfg.quick else ''}"
     base = [f"output_dir={run}", f"seed={seed}", f"data.synthetic.out_dir={cache}", "log.progress=false"]
-    return base + (QUICK_OVERRIDES if cfg.quick else []) + variant.overrides(budget, cfg.clip_frames, cfg.max_side) + cfg.extra
+    return base + (QUICK_OVERRIDES if cfg.quick else []) + variant.overrides(budget, cfg.clip_frames, cfg.max_side, lr) + cfg.extra
 
 
-def run_one(cfg: CompareConfig, variant: Variant, budget: int, seed: int) -> dict[str, Any]:
+def run_one(cfg: CompareConfig, variant: Variant, budget: int, seed: int, lr: float | None = None) -> dict[str, Any]:
     """Train + evaluate one cell (reused when its eval.json exists); the run's summary record."""
-    run = cfg.run_dir(variant, budget, seed)
+    run = cfg.run_dir(variant, budget, seed, lr)
     eval_file = run / "sft" / "eval.json"
     start = time.time()
     if not eval_file.is_file():
         run.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, str(TRAIN_SCRIPT), "--config", str(DEFAULT_CONFIG), *run_overrides(cfg, variant, budget, seed)]
+        cmd = [sys.executable, str(TRAIN_SCRIPT), "--config", str(DEFAULT_CONFIG), *run_overrides(cfg, variant, budget, seed, lr)]
         env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
         with open(run / "train.log", "w") as log:
             rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
@@ -106,12 +120,39 @@ def run_one(cfg: CompareConfig, variant: Variant, budget: int, seed: int) -> dic
     sft = [r for r in steps if r.get("stage") == "sft" and "llm_visual_tokens_per_sample" in r]
     return {
         "variant": variant.name, "tower": variant.tower, "mode": variant.mode, "budget": budget, "seed": seed,
-        "accuracy": summary["accuracy"], "chance": summary["chance"],
+        "lr": lr, "train_loss_tail": tail_loss(steps, cfg.tail), "accuracy": summary["accuracy"], "chance": summary["chance"],
         "per_type": {k: v["accuracy"] for k, v in summary["per_type"].items()},
         "llm_tokens": statistics.fmean(r["llm_visual_tokens_per_sample"] for r in sft) if sft else None,
         "tower_patches": statistics.fmean(r["tower_patches_per_sample"] for r in sft) if sft else None,
         "seconds": round(time.time() - start, 1),
     }
+
+
+def tail_loss(steps: Sequence[dict[str, Any]], tail: float = 0.1) -> float | None:
+    """Mean SFT training loss over the last ``tail`` fraction of its steps (the LR search's criterion)."""
+    sft = [r for r in steps if r.get("stage") == "sft" and "loss" in r and "max_steps" in r]
+    if not sft:
+        return None
+    first = sft[-1]["max_steps"] * (1.0 - tail)
+    losses = [r["loss"] for r in sft if r["step"] > first] or [sft[-1]["loss"]]
+    return statistics.fmean(losses)
+
+
+def choose_lr(records: Sequence[dict[str, Any]]) -> float | None:
+    """The LR of the lowest final training loss among one variant's search runs (ties: the first)."""
+    scored = [r for r in records if r["train_loss_tail"] is not None]
+    if not scored:
+        raise RuntimeError(f"no training loss logged in the LR search of {records[0]['variant']}")
+    return min(scored, key=lambda r: r["train_loss_tail"])["lr"]
+
+
+def format_search(search: Sequence[dict[str, Any]], chosen: dict[str, float | None]) -> str:
+    lines = ["| variant | SFT peak LR | final train loss | held-out (not used to choose) | chosen |", "| --- | --- | --- | --- | --- |"]
+    for r in search:
+        lr = "recipe" if r["lr"] is None else f"{r['lr']:g}"
+        mark = "yes" if chosen.get(r["variant"], "-") == r["lr"] else ""
+        lines.append(f"| {r['variant']} | {lr} | {r['train_loss_tail']:.3f} | {r['accuracy']:.3f} | {mark} |")
+    return "\n".join(lines)
 
 
 def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -125,7 +166,7 @@ def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         types = sorted({t for r in rs for t in r["per_type"]})
         rows.append({
             "variant": variant, "budget": budget, "seeds": len(rs), "accuracy": statistics.fmean(acc),
-            "spread": max(acc) - min(acc), "chance": rs[0]["chance"],
+            "spread": max(acc) - min(acc), "chance": rs[0]["chance"], "lr": rs[0].get("lr"),
             "per_type": {t: statistics.fmean(r["per_type"][t] for r in rs if t in r["per_type"]) for t in types},
             "llm_tokens": _mean([r["llm_tokens"] for r in rs]), "tower_patches": _mean([r["tower_patches"] for r in rs]),
         })
@@ -139,12 +180,13 @@ def _mean(values: list[float | None]) -> float | None:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     types = sorted({t for r in rows for t in r["per_type"]})
-    head = ["variant", "budget", "LLM tok/clip", "tower patches", "overall (± spread)", *types]
+    head = ["variant", "budget", "SFT LR", "LLM tok/clip", "tower patches", "overall (± spread)", *types]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in sorted(rows, key=lambda r: (r["budget"], r["variant"])):
         tok = "-" if r["llm_tokens"] is None else f"{r['llm_tokens']:.0f}"
         patches = "-" if r["tower_patches"] is None else f"{r['tower_patches']:.0f}"
-        cells = [r["variant"], str(r["budget"]), tok, patches, f"{r['accuracy']:.3f} ± {r['spread']:.3f} (n={r['seeds']})",
+        lr = "recipe" if r.get("lr") is None else f"{r['lr']:g}"
+        cells = [r["variant"], str(r["budget"]), lr, tok, patches, f"{r['accuracy']:.3f} ± {r['spread']:.3f} (n={r['seeds']})",
                  *(f"{r['per_type'].get(t, float('nan')):.3f}" for t in types)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -179,21 +221,32 @@ def compare(cfg: CompareConfig, progress: bool = True) -> tuple[list[dict[str, A
     """Every cell (skipping those already done), then the table (markdown), results.json and the plot."""
     from tqdm import tqdm
 
-    cells = [(v, b, s) for b in cfg.budgets for v in cfg.variants for s in cfg.seeds]
-    for v, b, s in cells:  # plan every cell up front: bad settings fail before hours of training
-        run_overrides(cfg, v, b, s)
+    tune_b, seed0 = cfg.tuning_budget(), cfg.seeds[0]
+    search_cells = [(v, tune_b, seed0, lr) for v in cfg.variants for lr in cfg.lrs] if len(cfg.lrs) > 1 else []
+    grid = [(v, b, s) for b in cfg.budgets for v in cfg.variants for s in cfg.seeds]
+    for v, b, s, lr in search_cells + [(*c, lr) for c in grid for lr in cfg.lrs]:
+        run_overrides(cfg, v, b, s, lr)  # plan every cell up front: bad settings fail before hours of training
+    search = []
+    for variant, budget, seed, lr in tqdm(search_cells, desc="LR search", disable=not progress):
+        search.append(run_one(cfg, variant, budget, seed, lr))
+    chosen = {v.name: choose_lr([r for r in search if r["variant"] == v.name]) if search else cfg.lrs[0]
+              for v in cfg.variants}
     records = []
-    bar = tqdm(cells, desc="compare", disable=not progress)
+    bar = tqdm(grid, desc="compare", disable=not progress)
     for variant, budget, seed in bar:
         bar.set_postfix_str(f"{variant.name} b{budget} s{seed}")
-        records.append(run_one(cfg, variant, budget, seed))
+        records.append(run_one(cfg, variant, budget, seed, chosen[variant.name]))
     rows = aggregate(records)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "results.json").write_text(json.dumps({"runs": records, "rows": rows}, indent=1))
+    (cfg.out / "results.json").write_text(json.dumps({"runs": records, "rows": rows, "lr_search": search,
+                                                      "chosen_lr": chosen}, indent=1))
     table = cfg.out / "table.md"
-    table.write_text(format_table(rows) + "\n")
+    text = format_table(rows) + "\n"
+    if search:
+        text += f"\nSFT learning-rate search (budget {tune_b}, seed {seed0}):\n\n{format_search(search, chosen)}\n"
+    table.write_text(text)
     return rows, table, plot(rows, cfg.out / "accuracy_vs_tokens.png")
 
 
-__all__ = ["VARIANTS", "CompareConfig", "Variant", "aggregate", "compare", "format_table", "plot", "run_one",
-           "run_overrides"]
+__all__ = ["VARIANTS", "CompareConfig", "Variant", "aggregate", "choose_lr", "compare", "format_search", "format_table",
+           "plot", "run_one", "run_overrides", "tail_loss"]

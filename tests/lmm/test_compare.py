@@ -12,7 +12,8 @@ import pytest
 from llava_ov.model import TowerConfig
 from llava_ov.model.budget import balanced_frames
 from llava_ov.model.towers import tower_spec
-from llava_ov.train.compare import VARIANTS, CompareConfig, aggregate, format_table, run_overrides
+from llava_ov.train.compare import (VARIANTS, CompareConfig, aggregate, choose_lr, format_search, format_table,
+                                   run_overrides, tail_loss)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,6 +28,26 @@ def test_every_variant_gets_the_same_budget_and_its_own_split(tmp_path):
             if v.mode == "frames":
                 plan = balanced_frames(tower_spec(TowerConfig(name=v.tower)), budget, 16, max_side=224)
                 assert args["media.frames"] == str(plan.num_frames) and 0.95 * budget <= plan.llm_tokens <= budget
+
+
+def test_lr_search_cells_and_choice(tmp_path):
+    cfg = CompareConfig(out=tmp_path, budgets=(256, 96, 128))
+    assert cfg.tuning_budget() == 128 and cfg.lrs[0] is None  # the recipe's LR is always a candidate
+    v = VARIANTS[3]
+    recipe = dict(a.split("=", 1) for a in run_overrides(cfg, v, 128, 0))
+    assert "sft.optim.lr" not in recipe and recipe["output_dir"].endswith("b128_s0")  # earlier cells reused
+    low = dict(a.split("=", 1) for a in run_overrides(cfg, v, 128, 0, 3e-4))
+    assert low["sft.optim.lr"] == low["sft.optim.lr_vision"] == "0.0003" and low["output_dir"].endswith("b128_s0_lr0.0003")
+    # the criterion: mean SFT loss over the last 10% of steps (align steps and eval records ignored)
+    steps = [{"stage": "align", "step": 1, "max_steps": 2, "loss": 0.0}]
+    steps += [{"stage": "sft", "step": i, "max_steps": 100, "loss": 5.0 if i <= 90 else 1.0 + (i % 2)} for i in range(1, 101)]
+    assert tail_loss(steps) == pytest.approx(1.5) and tail_loss([{"stage": "sft", "accuracy": 1.0}]) is None
+    search = [{"variant": v.name, "lr": None, "train_loss_tail": 0.61, "accuracy": 0.30},
+              {"variant": v.name, "lr": 3e-4, "train_loss_tail": 0.40, "accuracy": 0.29}]
+    assert choose_lr(search) == 3e-4  # lowest training loss wins, whatever the held-out accuracy says
+    assert choose_lr([dict(search[0], train_loss_tail=0.4), search[1]]) is None  # ties: the recipe
+    table = format_search(search, {v.name: 3e-4})
+    assert "| 0.0003 | 0.400 | 0.290 | yes |" in table and "| recipe | 0.610 | 0.300 |  |" in table
 
 
 def test_aggregate_mean_and_spread():
