@@ -12,8 +12,16 @@ import pytest
 from llava_ov.model import TowerConfig
 from llava_ov.model.budget import balanced_frames
 from llava_ov.model.towers import tower_spec
-from llava_ov.train.compare import (VARIANTS, CompareConfig, aggregate, choose_lr, format_search, format_table,
-                                   run_overrides, tail_loss)
+from llava_ov.train.compare import (
+    VARIANTS,
+    CompareConfig,
+    aggregate,
+    choose_lr,
+    format_search,
+    format_table,
+    run_overrides,
+    tail_loss,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,219 @@
+"""Teacher embeddings of a dataset's media, streamed, for the concept bank (``scripts/build_concept_bank.py``).
+
+A video's embedding is its F uniformly sampled frames' embeddings concatenated in time order (so the
+bank separates motions, not only appearances); an image is one frame. Teachers:
+
+* ``pixels``: each frame average-pooled to ``pool × pool`` RGB values (no weights: the embedded
+  default's teacher, and a baseline);
+* ``ov_encoder``: an OV-Encoder export (``path``: folder or hub id), the pooled head output per frame;
+* ``npy``: precomputed embeddings, ``path`` = a float ``.npy`` [N, D] (or [N, F, D], flattened) with
+  ``keys`` = a text file of the N sample keys.
+
+Samples come from webdataset shards (any media field: mp4 / image; a shard's ``npz`` selections are
+ignored: the teacher sees decoded frames); a sample whose media does not decode is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from encoder.codec.decode import DecodeConfig, decode_clip
+from encoder.config import ConfigError
+from llava_ov.data.shards import ReadConfig, iter_raw_samples
+from llava_ov.data.stats import Skipped
+
+logger = logging.getLogger("llava_ov.pretrain")
+TEACHERS = ("pixels", "ov_encoder", "npy")
+VIDEO_EXTS = ("mp4", "mkv", "webm", "avi", "mov")
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp")
+
+
+@dataclass
+class TeacherConfig:
+    kind: str = "pixels"  # pixels | ov_encoder | npy
+    path: str | None = None  # ov_encoder: export folder / hub id; npy: the .npy file
+    keys: str | None = None  # npy: one sample key per line, in row order
+    frames: int = 8  # video frames sampled uniformly (per-frame embeddings concatenated in order)
+    input_size: int = 112  # frame side the teacher sees (ov_encoder: a multiple of its patch size)
+    pool: int = 4  # pixels: pooled grid side per frame
+    batch_size: int = 16  # samples per teacher forward
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.kind not in TEACHERS:
+            raise ConfigError(f"teacher.kind must be one of {TEACHERS}, got {self.kind!r}")
+        if self.kind in ("ov_encoder", "npy") and not self.path:
+            raise ConfigError(f"teacher.kind={self.kind} needs teacher.path")
+        if self.kind == "npy" and not self.keys:
+            raise ConfigError("teacher.kind=npy needs teacher.keys (the sample keys of the rows)")
+        if min(self.frames, self.input_size, self.pool, self.batch_size) < 1:
+            raise ConfigError("teacher: frames, input_size, pool and batch_size must be >= 1")
+
+
+@dataclass
+class FeatureStats:
+    used: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def _media_field(raw: dict) -> str | None:
+    for name in sorted(raw):
+        ext = name.rsplit(".", 1)[-1].lower()
+        if ext in VIDEO_EXTS or ext in IMAGE_EXTS:
+            return name
+    return None
+
+
+def decode_frames(name: str, data: bytes, frames: int, size: int) -> np.ndarray:
+    """uint8 [F, size, size, 3]: F uniformly sampled frames of a video, or the image (F = 1)."""
+    ext = name.rsplit(".", 1)[-1].lower()
+    if ext in IMAGE_EXTS:
+        import io
+
+        from PIL import Image
+
+        img = Image.open(io.BytesIO(data)).convert("RGB").resize((size, size), Image.BICUBIC)
+        return np.asarray(img)[None]
+    with tempfile.NamedTemporaryFile(suffix=f".{ext}") as f:
+        f.write(data)
+        f.flush()
+        return decode_clip(f.name, DecodeConfig(num_frames=frames, input_size=size, motion="none")).frames
+
+
+def iter_frames(shards: str | Sequence[str], cfg: TeacherConfig, stats: FeatureStats) -> Iterator[tuple[str, np.ndarray]]:
+    """(key, frames) of every decodable sample of the shards, in shard order (one pass)."""
+    for raw in iter_raw_samples(shards, ReadConfig()):
+        if isinstance(raw, Skipped):
+            stats.skipped[raw.reason] = stats.skipped.get(raw.reason, 0) + 1
+            continue
+        name = _media_field(raw)
+        if name is None:
+            stats.skipped["no_media"] = stats.skipped.get("no_media", 0) + 1
+            continue
+        try:
+            frames = decode_frames(name, raw[name], cfg.frames, cfg.input_size)
+        except Exception as e:  # noqa: BLE001 - one bad sample is counted, the stream goes on
+            logger.warning("skipped %s: %s", raw.get("__key__"), e)
+            stats.skipped["decode_error"] = stats.skipped.get("decode_error", 0) + 1
+            continue
+        stats.used += 1
+        yield str(raw["__key__"]), frames
+
+
+class Teacher:
+    """frames uint8 [F, H, W, 3] of B samples → float32 [B, F · d] (concatenated per-frame embeddings)."""
+
+    def __init__(self, cfg: TeacherConfig) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                                   ("cpu" if cfg.device == "auto" else cfg.device))
+        self.model = None
+        if cfg.kind == "ov_encoder":
+            from encoder.model import load_pretrained
+
+            self.model = load_pretrained(cfg.path, device=self.device).eval()
+            if self.model.head is None:
+                raise ConfigError(f"teacher {cfg.path} has no pooling head (use_head=false)")
+            if cfg.input_size % self.model.config.patch_size:
+                raise ConfigError(f"teacher.input_size {cfg.input_size} is not a multiple of patch "
+                                  f"{self.model.config.patch_size}")
+
+    @property
+    def name(self) -> str:
+        return self.cfg.kind if self.cfg.kind == "pixels" else f"{self.cfg.kind}:{self.cfg.path}"
+
+    @torch.no_grad()
+    def __call__(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        counts = [len(c) for c in clips]
+        if len(set(counts)) > 1:
+            raise ConfigError(f"samples with different frame counts ({sorted(set(counts))}) cannot share a bank: "
+                              "build one bank per data kind (images and videos apart)")
+        x = torch.from_numpy(np.concatenate(clips)).to(self.device)  # [sum F, H, W, 3]
+        if self.model is None:
+            pooled = F.adaptive_avg_pool2d(x.permute(0, 3, 1, 2).float() / 255.0 - 0.5, self.cfg.pool)
+            emb = pooled.flatten(1)
+        else:
+            emb = self.model.forward_images(x.permute(0, 3, 1, 2).contiguous(), validate=False).pooled.float()
+        return emb.reshape(len(clips), -1).cpu().numpy().astype(np.float32)
+
+
+def embedding_stream(shards: str | Sequence[str], cfg: TeacherConfig, stats: FeatureStats | None = None,
+                     block: int = 256):
+    """A re-readable stream of (keys, float32 embeddings) blocks for :func:`encoder.pretrain.bank.build_bank`."""
+    cfg.validate()
+    if cfg.kind == "npy":
+        return npy_stream(cfg.path, cfg.keys, block)
+    teacher = Teacher(cfg)
+
+    def stream() -> Iterator[tuple[list[str], np.ndarray]]:
+        local = FeatureStats()
+        keys, clips, out_keys, out = [], [], [], []
+        for key, frames in iter_frames(shards, cfg, local):
+            keys.append(key)
+            clips.append(frames)
+            if len(clips) == cfg.batch_size:
+                out_keys += keys
+                out.append(teacher(clips))
+                keys, clips = [], []
+            if len(out_keys) >= block:
+                yield out_keys, np.concatenate(out)
+                out_keys, out = [], []
+        if clips:
+            out_keys += keys
+            out.append(teacher(clips))
+        if out_keys:
+            yield out_keys, np.concatenate(out)
+        if stats is not None:
+            stats.used, stats.skipped = local.used, local.skipped
+
+    return stream
+
+
+def spill(stream, folder: str | Path, progress: bool = True):
+    """Run ``stream`` once, writing each block to ``folder`` (float16 .npy + keys), and return a stream
+    that re-reads those files: the teacher runs once although k-means reads the data twice."""
+    from tqdm import tqdm
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    bar = tqdm(desc="teacher embeddings", unit="sample", disable=not progress)
+    for i, (keys, x) in enumerate(stream()):
+        f = folder / f"block_{i:06d}.npy"
+        np.save(f, x.astype(np.float16))
+        f.with_suffix(".keys").write_text("".join(k + "\n" for k in keys))
+        files.append(f)
+        bar.update(len(keys))
+    bar.close()
+
+    def reread() -> Iterator[tuple[list[str], np.ndarray]]:
+        for f in files:
+            yield f.with_suffix(".keys").read_text().splitlines(), np.load(f).astype(np.float32)
+
+    return reread
+
+
+def npy_stream(path: str | Path, keys_path: str | Path, block: int = 65536):
+    x = np.load(path, mmap_mode="r")
+    keys = Path(keys_path).read_text().splitlines()
+    if len(keys) != len(x):
+        raise ConfigError(f"{keys_path} has {len(keys)} keys but {path} has {len(x)} rows")
+
+    def stream() -> Iterator[tuple[list[str], np.ndarray]]:
+        for i in range(0, len(x), block):
+            yield keys[i:i + block], np.asarray(x[i:i + block], dtype=np.float32).reshape(min(block, len(x) - i), -1)
+
+    return stream
+
+
+__all__ = ["TEACHERS", "FeatureStats", "Teacher", "TeacherConfig", "decode_frames", "embedding_stream", "iter_frames",
+           "npy_stream", "spill"]
