@@ -1,4 +1,4 @@
-"""Resumable checkpoints and named stage exports.
+"""Resumable checkpoints and named stage exports (for every task of :mod:`llava_ov.train.loop`).
 
 Layout of a run::
 
@@ -7,17 +7,21 @@ Layout of a run::
     {output_dir}/{stage}/checkpoints/step_NNNNNNNN/
         (DeepSpeed files)                        trainable parameters + optimizer shards
         rank_NNNNN.pt                            per rank: RNG states, data-stream position, data stats
+        (task files)                             state outside the engine (e.g. sharded partial-FC centres)
         trainer_state.json                       written last by rank 0: the checkpoint is complete
     {output_dir}/{stage}/final/                  model.save_pretrained export = next stage's init_from
     {output_dir}/{stage}/eval.json               held-out accuracy of the export
 
 Exact resume restores: the parameters and AdamW state (DeepSpeed), the step (the LR is a pure
 function of it), every rank's RNG states and data-stream position (see :mod:`llava_ov.data.mixture`).
+A checkpoint folder without ``trainer_state.json`` (a run killed while writing it) is never resumed
+from: ``auto`` falls back to the newest complete one, with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import shutil
@@ -29,6 +33,7 @@ import torch
 
 from llava_ov.train import distributed as D
 
+logger = logging.getLogger("llava_ov.train")
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
 STATE_FILE = "trainer_state.json"
@@ -44,7 +49,13 @@ def final_dir(output_dir: str | Path, stage: str) -> Path:
 
 
 def is_exported(path: str | Path) -> bool:
+    """An LMM export (``LlavaOVModel.save_pretrained``)."""
     return (Path(path) / "llava_ov.json").is_file()
+
+
+def is_complete_export(path: str | Path) -> bool:
+    """A stage's export folder exists: exports are written to ``final.tmp`` and renamed when complete."""
+    return Path(path).is_dir()
 
 
 def tag_of(step: int) -> str:
@@ -69,6 +80,12 @@ def find_resume(resume: str, root: Path) -> Path | None:
         return None
     if resume == "auto":
         found = list_checkpoints(root)
+        newest = found[-1][0] if found else -1
+        partial = sorted(p.name for p in root.iterdir() if _TAG_RE.match(p.name) and int(p.name[5:]) > newest
+                         and not (p / STATE_FILE).is_file()) if root.is_dir() else []
+        if partial:
+            logger.warning("checkpoint(s) %s under %s are incomplete (no %s); resuming from %s", partial, root,
+                           STATE_FILE, found[-1][1] if found else "the start")
         return found[-1][1] if found else None
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
@@ -92,13 +109,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save(engine: Any, env: D.DistEnv, root: Path, step: int, state: dict[str, Any],
-         rank_state: dict[str, Any], keep: int) -> Path:
-    """Collective: DeepSpeed shards, this rank's state, then (rank 0) the trainer state and pruning."""
+         rank_state: dict[str, Any], keep: int, extra: Any = None) -> Path:
+    """Collective: DeepSpeed shards, this rank's state, the task's ``extra(path, env)`` files, then (rank 0)
+    the trainer state — the completion marker — and pruning."""
     tag = tag_of(step)
     D.save_checkpoint(engine, root, tag)
     path = root / tag
     path.mkdir(parents=True, exist_ok=True)
     torch.save(rank_state | {"rng": rng_state()}, path / f"rank_{env.rank:05d}.pt")
+    if extra is not None:
+        extra(path, env)
     D.barrier()
     if env.is_main:
         tmp = path / (STATE_FILE + ".tmp")
@@ -110,15 +130,23 @@ def save(engine: Any, env: D.DistEnv, root: Path, step: int, state: dict[str, An
     return path
 
 
-def load(engine: Any, env: D.DistEnv, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Collective: restore the engine from ``path``; returns (trainer state, this rank's state).
+def load(engine: Any, env: D.DistEnv, path: Path, check_world_size: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Collective: restore the engine from ``path``; returns (trainer state, this rank's state: empty when
+    the checkpoint was written by another world size and ``check_world_size(state, env)`` allows it).
     RNG states are restored by the caller (:func:`set_rng_state`) once everything else is built."""
     state = json.loads((path / STATE_FILE).read_text())
-    if state["world_size"] != env.world_size:
+    if check_world_size is not None:
+        try:
+            check_world_size(state, env)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+    elif state["world_size"] != env.world_size:
         raise ValueError(f"{path} was written by {state['world_size']} ranks; exact resume needs the same "
                          f"world size (running {env.world_size})")
     D.load_checkpoint(engine, path.parent, path.name)
-    rank_state = torch.load(path / f"rank_{env.rank:05d}.pt", weights_only=False)
+    rank_file = path / f"rank_{env.rank:05d}.pt"
+    same = state["world_size"] == env.world_size
+    rank_state = torch.load(rank_file, weights_only=False) if same else {}
     return state, rank_state
 
 
@@ -128,6 +156,7 @@ __all__ = [
     "STATE_FILE",
     "final_dir",
     "find_resume",
+    "is_complete_export",
     "is_exported",
     "list_checkpoints",
     "load",

@@ -1,0 +1,258 @@
+"""The one training loop every stage runs: a :class:`Task` (model, optimizer groups, data, loss, export,
+evaluation) plugged into DeepSpeed, exact resume, checkpoints, metrics.
+
+A stage: ``task.build`` → AdamW over ``task.param_groups()`` → the DeepSpeed engine → resume from the
+latest complete checkpoint → ``max_steps`` optimizer steps of ``grad_accum`` micro-batches per rank
+→ checkpoints every ``checkpoint.every`` steps → ``task.export`` to ``{output_dir}/{stage}/final`` →
+``task.evaluate`` of that export. The LMM stages (:mod:`llava_ov.train.trainer`) and encoder
+pretraining (:mod:`llava_ov.pretrain.task`) are tasks of this loop.
+
+Loss weighting: a micro-batch's loss is rescaled so that a step's gradient is the gradient of the
+weighted mean over the whole step (weights: ``task.weight`` — target tokens, samples), however the
+data fall into micro-batches and ranks. DeepSpeed divides by ``grad_accum`` and averages over ranks;
+the scale undoes both. A task whose loss is already global (``global_loss``: every rank returns the
+same value over all ranks' samples, as the partial-FC softmax does) is weighted by each micro-batch's
+global weight instead of the rank's own.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from encoder.config import to_dict
+from llava_ov.data.stats import REASONS, DataStats
+from llava_ov.train import checkpoint as C
+from llava_ov.train import distributed as D
+from llava_ov.train.metrics import MetricsLogger, StepTimer
+from llava_ov.train.optim import build_optimizer, set_lr
+from llava_ov.train.schedule import stage_lr_factor
+
+logger = logging.getLogger("llava_ov.train")
+
+
+@dataclass
+class StageResult:
+    name: str
+    export: Path
+    steps: int
+    seconds: float = 0.0
+    eval: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    skipped: bool = False  # already finished by an earlier run
+
+
+class Task:
+    """One stage as the loop runs it. ``stage`` has ``max_steps``, ``grad_accum`` and ``optim``
+    (:class:`llava_ov.train.config.OptimConfig`); subclasses build ``model`` and fill the hooks."""
+
+    name: str
+    stage: Any
+    model: nn.Module
+    global_loss: bool = False  # forward() returns the same all-rank loss on every rank
+
+    def build(self, env: D.DistEnv) -> None:
+        """Prepare data (rank 0 first), build ``self.model`` (seeded), freeze what does not train."""
+        raise NotImplementedError
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups (``name``, ``params``, ``lr``, ``base_lr``, ``weight_decay``) of the engine's parameters."""
+        raise NotImplementedError
+
+    def make_loader(self, env: D.DistEnv, resume: dict[str, Any] | None) -> Any:
+        """This rank's batches: an iterable with ``state_dict()`` (exact resume) and ``stats`` (:class:`DataStats`)."""
+        raise NotImplementedError
+
+    def weight(self, batch: Any) -> float:
+        """What this rank's micro-batch loss averages over (target tokens, samples)."""
+        raise NotImplementedError
+
+    def forward(self, engine: Any, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """The micro-batch's mean loss (computed here, outside the model's forward) and extra values to log."""
+        raise NotImplementedError
+
+    def counts(self, batch: Any) -> dict[str, float]:
+        """Per-batch quantities summed over micro-batches and ranks for the step record."""
+        return {}
+
+    def step_record(self, sums: dict[str, float], seconds: float, env: D.DistEnv) -> dict[str, Any]:
+        """Derived fields of the step record (throughput, MFU) from the summed counts."""
+        return {}
+
+    def extra_step(self, lr_factor: float, env: D.DistEnv) -> dict[str, float]:
+        """Optimizers outside the engine (e.g. sharded heads) after the engine's step; their LRs."""
+        return {}
+
+    def save_extra(self, path: Path, env: D.DistEnv) -> None:
+        """State outside the engine and the loader (collective), into the checkpoint folder ``path``."""
+
+    def load_extra(self, path: Path, env: D.DistEnv, state: dict[str, Any]) -> None:
+        """Restore :meth:`save_extra` (``state``: the trainer state of that checkpoint)."""
+
+    def check_world_size(self, state: dict[str, Any], env: D.DistEnv) -> None:
+        if state["world_size"] != env.world_size:
+            raise ValueError(f"the checkpoint was written by {state['world_size']} ranks; exact resume needs the same "
+                             f"world size (running {env.world_size})")
+
+    def describe(self, env: D.DistEnv) -> str:
+        return f"stage {self.name}"
+
+    def export(self, engine: Any, env: D.DistEnv, final: Path) -> None:
+        raise NotImplementedError
+
+    def evaluate(self, final: Path, env: D.DistEnv, metrics: MetricsLogger) -> dict[str, Any] | None:
+        return None
+
+    def release(self) -> None:
+        """Drop what the stage built (before evaluation loads the export)."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def stats_state(stats: DataStats) -> dict[str, Any]:
+    return {"used": stats.used, "skipped": dict(stats.skipped), "by_source": dict(stats.by_source)}
+
+
+def restore_stats(stats: DataStats, state: dict[str, Any]) -> None:
+    stats.used = int(state["used"])
+    stats.skipped.update(state["skipped"])
+    stats.by_source.update(state["by_source"])
+
+
+def train_step(task: Task, engine: Any, loader: Any, it: Any, env: D.DistEnv, step: int,
+               step_offset: int) -> dict[str, Any] | None:
+    """One optimizer step (collective); None when a rank's data ran out (every rank then stops)."""
+    gas, max_steps = task.stage.grad_accum, task.stage.max_steps
+    timer = StepTimer()
+    batches: list[Any] = []
+    for _ in range(gas):
+        t = time.perf_counter()
+        batch = next(it, None)
+        timer.wait(time.perf_counter() - t)
+        if batch is None:
+            break
+        batches.append(batch)
+    local = [task.weight(b) for b in batches] + [0.0] * (gas - len(batches))
+    *per_micro, exhausted = D.all_reduce_sum([*local, float(len(batches) < gas)])
+    if exhausted:
+        return None
+    total = max(sum(per_micro), 1e-12)
+    factor = stage_lr_factor(task.stage.optim, step, max_steps)
+    lrs = set_lr(engine.optimizer, factor)
+    loss_sum, extra = 0.0, {}
+    for m, batch in enumerate(batches):
+        loss, logs = task.forward(engine, batch)
+        w = per_micro[m] / env.world_size if task.global_loss else local[m]  # this rank's share of the weight
+        scale = (per_micro[m] if task.global_loss else local[m]) * env.world_size * gas / total
+        engine.backward(loss * scale)
+        engine.step()
+        loss_sum += float(loss.detach()) * w
+        for k, v in logs.items():
+            extra[k] = extra.get(k, 0.0) + v
+    lrs |= task.extra_step(factor, env)
+    grad_norm = engine.get_global_grad_norm()
+    seconds = timer.elapsed
+    stats = loader.stats
+    counts: dict[str, float] = {}
+    for b in batches:
+        for k, v in task.counts(b).items():
+            counts[k] = counts.get(k, 0.0) + v
+    keys, extra_keys = sorted(counts), sorted(extra)
+    sums = D.all_reduce_sum([loss_sum, timer.data_wait, stats.used, *(stats.skipped.get(r, 0) for r in REASONS),
+                             *(counts[k] for k in keys), *(extra[k] for k in extra_keys)])
+    loss, wait, used, *rest = sums
+    skips, rest = rest[:len(REASONS)], rest[len(REASONS):]
+    summed = dict(zip(keys, rest[:len(keys)]))
+    record = {
+        "stage": task.name, "step": step + 1, "max_steps": max_steps, "global_step": step_offset + step + 1,
+        "loss": loss / total, "weight": total,
+        **{f"lr/{k}": v for k, v in lrs.items()},
+        "grad_norm": None if grad_norm is None else float(grad_norm),
+        **task.step_record(summed, seconds, env),
+        "step_time_s": seconds, "data_wait_s": wait / env.world_size, "peak_mem_gb": D.peak_memory_gb(env.device),
+        **{k: (v / env.world_size if task.global_loss else v) for k, v in zip(extra_keys, rest[len(keys):])},
+        "used_samples": int(used), "skipped": int(sum(skips)),
+        **{f"skipped/{r}": int(n) for r, n in zip(REASONS, skips) if n},
+        "time": time.time(),
+    }
+    if not math.isfinite(record["loss"]):
+        raise FloatingPointError(f"stage {task.name} step {step + 1}: loss is {record['loss']}")
+    return record
+
+
+def run_task(task: Task, run: Any, env: D.DistEnv, metrics: MetricsLogger, step_offset: int = 0) -> StageResult:
+    """Train one stage (collective). ``run``: the run config (``output_dir``, ``seed``, ``deepspeed``,
+    ``checkpoint``, ``log`` sections)."""
+    name, stage = task.name, task.stage
+    sdir, final = C.stage_dir(run.output_dir, name), C.final_dir(run.output_dir, name)
+    if run.checkpoint.resume != "none" and C.is_complete_export(final):
+        metrics.write(f"stage {name}: already exported at {final}, skipped")
+        return StageResult(name, final, stage.max_steps, skipped=True)
+    start_time = time.perf_counter()
+    task.build(env)
+    optimizer = build_optimizer(task.param_groups(), stage.optim)
+    engine = D.build_engine(task.model, optimizer, D.deepspeed_config(run.deepspeed, env, stage.grad_accum,
+                                                                       stage.optim.grad_clip))
+    seed_everything(run.seed * 1000 + env.rank)
+    start, rank_state = 0, {}
+    path = C.find_resume(run.checkpoint.resume, sdir / C.CHECKPOINTS)
+    if path is not None:
+        state, rank_state = C.load(engine, env, path, task.check_world_size)
+        task.load_extra(path, env, state)
+        start = int(state["step"])
+        logger.info("resumed from %s (step %d)", path, start)
+    loader = task.make_loader(env, rank_state.get("data"))
+    if "stats" in rank_state:
+        restore_stats(loader.stats, rank_state["stats"])
+    if "rng" in rank_state:
+        C.set_rng_state(rank_state["rng"])
+    metrics.write(task.describe(env) + f", ZeRO-{run.deepspeed.zero_stage}, {env.world_size} rank(s), {env.dtype}, "
+                  f"device {env.device}")
+    metrics.start_stage(name, start, stage.max_steps)
+    it = iter(loader)
+    step = start
+    for step in range(start, stage.max_steps):
+        record = train_step(task, engine, loader, it, env, step, step_offset)
+        if record is None:
+            metrics.write(f"stage {name}: the training data ran out after {step} steps")
+            break
+        metrics.log(record)
+        done = step + 1
+        if run.checkpoint.every and done % run.checkpoint.every == 0 and done < stage.max_steps:
+            C.save(engine, env, sdir / C.CHECKPOINTS, done, {"stage": name, "config": to_dict(run)},
+                   {"data": loader.state_dict(), "stats": stats_state(loader.stats)}, run.checkpoint.keep,
+                   extra=task.save_extra)
+    else:
+        step = stage.max_steps
+    metrics.end_stage()
+    totals = D.all_gather_object(stats_state(loader.stats))
+    data_summary = {"used": sum(t["used"] for t in totals),
+                    "skipped": {r: sum(t["skipped"].get(r, 0) for t in totals) for r in REASONS}}
+    metrics.write(f"stage {name}: data used {data_summary['used']} samples, skipped "
+                  f"{sum(data_summary['skipped'].values())} {({k: v for k, v in data_summary['skipped'].items() if v})}")
+    task.export(engine, env, final)
+    metrics.write(f"stage {name}: exported {final}")
+    del engine, optimizer, loader, it
+    task.release()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    summary = task.evaluate(final, env, metrics)
+    return StageResult(name, final, step, time.perf_counter() - start_time, summary, data_summary)
+
+
+__all__ = ["StageResult", "Task", "restore_stats", "run_task", "seed_everything", "stats_state", "train_step"]
