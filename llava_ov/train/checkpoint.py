@@ -143,9 +143,13 @@ def load(engine: Any, env: D.DistEnv, path: Path, check_world_size: Any = None) 
     elif state["world_size"] != env.world_size:
         raise ValueError(f"{path} was written by {state['world_size']} ranks; exact resume needs the same "
                          f"world size (running {env.world_size})")
-    D.load_checkpoint(engine, path.parent, path.name)
-    rank_file = path / f"rank_{env.rank:05d}.pt"
     same = state["world_size"] == env.world_size
+    if not same:
+        logger.warning("%s was written by %d ranks, this run has %d: the weights are restored, the engine's "
+                       "optimizer moments and the data-stream positions start afresh", path, state["world_size"],
+                       env.world_size)
+    D.load_checkpoint(engine, path.parent, path.name, module_only=not same)
+    rank_file = path / f"rank_{env.rank:05d}.pt"
     rank_state = torch.load(rank_file, weights_only=False) if same else {}
     return state, rank_state
 

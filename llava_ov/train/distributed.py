@@ -149,9 +149,12 @@ def save_checkpoint(engine: Any, root: Path, tag: str) -> None:
     engine.save_checkpoint(str(root), tag=tag, exclude_frozen_parameters=True)
 
 
-def load_checkpoint(engine: Any, root: Path, tag: str) -> None:
+def load_checkpoint(engine: Any, root: Path, tag: str, module_only: bool = False) -> None:
+    """Restore the engine (``module_only``: the weights alone, e.g. when the optimizer's ZeRO partitions
+    were written by another world size)."""
     path, _ = engine.load_checkpoint(str(root), tag=tag, load_module_strict=False,
-                                     load_optimizer_states=True, load_lr_scheduler_states=False)
+                                     load_optimizer_states=not module_only, load_lr_scheduler_states=False,
+                                     load_module_only=module_only)
     if path is None:
         raise FileNotFoundError(f"DeepSpeed found no checkpoint {root}/{tag}")
 

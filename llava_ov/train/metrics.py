@@ -63,8 +63,8 @@ class MetricsLogger:
     """Rank 0 writes ``metrics.jsonl`` (appended, so resumed runs continue it), wandb and the console.
     Other ranks hold a logger that does nothing."""
 
-    CONSOLE_KEYS = ("loss", "grad_norm", "tokens_per_s", "visual_tokens_per_s", "mfu", "data_wait_s",
-                    "peak_mem_gb", "skipped")
+    CONSOLE_KEYS = ("loss", "grad_norm", "tokens_per_s", "visual_tokens_per_s", "samples_per_s", "mfu",
+                    "data_wait_s", "peak_mem_gb", "skipped")
 
     def __init__(self, cfg: LogConfig, output_dir: Path, run_config: dict[str, Any], enabled: bool) -> None:
         self.cfg, self.enabled = cfg, enabled
@@ -103,7 +103,7 @@ class MetricsLogger:
             self.bar.update(1)
         if step % self.cfg.every == 0 or step == record.get("max_steps"):
             lrs = " ".join(f"lr[{k[3:]}]={v:.2e}" for k, v in record.items() if k.startswith("lr/"))
-            line = " ".join(f"{k}={_fmt(record.get(k))}" for k in self.CONSOLE_KEYS)
+            line = " ".join(f"{k}={_fmt(record.get(k))}" for k in self.CONSOLE_KEYS if k in record)
             self.write(f"[{record['stage']} {step}/{record.get('max_steps')}] {line} {lrs}")
 
     def write(self, text: str) -> None:

@@ -1,0 +1,136 @@
+"""Typed configuration of an encoder pretraining run (``deepspeed scripts/pretrain_encoder.py``).
+
+Sections: ``encoder`` (the OV-Encoder preset / overrides, or an export to continue from), ``heads``
+(one partial-FC head per data kind, each with its own concept bank, loss weight and learning rate),
+``data_config`` + ``data`` (a :class:`llava_ov.data.DataConfig`: sources, codec, shuffling, workers),
+``mix`` (the input modes of video samples), ``pretrain`` (steps, accumulation, AdamW + schedule),
+and the trainer's shared ``deepspeed`` / ``checkpoint`` / ``log`` sections. Loaded strictly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from encoder.config import ConfigError, load_config, merge
+from llava_ov.train.config import CheckpointConfig, DeepSpeedConfig, LogConfig, OptimConfig
+
+BUILD_KEYS = ("teacher", "teacher_path", "frames", "input_size", "pool", "centres", "topk", "iters", "redo",
+              "backend", "seed")
+
+
+@dataclass
+class HeadConfig:
+    """One partial-FC head: a bank, the sources it serves, its loss weight and LR."""
+
+    bank: str = ""  # concept bank folder (scripts/build_concept_bank.py)
+    sources: list[str] = field(default_factory=list)  # data sources it serves ([]: every source)
+    weight: float = 1.0  # loss weight (losses of all heads are weighted and summed)
+    lr: float | None = None  # peak LR of its centres (None: pretrain.optim.lr)
+    weight_decay: float = 0.0
+    sample_rate: float = 0.1  # fraction of each rank's centres scored per step (positives always)
+    num_labels: int = 8  # stored labels drawn per sample and step
+    scale: float = 64.0
+    margin: float = 0.3
+    grad_clip: float = 5.0  # on the head's own (sharded) centres; 0: none
+    # When ``bank`` does not exist yet: build it before training from the sources this head serves
+    # (scripts/build_concept_bank.py's settings: teacher / frames / input_size / pool / centres / topk /
+    # iters / redo / backend); {} = the bank must exist.
+    build: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not self.bank:
+            raise ConfigError("every head needs a bank folder (heads.<name>.bank)")
+        if self.weight <= 0 or not 0 < self.sample_rate <= 1 or self.num_labels < 1:
+            raise ConfigError("a head needs weight > 0, 0 < sample_rate <= 1 and num_labels >= 1")
+        if bad := sorted(set(self.build) - set(BUILD_KEYS)):
+            raise ConfigError(f"unknown heads.<name>.build key(s) {bad}; valid: {list(BUILD_KEYS)}")
+
+
+@dataclass
+class MixConfig:
+    """Input modes of a video sample, drawn per sample and step with these shares (images: image mode)."""
+
+    codec: float = 0.5
+    frames: float = 0.375
+    collage: float = 0.125
+
+    def validate(self) -> None:
+        shares = (self.codec, self.frames, self.collage)
+        if min(shares) < 0 or sum(shares) <= 0:
+            raise ConfigError(f"mix shares must be >= 0 and not all 0, got {shares}")
+
+    def modes(self) -> tuple[list[str], list[float]]:
+        pairs = [(m, s) for m, s in (("codec", self.codec), ("frames", self.frames), ("collage", self.collage)) if s > 0]
+        return [m for m, _ in pairs], [s for _, s in pairs]
+
+
+@dataclass
+class EncoderSection:
+    size: str = "debug"  # OV-Encoder preset (encoder.model.PRESETS)
+    overrides: dict = field(default_factory=dict)  # ViTConfig overrides
+    init_from: str | None = None  # an encoder export to continue from (folder / hub id)
+
+
+@dataclass
+class PretrainStage:
+    max_steps: int = 300
+    grad_accum: int = 1
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.05, grad_clip=5.0))
+
+    def validate(self) -> None:
+        if self.max_steps < 1 or self.grad_accum < 1:
+            raise ConfigError("pretrain.max_steps and pretrain.grad_accum must be >= 1")
+        self.optim.validate()
+
+
+@dataclass
+class ProbeSection:
+    """After training: an attentive probe of the export vs the same encoder at random init."""
+
+    enabled: bool = True
+    overrides: list[str] = field(default_factory=list)  # ProbeConfig overrides (eval/probe.py keys)
+
+
+@dataclass
+class PretrainConfig:
+    output_dir: str = "outputs/pretrain"
+    seed: int = 0
+    threads: int | None = None
+    encoder: EncoderSection = field(default_factory=EncoderSection)
+    heads: dict = field(default_factory=dict)  # name -> HeadConfig fields
+    data_config: str = "data_configs/synthetic_motion_qa.yaml"
+    data: dict = field(default_factory=dict)  # DataConfig overrides
+    mix: MixConfig = field(default_factory=MixConfig)
+    pretrain: PretrainStage = field(default_factory=PretrainStage)
+    deepspeed: DeepSpeedConfig = field(default_factory=lambda: DeepSpeedConfig(zero_stage=1))
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    probe: ProbeSection = field(default_factory=ProbeSection)
+
+    def head_configs(self) -> dict[str, HeadConfig]:
+        return {name: merge(HeadConfig(), dict(h), prefix=f"heads.{name}.") for name, h in self.heads.items()}
+
+    def validate(self) -> None:
+        if not self.heads:
+            raise ConfigError("heads is empty: pretraining needs at least one head with a concept bank")
+        heads = self.head_configs()
+        served = [s for h in heads.values() for s in h.sources]
+        if len(served) != len(set(served)):
+            raise ConfigError(f"a source is served by two heads: {served}")
+        if sum(not h.sources for h in heads.values()) > 1:
+            raise ConfigError("at most one head may serve every remaining source (sources: [])")
+        if self.deepspeed.zero_stage not in (0, 1, 2):
+            raise ConfigError("encoder pretraining runs ZeRO-0/1/2 (the partial-FC centres are sharded by the task)")
+        self.pretrain.validate()
+        self.mix.validate()
+
+
+def load_pretrain_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:
+    cfg = load_config(PretrainConfig, path, overrides)
+    cfg.validate()
+    return cfg
+
+
+__all__ = ["BUILD_KEYS", "EncoderSection", "HeadConfig", "MixConfig", "PretrainConfig", "PretrainStage", "ProbeSection",
+           "load_pretrain_config"]

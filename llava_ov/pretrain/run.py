@@ -1,0 +1,80 @@
+"""The pretraining app: concept banks (built first when a head asks for it), then the pretrain task on
+the shared loop, the loss curve and the probe of the export."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from encoder.config import to_dict
+from encoder.pretrain.bank import build_bank
+from encoder.pretrain.kmeans import KMeansConfig
+from llava_ov.data.mixture import resolve_shards
+from llava_ov.data.shards import expand_shards
+from llava_ov.pretrain.config import HeadConfig, PretrainConfig
+from llava_ov.pretrain.features import TeacherConfig, embedding_stream, spill
+from llava_ov.pretrain.task import STAGE, PretrainTask
+from llava_ov.train import build as B
+from llava_ov.train import distributed as D
+from llava_ov.train.loop import StageResult, run_task
+from llava_ov.train.metrics import MetricsLogger, plot_loss
+
+logger = logging.getLogger("llava_ov.pretrain")
+
+
+def build_head_bank(task: PretrainTask, name: str, head: HeadConfig, progress: bool = True) -> dict[str, Any]:
+    """A head's bank from the shards of the sources it serves, with ``head.build`` settings."""
+    b = dict(head.build)
+    teacher = TeacherConfig(kind=b.get("teacher", "pixels"), path=b.get("teacher_path"), frames=int(b.get("frames", 8)),
+                            input_size=int(b.get("input_size", 112)), pool=int(b.get("pool", 4)))
+    km = KMeansConfig(num_centres=int(b.get("centres", 64)), topk=int(b.get("topk", 10)), iters=int(b.get("iters", 20)),
+                      redo=int(b.get("redo", 1)), backend=b.get("backend", "auto"), seed=int(b.get("seed", 0)))
+    index = list(task.head_cfgs).index(name)
+    shards = [s for i, src in enumerate(task.data_cfg.sources) if task.head_of_source[i] == index
+              for s in expand_shards(resolve_shards(task.data_cfg, src))]
+    out = B.resolve_path(head.bank)
+    stream = spill(embedding_stream(shards, teacher), out.with_name(out.name + ".features"), progress)
+    return build_bank(stream, km, out, {"teacher": teacher.kind, "teacher_config": vars(teacher), "shards": shards},
+                      progress=progress)
+
+
+def ensure_banks(task: PretrainTask, env: D.DistEnv, metrics: MetricsLogger) -> None:
+    """Rank 0 builds every missing bank whose head has ``build`` settings; the others wait."""
+    B.prepare(task.data_cfg, env)
+    if env.is_main:
+        for name, head in task.head_cfgs.items():
+            if not B.resolve_path(head.bank).exists() and head.build:
+                summary = build_head_bank(task, name, head, task.cfg.log.progress)
+                metrics.write(f"head {name}: built concept bank {head.bank}: {summary['num_samples']} samples, "
+                              f"{summary['num_centres']} centres, empty {summary['empty_clusters']}")
+    D.barrier()
+
+
+def pretrain(cfg: PretrainConfig) -> StageResult:
+    """The whole run (collective under a launcher)."""
+    task = PretrainTask(cfg)  # config and data errors before any process group
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    env = D.init_distributed(cfg.deepspeed)
+    from llava_ov.train.trainer import setup_logging
+
+    setup_logging(env)
+    out = Path(cfg.output_dir)
+    metrics = MetricsLogger(cfg.log, out, to_dict(cfg), env.is_main)
+    try:
+        ensure_banks(task, env, metrics)
+        result = run_task(task, cfg, env, metrics)
+        if cfg.log.plot and env.is_main:
+            png = plot_loss(out / "metrics.jsonl", out / "loss_curve.png", [STAGE])
+            if png is not None:
+                metrics.write(f"loss curve: {png}")
+    finally:
+        metrics.close()
+    D.barrier()
+    return result
+
+
+__all__ = ["build_head_bank", "ensure_banks", "pretrain"]
