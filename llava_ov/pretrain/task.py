@@ -37,6 +37,7 @@ from llava_ov.train.optim import no_decay
 
 logger = logging.getLogger("llava_ov.pretrain")
 STAGE = "pretrain"
+INPUT_MODES = ("codec", "frames", "collage", "image", "precomputed")  # counted per step (same keys on every rank)
 
 
 class PooledEncoder(nn.Module):
@@ -137,7 +138,7 @@ class PretrainTask(Task):
         return loss, logs
 
     def counts(self, batch: PretrainBatch) -> dict[str, float]:
-        out = {"samples": batch.num_samples, "patches": batch.num_patches}
+        out = {"samples": batch.num_samples, "patches": batch.num_patches} | {f"mode/{m}": 0 for m in INPUT_MODES}
         for mode in batch.modes:
             out[f"mode/{mode}"] = out.get(f"mode/{mode}", 0) + 1
         return out
@@ -146,7 +147,7 @@ class PretrainTask(Task):
         n = max(sums.get("samples", 0), 1)
         return {"samples": int(sums.get("samples", 0)), "samples_per_s": sums.get("samples", 0) / seconds,
                 "patches_per_sample": sums.get("patches", 0) / n,
-                **{k: v / n for k, v in sums.items() if k.startswith("mode/")}}
+                **{k: v / n for k, v in sums.items() if k.startswith("mode/") and v}}
 
     def extra_step(self, lr_factor: float, env: D.DistEnv) -> dict[str, float]:
         return self.heads.step(lr_factor, env.world_size * self.stage.grad_accum)

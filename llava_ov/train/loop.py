@@ -82,7 +82,8 @@ class Task:
         raise NotImplementedError
 
     def counts(self, batch: Any) -> dict[str, float]:
-        """Per-batch quantities summed over micro-batches and ranks for the step record."""
+        """Per-batch quantities summed over micro-batches and ranks for the step record (the same keys
+        for every batch: they are all-reduced by position)."""
         return {}
 
     def step_record(self, sums: dict[str, float], seconds: float, env: D.DistEnv) -> dict[str, Any]:

@@ -114,3 +114,36 @@ def test_bad_banks_and_labels_fail_clearly():
     head = PartialFC(5, 4)
     with pytest.raises(ValueError, match="label 7 is outside the concept bank of 5 centres"):
         head(torch.randn(2, 4), torch.tensor([[0, 7], [1, 2]]))
+
+
+def dp_step(rank: int, world: int, sizes: list[int]) -> dict:
+    """A backbone (linear) under data parallelism as the trainer runs it: the global loss scaled by the
+    world size (the loop's rule for a global loss), backbone gradients averaged over ranks (DeepSpeed),
+    the sharded centres' gradients divided by the world size (the head optimizer's rule)."""
+    import torch.distributed as dist
+
+    bank, embs, labels, _ = problem(sizes)
+    torch.manual_seed(0)
+    backbone = torch.nn.Linear(D, D)
+    head = PartialFC(C, D, num_labels=K, init=bank)
+    out = head(backbone(embs[rank]), labels[rank], torch.Generator().manual_seed(100 + rank))
+    (out.loss * world).backward()
+    grads = [p.grad.clone() for p in backbone.parameters()]
+    if world > 1:
+        for g in grads:
+            dist.all_reduce(g)
+    return {"backbone": [g / world for g in grads], "centres": head.weight.grad / world, "bounds": (head.start, head.end)}
+
+
+def test_data_parallel_scaling_gives_the_single_process_gradient(tmp_path):
+    sizes = [3, 4]
+    bank, embs, labels, drawn = problem(sizes)  # the 7 samples in one process, with the ranks' label draws
+    torch.manual_seed(0)
+    backbone = torch.nn.Linear(D, D)
+    centres = bank.clone().requires_grad_(True)
+    dense_margin_softmax(backbone(torch.cat(embs)), centres, torch.cat(labels), torch.cat(drawn)).backward()
+    for r in run_ranks(dp_step, 2, tmp_path, sizes):
+        for got, want in zip(r["backbone"], backbone.parameters()):
+            torch.testing.assert_close(got, want.grad, rtol=1e-4, atol=1e-6)
+        a, b = r["bounds"]
+        torch.testing.assert_close(r["centres"], centres.grad[a:b], rtol=1e-4, atol=1e-6)
