@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--variants", nargs="+", default=None, help="names (default: all five), e.g. 'SigLIP2 frames'")
     ap.add_argument("--quick", action="store_true", help="tiny models, a few steps, one budget and seed")
     ap.add_argument("--lrs", nargs="+", default=None, metavar="LR",
-                    help="SFT peak LRs searched per variant ('recipe' = default.yaml's; default: recipe 3e-4; --quick: recipe)")
+                    help="SFT peak LRs searched per variant ('recipe' = default.yaml's 1e-3; default: recipe 3e-4 1e-4; --quick: recipe)")
     ap.add_argument("--tune-budget", type=int, default=None, help="budget of the LR search (default: the middle one)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="run config overrides for every run")
     return ap.parse_args(argv)

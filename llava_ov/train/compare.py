@@ -80,7 +80,7 @@ class CompareConfig:
     quick: bool = False
     # SFT peak LRs searched for every variant (None: the recipe's own, sft.optim.lr of default.yaml), at
     # ``tune_budget`` (None: the middle budget) and the first seed; one value: no search.
-    lrs: tuple[float | None, ...] = (None, 3e-4)
+    lrs: tuple[float | None, ...] = (None, 3e-4, 1e-4)
     tune_budget: int | None = None
     tail: float = 0.1  # the choice: lowest mean SFT training loss over this last fraction of steps
 
