@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--frames", type=int, default=8, help="video frames per embedding (concatenated)")
     ap.add_argument("--input-size", type=int, default=112, help="frame side the teacher sees")
     ap.add_argument("--pool", type=int, default=4, help="pixels teacher: pooled grid side")
+    ap.add_argument("--centre", action="store_true", help="pixels teacher: subtract each clip's mean frame first")
     ap.add_argument("--centres", type=int, default=64, help="k-means centres")
     ap.add_argument("--topk", type=int, default=10, help="nearest centres stored per sample")
     ap.add_argument("--iters", type=int, default=20)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     teacher = TeacherConfig(kind=args.teacher, path=args.teacher_path, keys=args.keys, frames=args.frames,
-                            input_size=args.input_size, pool=args.pool)
+                            input_size=args.input_size, pool=args.pool, centre=args.centre)
     km = KMeansConfig(num_centres=args.centres, topk=args.topk, iters=args.iters, redo=args.redo,
                       backend=args.backend, seed=args.seed)
     try:
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         stream = embedding_stream(shards, teacher, stats)
         if args.teacher != "npy":  # the teacher runs once; both k-means passes read the spilled blocks
             stream = spill(stream, out.with_name(out.name + ".features"), progress=not args.no_progress)
-        meta = {"teacher": args.teacher if args.teacher == "pixels" else f"{args.teacher}:{args.teacher_path}",
+        name = ("pixels-centred" if args.centre else "pixels") if args.teacher == "pixels" else f"{args.teacher}:{args.teacher_path}"
+        meta = {"teacher": name,
                 "teacher_config": vars(teacher), "shards": [str(s) for s in shards]}
         summary = build_bank(stream, km, out, meta, progress=not args.no_progress)
     except ConfigError as e:

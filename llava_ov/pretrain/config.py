@@ -15,7 +15,7 @@ from pathlib import Path
 from encoder.config import ConfigError, load_config, merge
 from llava_ov.train.config import CheckpointConfig, DeepSpeedConfig, LogConfig, OptimConfig
 
-BUILD_KEYS = ("teacher", "teacher_path", "frames", "input_size", "pool", "centres", "topk", "iters", "redo",
+BUILD_KEYS = ("teacher", "teacher_path", "frames", "input_size", "pool", "centre", "centres", "topk", "iters", "redo",
               "backend", "seed")
 
 

@@ -29,7 +29,8 @@ def build_head_bank(task: PretrainTask, name: str, head: HeadConfig, progress: b
     """A head's bank from the shards of the sources it serves, with ``head.build`` settings."""
     b = dict(head.build)
     teacher = TeacherConfig(kind=b.get("teacher", "pixels"), path=b.get("teacher_path"), frames=int(b.get("frames", 8)),
-                            input_size=int(b.get("input_size", 112)), pool=int(b.get("pool", 4)))
+                            input_size=int(b.get("input_size", 112)), pool=int(b.get("pool", 4)),
+                            centre=bool(b.get("centre", False)))
     km = KMeansConfig(num_centres=int(b.get("centres", 64)), topk=int(b.get("topk", 10)), iters=int(b.get("iters", 20)),
                       redo=int(b.get("redo", 1)), backend=b.get("backend", "auto"), seed=int(b.get("seed", 0)))
     index = list(task.head_cfgs).index(name)
@@ -37,7 +38,8 @@ def build_head_bank(task: PretrainTask, name: str, head: HeadConfig, progress: b
               for s in expand_shards(resolve_shards(task.data_cfg, src))]
     out = B.resolve_path(head.bank)
     stream = spill(embedding_stream(shards, teacher), out.with_name(out.name + ".features"), progress)
-    return build_bank(stream, km, out, {"teacher": teacher.kind, "teacher_config": vars(teacher), "shards": shards},
+    name_ = "pixels-centred" if teacher.kind == "pixels" and teacher.centre else teacher.kind
+    return build_bank(stream, km, out, {"teacher": name_, "teacher_config": vars(teacher), "shards": shards},
                       progress=progress)
 
 

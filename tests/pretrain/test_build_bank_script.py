@@ -41,6 +41,15 @@ def test_pixels_teacher_concatenates_frames_in_order(shards):
     assert not np.allclose(per_frame[:, 0], per_frame[:, -1])  # time order kept: first != last frame
 
 
+def test_centred_pixels_keep_only_what_changes(shards):
+    plain = np.concatenate([b for _, b in embedding_stream(shards[:1], TeacherConfig(frames=4, input_size=32, pool=2))()])
+    cfg = TeacherConfig(frames=4, input_size=32, pool=2, centre=True)
+    centred = np.concatenate([b for _, b in embedding_stream(shards[:1], cfg)()]).reshape(-1, 4, 12)
+    np.testing.assert_allclose(centred.sum(1), 0.0, atol=1e-5)  # each clip's mean frame is removed
+    np.testing.assert_allclose(centred, plain.reshape(-1, 4, 12) - plain.reshape(-1, 4, 12).mean(1, keepdims=True),
+                               atol=1e-5)
+
+
 def test_script_builds_a_bank_keyed_by_sample(shards, tmp_path):
     res = run("--shards", shards[0], shards[1], "--out", str(tmp_path / "bank"), "--centres", "4",
               "--topk", "2", "--backend", "torch", "--frames", "4", "--input-size", "32")

@@ -3,11 +3,13 @@ re-shards the centres, an incomplete checkpoint falls back, the export is an LMM
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from pretrain_support import DEFAULT_YAML, copy_checkpoint, launch, records, tiny_config, tiny_overrides
 from safetensors.torch import load_file
 
@@ -44,6 +46,23 @@ def test_the_bank_is_built_and_the_loss_falls(data_root, bank, tmp_path):
     assert sum(r.get(f"mode/{m}", 0) * 4 for r in recs for m in ("codec", "frames", "collage")) == 120
     assert {m for r in recs for m in ("codec", "frames", "collage") if r.get(f"mode/{m}")} == {"codec", "frames", "collage"}
     assert (res.export / "model.safetensors").is_file() and (res.export / "pretrain.json").is_file()
+
+
+def test_two_heads_each_with_its_bank_weight_and_lr(data_root, bank, tmp_path):
+    """Two sources (direction clips / the rest), one head each: both losses logged, their own LRs."""
+    sources = ("[{name: dirs, shards: 'synthetic:train', where: {qtype: direction}}, "
+               "{name: rest, shards: 'synthetic:train', where: {qtype: [color, count, appeared, which_moved]}}]")
+    heads = (f"{{video: {{bank: {bank}, sources: [dirs], num_labels: 2, lr: 0.002}}, "
+             f"other: {{bank: {bank}, sources: [rest], num_labels: 1, weight: 0.5, lr: 0.0005}}}}")
+    cfg = tiny_config(tmp_path, data_root, bank, **{"data.sources": sources, "pretrain.max_steps": 3,
+                                                    "checkpoint.every": 0, "pretrain.optim.warmup_steps": 0,
+                                                    "pretrain.optim.schedule": "constant"})
+    cfg = dataclasses.replace(cfg, heads=yaml.safe_load(heads))
+    cfg.validate()
+    pretrain(cfg)
+    recs = records(tmp_path)
+    assert all("loss/video" in r and "loss/other" in r for r in recs)
+    assert recs[0]["lr/head/video"] == 0.002 and recs[0]["lr/head/other"] == 0.0005 and recs[0]["lr/encoder"] == 1e-3
 
 
 def test_exact_resume_one_rank(data_root, bank, tmp_path):
