@@ -3,6 +3,8 @@
     python scripts/build_concept_bank.py                      # embedded default: the synthetic clips
     python scripts/build_concept_bank.py --shards 'data/vid-{000000..000099}.tar' --centres 400000 \\
         --teacher ov_encoder --teacher-path runs/enc/final --frames 8 --input-size 224
+    python scripts/build_concept_bank.py --teacher tower --tower siglip2 \
+        --teacher-path google/siglip2-so400m-patch16-naflex --input-size 256 --centres 400000
     python scripts/build_concept_bank.py --teacher npy --teacher-path emb.npy --keys keys.txt --centres 2000000
 
 The bank folder (default: ``concept_bank`` next to the shards) holds centres.npy, labels.npy (top-k
@@ -28,8 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="with no --shards: the data config whose synthetic split is used")
     ap.add_argument("--split", default="train", help="with no --shards: the synthetic split")
     ap.add_argument("--out", type=Path, default=None, help="bank folder (default: SHARD_DIR/concept_bank)")
-    ap.add_argument("--teacher", default="pixels", help="pixels | ov_encoder | npy")
-    ap.add_argument("--teacher-path", default=None, help="ov_encoder export / .npy embeddings")
+    ap.add_argument("--teacher", default="pixels", help="pixels | ov_encoder | tower | npy")
+    ap.add_argument("--tower", default="siglip2", help="--teacher tower: siglip2 | qwen3_vit | ov_encoder")
+    ap.add_argument("--teacher-path", default=None, help="ov_encoder export / tower weights (folder, hub id) / .npy")
     ap.add_argument("--keys", default=None, help="npy: sample keys, one per line")
     ap.add_argument("--frames", type=int, default=8, help="video frames per embedding (concatenated)")
     ap.add_argument("--input-size", type=int, default=112, help="frame side the teacher sees")
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from llava_ov.pretrain.features import FeatureStats, TeacherConfig, embedding_stream, spill
 
     args = parse_args(argv)
-    teacher = TeacherConfig(kind=args.teacher, path=args.teacher_path, keys=args.keys, frames=args.frames,
+    teacher = TeacherConfig(kind=args.teacher, path=args.teacher_path, tower=args.tower, keys=args.keys, frames=args.frames,
                             input_size=args.input_size, pool=args.pool, centre=args.centre)
     km = KMeansConfig(num_centres=args.centres, topk=args.topk, iters=args.iters, redo=args.redo,
                       backend=args.backend, seed=args.seed)
@@ -80,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         stream = embedding_stream(shards, teacher, stats)
         if args.teacher != "npy":  # the teacher runs once; both k-means passes read the spilled blocks
             stream = spill(stream, out.with_name(out.name + ".features"), progress=not args.no_progress)
-        name = ("pixels-centred" if args.centre else "pixels") if args.teacher == "pixels" else f"{args.teacher}:{args.teacher_path}"
+        name = ("pixels-centred" if args.centre else "pixels") if args.teacher == "pixels" else \
+            f"{args.teacher}:{args.tower + ':' if args.teacher == 'tower' else ''}{args.teacher_path}"
         meta = {"teacher": name,
                 "teacher_config": vars(teacher), "shards": [str(s) for s in shards]}
         summary = build_bank(stream, km, out, meta, progress=not args.no_progress)

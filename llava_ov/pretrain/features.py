@@ -8,6 +8,9 @@ bank separates motions, not only appearances); an image is one frame. Teachers:
   static content cancels and the bank clusters what moves (on the synthetic clips the top-1 centre's
   normalised mutual information with the mover's direction goes from 0.12 to 0.71, BENCHMARKS.md);
 * ``ov_encoder``: an OV-Encoder export (``path``: folder or hub id), the pooled head output per frame;
+* ``tower``: any vision tower of the LMM (``tower`` = ``siglip2`` / ``qwen3_vit`` / ``ov_encoder``,
+  ``path`` = a transformers checkpoint folder or hub id, loaded strictly), each frame as an image, the
+  mean of its output tokens;
 * ``npy``: precomputed embeddings, ``path`` = a float ``.npy`` [N, D] (or [N, F, D], flattened) with
   ``keys`` = a text file of the N sample keys.
 
@@ -33,15 +36,16 @@ from llava_ov.data.shards import ReadConfig, iter_raw_samples
 from llava_ov.data.stats import Skipped
 
 logger = logging.getLogger("llava_ov.pretrain")
-TEACHERS = ("pixels", "ov_encoder", "npy")
+TEACHERS = ("pixels", "ov_encoder", "tower", "npy")
 VIDEO_EXTS = ("mp4", "mkv", "webm", "avi", "mov")
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp")
 
 
 @dataclass
 class TeacherConfig:
-    kind: str = "pixels"  # pixels | ov_encoder | npy
-    path: str | None = None  # ov_encoder: export folder / hub id; npy: the .npy file
+    kind: str = "pixels"  # pixels | ov_encoder | tower | npy
+    path: str | None = None  # ov_encoder / tower: weights folder or hub id; npy: the .npy file
+    tower: str = "siglip2"  # tower: its name in llava_ov.model.towers
     keys: str | None = None  # npy: one sample key per line, in row order
     frames: int = 8  # video frames sampled uniformly (per-frame embeddings concatenated in order)
     input_size: int = 112  # frame side the teacher sees (ov_encoder: a multiple of its patch size)
@@ -53,7 +57,7 @@ class TeacherConfig:
     def validate(self) -> None:
         if self.kind not in TEACHERS:
             raise ConfigError(f"teacher.kind must be one of {TEACHERS}, got {self.kind!r}")
-        if self.kind in ("ov_encoder", "npy") and not self.path:
+        if self.kind in ("ov_encoder", "tower", "npy") and not self.path:
             raise ConfigError(f"teacher.kind={self.kind} needs teacher.path")
         if self.kind == "npy" and not self.keys:
             raise ConfigError("teacher.kind=npy needs teacher.keys (the sample keys of the rows)")
@@ -119,7 +123,14 @@ class Teacher:
         self.cfg = cfg
         self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if cfg.device == "auto" else cfg.device))
-        self.model = None
+        self.model = self.tower = None
+        if cfg.kind == "tower":
+            from llava_ov.model import TowerConfig, build_tower
+
+            self.tower = build_tower(TowerConfig(name=cfg.tower, path=cfg.path, output_layer=-1)).to(self.device).eval()
+            unit = self.tower.spec.unit()
+            if cfg.input_size % unit:
+                raise ConfigError(f"teacher.input_size {cfg.input_size} is not a multiple of {unit} (tower {cfg.tower})")
         if cfg.kind == "ov_encoder":
             from encoder.model import load_pretrained
 
@@ -143,7 +154,9 @@ class Teacher:
             raise ConfigError(f"samples with different frame counts ({sorted(set(counts))}) cannot share a bank: "
                               "build one bank per data kind (images and videos apart)")
         x = torch.from_numpy(np.concatenate(clips)).to(self.device)  # [sum F, H, W, 3]
-        if self.model is None:
+        if self.tower is not None:
+            emb = self.tower_frames(np.concatenate(clips))
+        elif self.model is None:
             pooled = F.adaptive_avg_pool2d(x.permute(0, 3, 1, 2).float() / 255.0 - 0.5, self.cfg.pool)
             if self.cfg.centre and counts[0] > 1:
                 pooled = pooled.view(len(clips), counts[0], *pooled.shape[1:])
@@ -152,6 +165,22 @@ class Teacher:
         else:
             emb = self.model.forward_images(x.permute(0, 3, 1, 2).contiguous(), validate=False).pooled.float()
         return emb.reshape(len(clips), -1).cpu().numpy().astype(np.float32)
+
+    def tower_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """[F, H, W, 3] frames, each as an image → [F, d]: the mean of the tower's output tokens."""
+        from PIL import Image
+
+        from encoder.codec import CodecConfig
+        from encoder.codec.pipeline import patchify_image
+        from llava_ov.data import pack_media
+        from llava_ov.model.merge import TokenCounter
+
+        spec = self.tower.spec
+        codec = CodecConfig(mode="image", patch_size=spec.patch_size)
+        sels = [patchify_image(Image.fromarray(f), codec)[0] for f in frames]
+        counter = TokenCounter(1, spec.frames_per_token, spec.merge)
+        out = self.tower(pack_media(sels, ["image"] * len(sels), [counter(s) for s in sels], spec.patch_size))
+        return torch.stack([t.float().mean(0) for t in out.features.split(out.counts)])
 
 
 def embedding_stream(shards: str | Sequence[str], cfg: TeacherConfig, stats: FeatureStats | None = None,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from encoder.pretrain.bank import ConceptBank
 from llava_ov.data.synthetic_qa import SyntheticQAConfig, generate_synthetic_qa
@@ -80,6 +81,21 @@ def test_ov_encoder_and_npy_teachers(shards, tmp_path):
     res = run("--teacher", "npy", "--teacher-path", str(tmp_path / "e.npy"), "--keys", str(tmp_path / "k.txt"),
               "--out", str(tmp_path / "b3"), "--centres", "3", "--topk", "2")
     assert res.returncode == 2 and "has 1 keys but" in res.stderr
+
+
+def test_transformers_tower_teacher(shards, tmp_path):
+    """A tiny random SigLIP2 saved in transformers' layout, loaded strictly: per-frame token means, concatenated."""
+    from llava_ov.model import TowerConfig, build_tower
+
+    torch.manual_seed(0)
+    build_tower(TowerConfig(name="siglip2", size="debug")).save_pretrained(tmp_path / "siglip2")
+    res = run("--shards", shards[0], "--out", str(tmp_path / "b"), "--teacher", "tower", "--tower", "siglip2",
+              "--teacher-path", str(tmp_path / "siglip2"), "--centres", "3", "--topk", "1", "--frames", "2",
+              "--input-size", "32")
+    assert res.returncode == 0, res.stderr[-2000:]
+    bank = ConceptBank(tmp_path / "b")
+    width = json.loads((tmp_path / "siglip2" / "config.json").read_text())["hidden_size"]
+    assert bank.dim == 2 * width and json.loads((tmp_path / "b" / "bank.json").read_text())["teacher"].startswith("tower:")
 
 
 def test_bad_settings_fail_before_any_work(tmp_path):
