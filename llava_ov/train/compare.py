@@ -223,7 +223,8 @@ def compare(cfg: CompareConfig, progress: bool = True) -> tuple[list[dict[str, A
 
     tune_b, seed0 = cfg.tuning_budget(), cfg.seeds[0]
     search_cells = [(v, tune_b, seed0, lr) for v in cfg.variants for lr in cfg.lrs] if len(cfg.lrs) > 1 else []
-    grid = [(v, b, s) for b in cfg.budgets for v in cfg.variants for s in cfg.seeds]
+    # seed-major: every budget of the first seed before the second seed (a cut-short run still spans the budgets)
+    grid = [(v, b, s) for s in cfg.seeds for b in cfg.budgets for v in cfg.variants]
     for v, b, s, lr in search_cells + [(*c, lr) for c in grid for lr in cfg.lrs]:
         run_overrides(cfg, v, b, s, lr)  # plan every cell up front: bad settings fail before hours of training
     search = []
