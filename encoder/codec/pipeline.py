@@ -136,6 +136,8 @@ def _from_codec(clip: DecodedClip, cfg: CodecConfig) -> PatchSelection:
     grid = patch_grid(clip.frames, p)
     meta = _clip_meta(clip, cfg.mode, cfg) | {
         "budget": len(sel.frame_index),
+        "budget_requested": cfg.select.budget,
+        "budget_capped": bool(sel.capped),  # the clip has fewer patches than the budget: all of them
         "select_mode": cfg.select.mode,
         "context": cfg.select.context,
         "static_fallback": bool(sel.fallback),

@@ -84,6 +84,7 @@ class Selection:
     is_context: np.ndarray  # bool [K]
     fallback: bool  # static fallback used
     groups: np.ndarray | None = None  # bitcost: int64 [T] group id per sampled frame
+    capped: bool = False  # the budget asked for more patches than the clip has: every patch is kept
 
     def __len__(self) -> int:
         return len(self.frame_index)
@@ -91,15 +92,14 @@ class Selection:
 
 # ---- budget, context, allocation --------------------------------------------------------------------
 def resolve_budget(budget: int | float, total: int) -> int:
-    """Number of patches K for ``budget`` out of ``total``: ints are counts (<= total), floats fractions."""
+    """Number of patches K for ``budget`` out of ``total``: ints are counts, capped at ``total`` (a clip
+    shorter or smaller than the budget gives every patch it has), floats fractions."""
     if isinstance(budget, bool) or not isinstance(budget, (int, float, np.integer, np.floating)):
         raise ValueError(f"budget must be an int count or a float fraction in (0, 1], got {budget!r}")
     if isinstance(budget, (int, np.integer)):
         if budget <= 0:
             raise ValueError(f"budget must be a positive number of patches, got {budget}")
-        if budget > total:
-            raise ValueError(f"budget {int(budget)} exceeds the clip's {total} patches (T*gh*gw)")
-        return int(budget)
+        return int(min(budget, total))
     if not 0.0 < float(budget) <= 1.0:
         raise ValueError(f"a float budget is a fraction and must be in (0, 1], got {budget}")
     k = int(round(float(budget) * total))
@@ -327,6 +327,7 @@ def select_patches(
         is_context=np.isin(fi, ctx),
         fallback=bool(static),
         groups=groups,
+        capped=isinstance(cfg.budget, (int, np.integer)) and not isinstance(cfg.budget, bool) and cfg.budget > t * per_frame,
     )
 
 
@@ -348,4 +349,4 @@ def random_patches(sel: Selection, scores: np.ndarray, rng: np.random.Generator)
     fi, row, col = np.unravel_index(idx, s.shape)
     return Selection(frame_index=fi.astype(np.int64), row=row.astype(np.int64), col=col.astype(np.int64),
                      score=s.reshape(-1)[idx].astype(np.float32), is_context=np.isin(fi, ctx_frames),
-                     fallback=sel.fallback, groups=sel.groups)
+                     fallback=sel.fallback, groups=sel.groups, capped=sel.capped)

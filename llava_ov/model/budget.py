@@ -118,15 +118,15 @@ def plan_image(spec: TowerSpec, budget: int, projector_merge: int = 1, aspect_hw
 
 def plan_codec(spec: TowerSpec, budget: int, num_frames: int = 64, input_size: int = 224,
                mode: str = "codec") -> MediaPlan:
-    """``codec`` / ``random``: ``budget`` patches (one LLM token each) of the dense T-frame clip."""
+    """``codec`` / ``random``: ``budget`` patches (one LLM token each) of the dense T-frame clip (all of
+    them when the clip has fewer)."""
     if mode not in ("codec", "random") or mode not in spec.modes:
         raise ValueError(f"the tower does not take the {mode!r} input mode")
     if input_size % spec.patch_size:
         raise ValueError(f"input_size {input_size} is not a multiple of patch {spec.patch_size}")
     side = input_size // spec.patch_size
-    if budget > num_frames * side * side:
-        raise ValueError(f"budget {budget} exceeds the clip's {num_frames * side * side} patches")
-    return MediaPlan(mode, num_frames, (side, side), input_size, input_size, budget, budget)
+    tokens = min(budget, num_frames * side * side)  # a budget above the clip's patches is a cap: all of them
+    return MediaPlan(mode, num_frames, (side, side), input_size, input_size, tokens, tokens)
 
 
 def frame_plans(spec: TowerSpec, budget: int, projector_merge: int = 1,

@@ -147,9 +147,9 @@ def test_image_mode_native_resolution(tmp_path):
     assert len(sel) == 28 and (sel.positions[:, 0] == 0).all()
 
 
-def test_budget_larger_than_clip_is_an_error(clips):
-    with pytest.raises(ValueError):
-        patchify(clips["mover_h264"].path, _cfg(64 * G * G + 1))
+def test_budget_larger_than_clip_is_a_cap(clips):
+    sel = patchify(clips["mover_h264"].path, _cfg(64 * G * G + 1))
+    assert len(sel) == 64 * G * G and sel.meta["budget_capped"]
 
 
 def test_grid_scores_exact_and_pooled():
@@ -205,3 +205,17 @@ def test_random_mode_keeps_codec_count_and_context(clips, select):
     canvas = patchify_with_canvas(clip.path, rand_cfg)[1].frames
     for (t, h, w), px in zip(rand.positions[:20], rand.pixels[:20]):  # pixels come from their frames
         np.testing.assert_array_equal(px, canvas[frames[int(t)], h * P:(h + 1) * P, w * P:(w + 1) * P].transpose(2, 0, 1))
+
+
+def test_a_budget_above_a_short_clip_is_a_cap(video_dir):
+    """A 1-frame clip with a 1024-patch budget gives every patch it has, and meta says so."""
+    from encoder.codec.synthetic import make_clip
+
+    one = make_clip(video_dir / "one_frame.mp4", "mover", codec="h264", width=112, height=112, num_frames=1)
+    cfg = CodecConfig(decode=DecodeConfig(num_frames=64, input_size=224), select=SelectConfig(budget=1024))
+    sel = patchify(one.path, cfg)
+    assert len(sel) == 256 and sel.meta["budget_capped"] and sel.meta["budget_requested"] == 1024
+    assert sel.meta["budget"] == 256
+    exact = patchify(one.path, CodecConfig(decode=DecodeConfig(num_frames=64, input_size=224),
+                                           select=SelectConfig(budget=256)))
+    assert len(exact) == 256 and not exact.meta["budget_capped"]
