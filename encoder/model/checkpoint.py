@@ -195,7 +195,10 @@ def read_config(name_or_path: str | Path, **overrides: Any) -> ViTConfig:
 def _read_config(directory: Path, overrides: dict[str, Any]) -> ViTConfig:
     config_path = directory / CONFIG_NAME
     if not config_path.is_file():
-        raise ValueError(f"no {CONFIG_NAME} in {directory}")
+        hint = ""
+        if (directory / "llava_ov.json").is_file() and (directory / "vision_tower").is_dir():
+            hint = f" (an LMM export: its vision tower is {directory / 'vision_tower'})"
+        raise ValueError(f"no {CONFIG_NAME} in {directory}{hint}")
     raw = json.loads(config_path.read_text())
     stats = {} if "image_mean" in raw else _preprocessor_stats(directory)
     return config_from_hf_dict({**raw, **stats}, **overrides)

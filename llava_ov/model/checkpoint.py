@@ -74,7 +74,12 @@ def read_checkpoint_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
     folder = resolve_checkpoint_dir(path)
     file = folder / CONFIG_FILE
     if not file.is_file():
-        raise ValueError(f"{folder} is not an LMM checkpoint: no {CONFIG_FILE}")
+        hint = ""
+        if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+            hint = " (it holds a vision-tower export: load it as a tower, model.tower.path=...)"
+        elif (folder / "final" / CONFIG_FILE).is_file():
+            hint = f" (a stage folder: its export is {folder / 'final'})"
+        raise ValueError(f"{folder} is not an LMM checkpoint: no {CONFIG_FILE}{hint}")
     meta = json.loads(file.read_text())
     if meta.get("format") != FORMAT or meta.get("version", 0) > VERSION:
         raise ValueError(f"{file}: unsupported format {meta.get('format')!r} version {meta.get('version')}")

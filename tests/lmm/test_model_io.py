@@ -185,3 +185,20 @@ def test_debug_config_is_a_plain_config():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="merge"):
         ModelConfig.from_dict({"projector": {"merge": 3}})
+
+
+def test_wrong_folders_say_what_they_are(tmp_path):
+    """An encoder export given as an LMM, an LMM export given as an encoder, a stage folder: one line each."""
+    from encoder.model import OVEncoder
+
+    OVEncoder.from_name("debug").save_pretrained(tmp_path / "enc")
+    with pytest.raises(ValueError, match="not an LMM checkpoint.*vision-tower export"):
+        LlavaOVModel.from_pretrained(tmp_path / "enc")
+    (tmp_path / "lmm" / "vision_tower").mkdir(parents=True)
+    (tmp_path / "lmm" / "llava_ov.json").write_text("{}")
+    with pytest.raises(ValueError, match="an LMM export: its vision tower is"):
+        OVEncoder.from_pretrained(tmp_path / "lmm")
+    (tmp_path / "stage" / "final").mkdir(parents=True)
+    (tmp_path / "stage" / "final" / "llava_ov.json").write_text("{}")
+    with pytest.raises(ValueError, match="a stage folder: its export is"):
+        LlavaOVModel.from_pretrained(tmp_path / "stage")
