@@ -3,7 +3,9 @@ the shared loop, the loss curve and the probe of the export."""
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,16 @@ def ensure_banks(task: PretrainTask, env: D.DistEnv, metrics: MetricsLogger) -> 
     D.barrier()
 
 
+def chance_reference(task: PretrainTask) -> tuple[float, str] | None:
+    """The loss of an encoder whose embeddings carry nothing (all cosines equal): log(n · e^{s·m} + 1) with
+    n the negatives scored per label, for the first head (a line on the loss plot)."""
+    name, head = next(iter(task.head_cfgs.items()))
+    bank = json.loads((B.resolve_path(head.bank) / "bank.json").read_text())
+    scored = bank["num_centres"] if head.sample_rate >= 1 else math.ceil(head.sample_rate * bank["num_centres"])
+    level = math.log(max(scored - bank["topk"], 1) * math.exp(head.scale * head.margin) + 1)
+    return level, f"chance level ({name}) {level:.2f}"
+
+
 def pretrain(cfg: PretrainConfig) -> StageResult:
     """The whole run (collective under a launcher)."""
     task = PretrainTask(cfg)  # config and data errors before any process group
@@ -70,7 +82,8 @@ def pretrain(cfg: PretrainConfig) -> StageResult:
         ensure_banks(task, env, metrics)
         result = run_task(task, cfg, env, metrics)
         if cfg.log.plot and env.is_main:
-            png = plot_loss(out / "metrics.jsonl", out / "loss_curve.png", [STAGE])
+            png = plot_loss(out / "metrics.jsonl", out / "loss_curve.png", [STAGE], "Encoder pretraining loss",
+                            "margin-softmax loss (mean over samples x labels)", chance_reference(task))
             if png is not None:
                 metrics.write(f"loss curve: {png}")
     finally:

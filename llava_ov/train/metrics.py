@@ -166,8 +166,10 @@ def smooth(values: Iterable[float], alpha: float = 0.9) -> list[float]:
     return out
 
 
-def plot_loss(metrics_path: Path, out_path: Path, stages: list[str]) -> Path | None:
-    """Loss (raw + smoothed) against the run-wide step, one colour per stage; PNG via matplotlib Agg."""
+def plot_loss(metrics_path: Path, out_path: Path, stages: list[str], title: str = "LMM training loss",
+              ylabel: str = "training loss (token mean)", reference: tuple[float, str] | None = None) -> Path | None:
+    """Loss (raw + smoothed) against the run-wide step, one colour per stage; ``reference``: a dashed
+    horizontal line (value, label), e.g. the chance level; PNG via matplotlib Agg."""
     records = [r for r in read_metrics(metrics_path) if r["stage"] in stages]
     if not records:
         return None
@@ -184,12 +186,14 @@ def plot_loss(metrics_path: Path, out_path: Path, stages: list[str]) -> Path | N
         ax.plot(x, y, color=color, alpha=0.3, linewidth=0.8)
         ax.plot(x, smooth(y), color=color, linewidth=1.8, label=f"{stage} (final {smooth(y)[-1]:.3f})")
         ax.axvline(x[0], color=color, linestyle=":", linewidth=0.8)
+    if reference is not None:
+        ax.axhline(reference[0], color="grey", linestyle="--", linewidth=1, label=reference[1])
     ax.set_xlabel("optimizer step (all stages)")
-    ax.set_ylabel("training loss (token mean)")
+    ax.set_ylabel(ylabel)
     ax.set_yscale("log" if all(r["loss"] > 0 for r in records) and _spread(records) > 8 else "linear")
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title("LMM training loss")
+    ax.set_title(title)
     return save_figure(fig, out_path)
 
 
