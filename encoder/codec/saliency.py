@@ -38,9 +38,11 @@ ArrayLike = np.ndarray | torch.Tensor
 class SaliencyConfig:
     """How motion and residual become one saliency map.
 
-    camera: "median" subtracts each frame's component-wise median vector; "similarity" subtracts a
-        robust per-frame similarity fit (scale + rotation + translation, IRLS: Huber then Tukey weights);
-        "none" keeps the raw field.
+    camera: "similarity" (default) subtracts a robust per-frame similarity fit (scale + rotation +
+        translation, IRLS: Huber then Tukey weights); "median" subtracts each frame's component-wise
+        median vector (a pan only: on handheld shake with rotation and zoom it leaves the textured
+        background moving, mover recall 0.84-0.90 vs 1.00, tests/codec/test_pipeline.py); "none" keeps
+        the raw field.
     fusion: "mean" = (w_motion*mv + w_residual*res) / (w_motion + w_residual); "max" =
         max(w_motion*mv, w_residual*res) / max(w_motion, w_residual); "geomean" = mv**(w_motion/W) *
         res**(w_residual/W), W = w_motion + w_residual (zero wherever either weighted cue is zero).
@@ -52,7 +54,7 @@ class SaliencyConfig:
     max_stat_points: pixels per frame used for the per-frame statistics (None = all of them).
     """
 
-    camera: str = "median"
+    camera: str = "similarity"
     fusion: str = "mean"
     w_motion: float = 1.0
     w_residual: float = 1.0

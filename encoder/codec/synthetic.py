@@ -18,7 +18,7 @@ import numpy as np
 from encoder.codec.transcode import ENCODERS, encoder_options
 
 _ENCODERS = {"h264": "libx264", "hevc": "libx265", "mpeg4": "mpeg4"}
-_SCENES = ("mover", "pan_mover", "static", "blink")
+_SCENES = ("mover", "pan_mover", "static", "blink", "handheld")
 _TIME_BASE = Fraction(1, 6000)  # fits MPEG-4 part 2 (16-bit), exact for 24/25/30/50/60 fps
 
 
@@ -164,6 +164,8 @@ def render_scene(
         raise ValueError(f"unknown scene {scene!r}; expected one of {_SCENES}")
     rng = np.random.default_rng(seed)
     n = num_frames
+    if scene == "handheld":
+        return _render_handheld(rng, width, height, n)
     pan = scene == "pan_mover"
     margin = max(4, 2 * n) if pan else 0
     margin = min(margin, 64)
@@ -193,6 +195,40 @@ def render_scene(
     velocity[1:] = np.where(moving[:, None], np.stack([np.diff(ox), np.diff(oy)], 1), 0)
     bg_velocity = np.zeros((n, 2), dtype=np.float32)
     bg_velocity[1:] = -np.stack([np.diff(bg_x), np.diff(bg_y)], 1)
+    return frames, boxes, velocity, bg_velocity
+
+
+def _render_handheld(rng: np.random.Generator, width: int, height: int, n: int):
+    """A handheld camera over a textured scene — translation, rotation (≤ 4°, ~1° per frame) and zoom
+    (≤ 6%, ~1.2% per frame) that change every frame (random walks) — plus an independent mover on top."""
+    from PIL import Image
+
+    margin = max(8, round(0.15 * max(width, height)))
+    bg = Image.fromarray(_texture(rng, height + 2 * margin, width + 2 * margin))
+    size = max(8, min(round(0.18 * min(width, height)), min(width, height) - 2))
+    obj = _object(rng, size)
+    walk = lambda sd, lim: np.clip(np.cumsum(rng.normal(0, sd, n)), -lim, lim)  # noqa: E731
+    angle, zoom = np.deg2rad(walk(1.0, 4.0)), 1.0 + walk(0.012, 0.06)
+    tx, ty = walk(1.5, margin / 3), walk(1.5, margin / 3)
+    cx, cy = bg.width / 2, bg.height / 2
+    ox = _pingpong(int(rng.integers(0, max(1, width - size))), 3, width - size, n)
+    oy = _pingpong(int(rng.integers(0, max(1, height - size))), 2, height - size, n)
+    frames = np.empty((n, height, width, 3), dtype=np.uint8)
+    boxes = np.full((n, 4), -1, dtype=np.int64)
+    for i in range(n):
+        # output pixel (u, v) (centred on the frame) samples the scene at R(-a)/z·(u, v) + centre + shift
+        c, s_ = np.cos(angle[i]) / zoom[i], np.sin(angle[i]) / zoom[i]
+        u0, v0 = width / 2, height / 2
+        a, b, d, e = c, s_, -s_, c
+        data = (a, b, cx + tx[i] - a * u0 - b * v0, d, e, cy + ty[i] - d * u0 - e * v0)
+        frame = np.asarray(bg.transform((width, height), Image.AFFINE, data, resample=Image.BILINEAR))
+        frames[i] = frame
+        frames[i, oy[i]:oy[i] + size, ox[i]:ox[i] + size] = obj
+        boxes[i] = (ox[i], oy[i], ox[i] + size, oy[i] + size)
+    velocity = np.zeros((n, 2), dtype=np.float32)
+    velocity[1:] = np.stack([np.diff(ox), np.diff(oy)], 1)
+    bg_velocity = np.zeros((n, 2), dtype=np.float32)
+    bg_velocity[1:] = -np.stack([np.diff(tx), np.diff(ty)], 1)
     return frames, boxes, velocity, bg_velocity
 
 

@@ -154,7 +154,7 @@ def test_saliency_map_range_and_mover_is_salient():
     assert sal.dtype == np.float32 and sal.shape == (4, S, S)
     assert sal.min() >= 0.0 and sal.max() <= 1.0
     mover = _mover_mask()
-    assert (sal[1:, mover] == 1.0).all() and (sal[:, ~mover] == 0.0).all()
+    assert (sal[1:, mover] == 1.0).all() and sal[:, ~mover].max() < 1e-6  # the fit leaves rounding residue
     assert (sal[0, mover] == 0.5).all()  # residual only
     with pytest.raises(ValueError, match="residual"):
         saliency_map(m, res[:, :-1])
