@@ -47,6 +47,7 @@ class DecodeConfig:
     search_range: int = 7
     pyramid_levels: int = 2  # block matching coarse to fine (1 = exhaustive search at full resolution)
     analysis_size: int = 112  # motion/residual maps at about this side (0 = at the input size)
+    seek: bool = True  # jump to the keyframe before each sampled frame instead of decoding the frames between
 
     @property
     def stride(self) -> int:
@@ -292,9 +293,15 @@ def _decode_pass(path: str, cfg: DecodeConfig, index: _Index, wanted: np.ndarray
             stream.codec_context.options = {"flags2": "+export_mvs"}
         _seek_near(container, stream, index, int(wanted[0]) - int(want_motion))
         lookup = {int(p): i for i, p in enumerate(index.pts)} if index.has_pts else None
+        order = sorted(targets)
+        keys = np.flatnonzero(index.keyframe) if (cfg.seek and index.has_pts) else np.zeros(0, np.int64)
         prev, prev_idx, prev_luma, counter = None, -1, None, -1
         borrow = None  # slot of a sampled frame without vectors (an I-frame) awaiting the next frame's
-        for frame in _frames(container, stream):
+        frames = _frames(container, stream)
+        while True:
+            frame = next(frames, None)
+            if frame is None:
+                break
             counter += 1
             idx = lookup.get(frame.pts, prev_idx + 1) if lookup is not None else counter
             if borrow is not None:  # the frame after it references it: its vectors ≈ the I-frame's motion
@@ -319,9 +326,29 @@ def _decode_pass(path: str, cfg: DecodeConfig, index: _Index, wanted: np.ndarray
             prev, prev_idx, prev_luma = frame, idx, luma
             if idx >= last:
                 break
+            # Length-independent cost: when a keyframe lies between here and the next frame needed (the
+            # next sampled frame, or its reference), jump there instead of decoding the frames between.
+            if len(keys) and borrow is None:
+                nxt = next((t for t in order if t > idx), None)
+                need = -1 if nxt is None else nxt - int(want_motion)
+                k = int(keys[np.searchsorted(keys, need, side="right") - 1]) if need >= 0 and keys[0] <= need else -1
+                if k > idx + 1 and _seek_to(container, stream, index, k):
+                    frames = _frames(container, stream)
+                    prev, prev_idx, prev_luma = None, k - 1, None
     finally:
         container.close()
     return samples, meta
+
+
+def _seek_to(container, stream, index: _Index, key: int) -> bool:
+    """Seek to keyframe ``key`` (presentation index); False (position unchanged) if FFmpeg refuses."""
+    import av
+
+    try:
+        container.seek(int(index.pts[key]), backward=True, any_frame=False, stream=stream)
+    except av.FFmpegError:
+        return False
+    return True
 
 
 def _seek_near(container, stream, index: _Index, first: int) -> None:
