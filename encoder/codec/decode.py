@@ -22,6 +22,7 @@ from encoder.codec.motion import (
 
 ASPECTS = ("resize", "crop", "pad")
 MOTIONS = ("auto", "bitstream", "estimated", "none")
+SAMPLINGS = ("uniform", "keyframe", "auto")
 # FFmpeg decoders that honour flags2=+export_mvs (the mpegvideo family and H.264); HEVC/AV1/VP9 do not.
 MV_CODECS = frozenset(
     "h264 mpeg4 mpeg1video mpeg2video h263 h263p flv1 msmpeg4v2 msmpeg4v3 wmv1 wmv2".split()
@@ -48,6 +49,10 @@ class DecodeConfig:
     pyramid_levels: int = 2  # block matching coarse to fine (1 = exhaustive search at full resolution)
     analysis_size: int = 112  # motion/residual maps at about this side (0 = at the input size)
     seek: bool = True  # jump to the keyframe before each sampled frame instead of decoding the frames between
+    # uniform: the frames nearest T evenly spaced instants (exact); keyframe: each moved to the frame after
+    # its nearest keyframe (within a quarter of the spacing), so a sample costs two decoded frames however
+    # long the video; auto: keyframe when samples are more than two GOPs apart (long videos), else uniform
+    sampling: str = "uniform"
 
     @property
     def stride(self) -> int:
@@ -67,6 +72,8 @@ class DecodeConfig:
             raise ValueError(f"aspect must be one of {ASPECTS}, got {self.aspect!r}")
         if self.motion not in MOTIONS:
             raise ValueError(f"motion must be one of {MOTIONS}, got {self.motion!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         if self.start is not None and self.end is not None and self.end < self.start:
             raise ValueError(f"end ({self.end}) < start ({self.start})")
         if self.analysis_size < 0:
@@ -212,6 +219,25 @@ def _sample_positions(times: np.ndarray, t: int) -> np.ndarray:
     for k in range(t - 1, -1, -1):
         pos[k] = min(pos[k], n - t + k, pos[k + 1] - 1 if k + 1 < t else n - 1)
     return pos
+
+
+def _snap_to_keyframes(index: _Index, window: np.ndarray, wanted: np.ndarray, cfg: DecodeConfig) -> np.ndarray:
+    """``cfg.sampling`` keyframe / auto: each sampled frame moved to the frame after its nearest keyframe
+    (the keyframe itself without motion) when that is within a quarter of the sample spacing."""
+    if cfg.sampling == "uniform" or len(wanted) < 2 or not index.has_pts:
+        return wanted
+    keys = np.flatnonzero(index.keyframe[window[0]:window[-1] + 1]) + window[0]
+    spacing = float(np.median(np.diff(wanted)))
+    if len(keys) < 2 or (cfg.sampling == "auto" and spacing <= 2 * float(np.median(np.diff(keys)))):
+        return wanted
+    step = int(cfg.motion != "none")
+    out = wanted.copy()
+    for i, w in enumerate(wanted):
+        k = keys[np.argmin(np.abs(keys - w))]
+        cand = min(int(k) + step, int(window[-1]))
+        if abs(cand - w) <= spacing / 4 and (i == 0 or cand > out[i - 1]):
+            out[i] = cand
+    return out if np.all(np.diff(out) > 0) else wanted
 
 
 def _frames(container, stream) -> Iterator:
@@ -458,6 +484,7 @@ def decode_clip(path: str | os.PathLike, cfg: DecodeConfig | None = None) -> Dec
     if len(window) == 0:
         raise VideoDecodeError(path, f"no video frames in window [{cfg.start}, {cfg.end}]")
     wanted = window[_sample_positions(index.times[window], cfg.num_frames)]
+    wanted = _snap_to_keyframes(index, window, wanted, cfg)
     try:
         samples, meta = _decode_pass(path, cfg, index, wanted, use_mvs)
     except (av.FFmpegError, OSError) as exc:  # e.g. a pixel format swscale cannot convert

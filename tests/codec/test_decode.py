@@ -237,3 +237,23 @@ def test_seeking_gives_the_same_clip_as_decoding_everything(video_dir, codec, bf
         if motion != "none":
             np.testing.assert_array_equal(a.motion, b.motion)
             np.testing.assert_array_equal(a.residual, b.residual)
+
+
+def test_keyframe_sampling_on_a_long_clip(video_dir):
+    """sampling=keyframe moves each sample to the frame after its nearest keyframe (two frames decoded per
+    sample); auto does so only when samples are more than two GOPs apart; uniform is unchanged."""
+    from encoder.codec.synthetic import make_clip
+
+    clip = make_clip(video_dir / "long_gop8.mkv", "mover", codec="h264", width=64, height=64, num_frames=400, gop=8)
+    uniform = decode_clip(clip.path, DecodeConfig(num_frames=8, input_size=64))
+    snapped = decode_clip(clip.path, DecodeConfig(num_frames=8, input_size=64, sampling="keyframe"))
+    auto = decode_clip(clip.path, DecodeConfig(num_frames=8, input_size=64, sampling="auto"))
+    assert not np.array_equal(uniform.frame_ids, snapped.frame_ids)
+    assert np.all(snapped.frame_ids % 8 == 1) and set(snapped.pict_types) == {"P"}  # right after each I-frame
+    assert np.abs(snapped.frame_ids - uniform.frame_ids).max() <= (400 / 7) / 4
+    assert set(snapped.motion_source) == {"bitstream"}
+    np.testing.assert_array_equal(auto.frame_ids, snapped.frame_ids)  # 57 frames apart > 2 GOPs of 8
+    short = decode_clip(clip.path, DecodeConfig(num_frames=64, input_size=64, sampling="auto"))
+    np.testing.assert_array_equal(short.frame_ids, decode_clip(clip.path, DecodeConfig(num_frames=64, input_size=64)).frame_ids)
+    with pytest.raises(ValueError, match="sampling"):
+        DecodeConfig(sampling="nearest")
