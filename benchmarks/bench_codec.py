@@ -5,7 +5,13 @@ frames (``motion="none"``), the time of the full patchify (decode + motion + res
 selection), and their ratio. H.264 runs the bitstream path (motion vectors from the decoder) and the
 estimated path (block matching); HEVC exports no motion vectors, so it runs the estimated path.
 
-    python benchmarks/bench_codec.py                      # synthetic 640x360, 300-frame sources
+Two generated sets: ``convenient`` (the pan-mover scene, 640×360, fixed GOP 16, no B-frames, one
+reference: reproducible) and ``realistic`` (a handheld camera — translation, rotation and zoom changing
+every frame — plus an independent mover, 30 fps, portrait 360×640 and landscape 1280×720, encoded by
+x264 and x265 at their default presets: B-frames, 3+ references, scene cut).
+
+    python benchmarks/bench_codec.py                      # both sets
+    python benchmarks/bench_codec.py --set realistic
     python benchmarks/bench_codec.py --video a.mp4 --video b.mp4 --repeats 5
 """
 
@@ -37,14 +43,38 @@ def timed_pair(base, full, repeats: int) -> tuple[float, float]:
     return min(tb), min(tf)
 
 
-def sources(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path]]:
+def realistic(path: Path, codec: str, width: int, height: int, frames: int) -> Path:
+    """The handheld scene encoded by libx264 / libx265 with the encoder's own defaults, 30 fps."""
+    import av
+
+    from encoder.codec.synthetic import render_scene
+
+    video, *_ = render_scene("handheld", width, height, frames, seed=0)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream({"h264": "libx264", "hevc": "libx265"}[codec], rate=30)
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        if codec == "hevc":
+            s.options = {"x265-params": "log-level=error"}
+        for img in video:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        c.mux(s.encode(None))
+    return path
+
+
+def sources(args: argparse.Namespace, tmp: Path) -> list[tuple[str, str, Path]]:
     if args.video:
-        return [(Path(v).name, Path(v)) for v in args.video]
+        return [("files", Path(v).name, Path(v)) for v in args.video]
     out = []
-    for codec in ("h264", "hevc"):
-        clip = make_clip(tmp / f"src_{codec}.mp4", "pan_mover", codec=codec, width=args.width,
-                         height=args.height, num_frames=args.source_frames, gop=args.gop, seed=0)
-        out.append((codec, Path(clip.path)))
+    if args.set in ("both", "convenient"):
+        for codec in ("h264", "hevc"):
+            clip = make_clip(tmp / f"src_{codec}.mp4", "pan_mover", codec=codec, width=args.width,
+                             height=args.height, num_frames=args.source_frames, gop=args.gop, seed=0)
+            out.append(("convenient", codec, Path(clip.path)))
+    if args.set in ("both", "realistic"):
+        for w, h in ((360, 640), (1280, 720)):
+            for codec in ("h264", "hevc"):
+                name = f"{codec} {w}x{h}"
+                out.append(("realistic", name, realistic(tmp / f"real_{codec}_{w}x{h}.mp4", codec, w, h, args.source_frames)))
     return out
 
 
@@ -59,15 +89,16 @@ def main() -> None:
     ap.add_argument("--gop", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave default)")
+    ap.add_argument("--set", choices=["both", "convenient", "realistic"], default="both")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}, T={args.frames}, best of {args.repeats} interleaved runs")
-    header = f"{'source':<14}{'size':>6}{'motion':>11}{'decode s':>10}{'patchify s':>12}{'ratio':>8}{'kept':>7}"
+    header = f"{'set':<12}{'source':<18}{'size':>6}{'motion':>11}{'decode s':>10}{'patchify s':>12}{'ratio':>8}{'kept':>7}"
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory() as tmp:
-        for name, path in sources(args, Path(tmp)):
+        for group, name, path in sources(args, Path(tmp)):
             for size in args.sizes:
                 dcfg = DecodeConfig(num_frames=args.frames, input_size=size)
                 decode_only = dataclasses.replace(dcfg, motion="none")
@@ -77,12 +108,13 @@ def main() -> None:
                     try:
                         kept = len(patchify(path, cfg))
                     except ValueError as e:  # e.g. bitstream motion on HEVC
-                        print(f"{name:<14}{size:>6}{motion:>11}{'':>10}{'n/a':>12}  ({str(e)[:60]})")
+                        print(f"{group:<12}{name:<18}{size:>6}{motion:>11}{'':>10}{'n/a':>12}  ({str(e)[:60]})")
                         continue
                     t_dec, t_full = timed_pair(
                         lambda p=path, d=decode_only: decode_clip(p, d), lambda c=cfg, p=path: patchify(p, c), args.repeats
                     )
-                    print(f"{name:<14}{size:>6}{motion:>11}{t_dec:>10.3f}{t_full:>12.3f}{t_full / t_dec:>8.2f}{kept:>7}")
+                    print(f"{group:<12}{name:<18}{size:>6}{motion:>11}{t_dec:>10.3f}{t_full:>12.3f}{t_full / t_dec:>8.2f}{kept:>7}",
+                          flush=True)
 
 
 if __name__ == "__main__":
