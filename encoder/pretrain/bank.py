@@ -4,7 +4,8 @@ A bank folder holds ``centres.npy`` (float32 [K, D], unit norm), ``labels.npy`` 
 nearest centres of sample i, best first), ``keys.txt`` (sample i's key: the webdataset ``__key__``, one
 per line) and ``bank.json`` (sizes, the teacher, the data kind, the k-means summary). Training looks
 labels up by sample key; :meth:`ConceptBank.check_keys` fails before any step when the data and the
-bank do not belong together.
+bank do not belong together. A *label bank* (:func:`write_label_bank`: e.g. the OCR words of each image
+as ids into a word vocabulary) has no centres file: its classes are only ids, the head learns them.
 """
 
 from __future__ import annotations
@@ -43,14 +44,19 @@ class ConceptBank:
         self.root = Path(root)
         if not self.root.is_dir():
             raise ConfigError(f"concept bank folder {self.root} does not exist (build it with scripts/build_concept_bank.py)")
-        missing = [f for f in FILES if not (self.root / f).is_file()]
+        label_bank = (self.root / "bank.json").is_file() and \
+            json.loads((self.root / "bank.json").read_text()).get("kind") == "labels"
+        missing = [f for f in FILES if not (self.root / f).is_file() and not (label_bank and f == "centres.npy")]
         if missing:
             raise ConfigError(f"concept bank {self.root} is incomplete: missing {missing}")
         self.manifest: dict[str, Any] = json.loads((self.root / "bank.json").read_text())
-        self.centres = np.load(self.root / "centres.npy", mmap_mode="r")
+        if label_bank:
+            self.centres = np.zeros((int(self.manifest["num_centres"]), 0), np.float32)
+        else:
+            self.centres = np.load(self.root / "centres.npy", mmap_mode="r")
         self.labels = np.load(self.root / "labels.npy", mmap_mode="r")
         self.keys = (self.root / "keys.txt").read_text().splitlines()
-        if self.centres.ndim != 2 or len(self.centres) == 0:
+        if self.centres.ndim != 2 or len(self.centres) == 0 or (not label_bank and self.centres.shape[1] == 0):
             raise ConfigError(f"concept bank {self.root} has no centres (centres.npy {self.centres.shape})")
         if self.labels.ndim != 2 or len(self.labels) != len(self.keys):
             raise ConfigError(f"concept bank {self.root}: labels.npy {self.labels.shape} does not match "
@@ -88,6 +94,36 @@ class ConceptBank:
         if missing:
             raise ConfigError(f"the concept bank {self.root} does not match the data: {len(missing)} of {len(keys)} "
                               f"samples have no labels there (e.g. {missing[0]!r}); rebuild the bank for this data")
+
+
+def write_label_bank(out: str | Path, keys: list[str], labels: list[list[int]], num_classes: int,
+                     meta: dict[str, Any] | None = None) -> ConceptBank:
+    """A bank whose labels are given (e.g. each image's OCR words as ids into a ``num_classes``-word
+    vocabulary; rows padded with -1 to the longest), written atomically like :func:`build_bank`."""
+    if num_classes < 1:
+        raise ConfigError("a label bank needs at least one class")
+    width = max((len(row) for row in labels), default=0)
+    arr = np.full((len(keys), max(width, 1)), -1, np.int32)
+    for i, row in enumerate(labels):
+        arr[i, :len(row)] = row
+    if len(keys) != len(labels):
+        raise ConfigError(f"{len(keys)} keys but {len(labels)} label rows")
+    if arr.size and (arr.max() >= num_classes or arr.min() < -1):
+        raise ConfigError(f"a label is outside the {num_classes} classes")
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    np.save(tmp / "labels.npy", arr)
+    (tmp / "keys.txt").write_text("".join(k + "\n" for k in keys))
+    (tmp / "bank.json").write_text(json.dumps({"kind": "labels", "num_samples": len(keys), "num_centres": num_classes,
+                                               "topk": int(arr.shape[1]), "keys_digest": keys_digest(keys),
+                                               **(meta or {})}, indent=1))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return ConceptBank(out)
 
 
 def build_bank(stream: Stream, cfg: KMeansConfig, out: str | Path, meta: dict[str, Any] | None = None,
@@ -152,4 +188,4 @@ def build_bank(stream: Stream, cfg: KMeansConfig, out: str | Path, meta: dict[st
     return summary
 
 
-__all__ = ["FILES", "ConceptBank", "Stream", "build_bank", "keys_digest"]
+__all__ = ["FILES", "ConceptBank", "Stream", "build_bank", "keys_digest", "write_label_bank"]

@@ -107,3 +107,13 @@ def test_build_bank_writes_labels_by_key_and_rejects_mismatched_data(tmp_path):
     (tmp_path / "bank" / "keys.txt").unlink()
     with pytest.raises(ConfigError, match="incomplete"):
         ConceptBank(tmp_path / "bank")
+
+
+def test_label_bank_for_ocr_words(tmp_path):
+    from encoder.pretrain.bank import write_label_bank
+
+    bank = write_label_bank(tmp_path / "ocr", ["a", "b", "c"], [[5, 9, 1], [2], []], num_classes=10, meta={"vocab": "w"})
+    assert bank.num_centres == 10 and bank.labels.shape == (3, 3)
+    assert bank.labels_for("b").tolist() == [2, -1, -1] and bank.labels_for("c").tolist() == [-1, -1, -1]
+    with pytest.raises(ConfigError, match="outside the 10 classes"):
+        write_label_bank(tmp_path / "bad", ["a"], [[10]], num_classes=10)
