@@ -16,17 +16,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 
-def rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's resident high-water mark (VmHWM: reset by exec, unlike ru_maxrss which a child
+    inherits from the parent it was forked from)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -40,7 +47,7 @@ def one(kind: str, centres: int, dim: int, batch: int, labels: int, k: int, repe
         weight = torch.nn.Parameter(torch.randn(centres, dim, generator=g) * 0.01)
     else:
         head = PartialFC(centres, dim, sample_rate=float(kind.split("@")[1]), num_labels=k, rank=0, world_size=1)
-    base = rss_mb()
+    base = peak_rss_mb()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -54,7 +61,7 @@ def one(kind: str, centres: int, dim: int, batch: int, labels: int, k: int, repe
         loss.backward()
         times.append(time.perf_counter() - t)
         emb.grad = None
-    return {"kind": kind, "centres": centres, "seconds": min(times), "peak_mb": rss_mb() - base}
+    return {"kind": kind, "centres": centres, "seconds": min(times), "peak_mb": peak_rss_mb() - base}
 
 
 def kmeans_bench(points: int, dim: int, centres: int, iters: int) -> list[dict]:
