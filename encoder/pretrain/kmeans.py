@@ -162,6 +162,7 @@ def train_faiss(x: np.ndarray, cfg: KMeansConfig) -> KMeansResult:
         from faiss.contrib.clustering import two_level_clustering
 
         args.pop("max_points_per_centroid")
+        args.pop("niter")  # the coarse level takes clustering_niter, the sub-clusters faiss's default
         nc1 = int(math.sqrt(k))
         centres, _ = two_level_clustering(x, nc1, k, clustering_niter=cfg.iters, **args)
         return KMeansResult(normalize(centres), "faiss-two-level", len(x), stats={"coarse": nc1})

@@ -117,3 +117,16 @@ def test_label_bank_for_ocr_words(tmp_path):
     assert bank.labels_for("b").tolist() == [2, -1, -1] and bank.labels_for("c").tolist() == [-1, -1, -1]
     with pytest.raises(ConfigError, match="outside the 10 classes"):
         write_label_bank(tmp_path / "bad", ["a"], [[10]], num_classes=10)
+
+
+@pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
+def test_two_level_faiss_path_for_large_banks():
+    """From ``two_level_from`` centres on, faiss clusters in two levels (coarse, then within each coarse
+    cell); a low threshold exercises that path on separated clusters."""
+    x, truth = blobs(k=16, n=120, d=32)
+    cfg = KMeansConfig(num_centres=16, iters=20, topk=1, backend="faiss", two_level_from=16, seed=0)
+    result, _ = train_kmeans(chunks_of(x), cfg)
+    assert result.backend == "faiss-two-level" and result.centres.shape == (16, 32) and result.stats["coarse"] == 4
+    ids, _ = TopK(result.centres, 1)(x)
+    purity = np.mean([np.bincount(ids[truth == t, 0]).max() / (truth == t).sum() for t in range(16)])
+    assert purity >= 0.9  # each true cluster lands (almost) entirely on one centre
