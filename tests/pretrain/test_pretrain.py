@@ -65,6 +65,39 @@ def test_two_heads_each_with_its_bank_weight_and_lr(data_root, bank, tmp_path):
     assert recs[0]["lr/head/video"] == 0.002 and recs[0]["lr/head/other"] == 0.0005 and recs[0]["lr/encoder"] == 1e-3
 
 
+def test_still_images_mix_in_with_their_own_head(data_root, bank, tmp_path):
+    """An image source (JPEG shards) with an OCR-style label bank beside the clips: images take the image
+    mode and their own head; both heads learn in the same steps."""
+    import io
+
+    from PIL import Image
+
+    from encoder.pretrain.bank import write_label_bank
+    from llava_ov.data.shards import ShardWriter
+
+    rng = np.random.default_rng(0)
+    keys = []
+    with ShardWriter(tmp_path / "img", "img", 8) as w:
+        for i in range(16):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (42, 56, 3), dtype=np.uint8)).save(buf, format="JPEG")
+            keys.append(w.write(f"img{i:03d}", {"id": i}, [("jpg", buf.getvalue())]))
+    write_label_bank(tmp_path / "words", keys, [[i % 5, (i + 1) % 5] for i in range(16)], num_classes=5)
+    sources = (f"[{{name: clips, shards: 'synthetic:train', weight: 1.0}}, "
+               f"{{name: pages, shards: '{tmp_path / 'img'}/img-{{000000..000001}}.tar', weight: 1.0, media_kind: image}}]")
+    heads = (f"{{video: {{bank: {bank}, sources: [clips], num_labels: 2}}, "
+             f"ocr: {{bank: {tmp_path / 'words'}, sources: [pages], num_labels: 2, sample_rate: 1.0, lr: 0.002}}}}")
+    cfg = tiny_config(tmp_path / "run", data_root, bank, **{"data.sources": sources, "pretrain.max_steps": 4,
+                                                            "checkpoint.every": 0})
+    cfg = dataclasses.replace(cfg, heads=yaml.safe_load(heads))
+    cfg.validate()
+    pretrain(cfg)
+    recs = records(tmp_path / "run")
+    assert sum(r.get("mode/image", 0) for r in recs) > 0 and sum(r.get("mode/codec", 0) + r.get("mode/frames", 0)
+                                                                 + r.get("mode/collage", 0) for r in recs) > 0
+    assert all("loss/ocr" in r and "loss/video" in r for r in recs) and recs[0]["lr/head/ocr"] == 0.002
+
+
 def test_exact_resume_one_rank(data_root, bank, tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     pretrain(tiny_config(full, data_root, bank))
