@@ -19,6 +19,7 @@ from encoder.codec.motion import (
     residual_energy,
     resize_motion_field,
 )
+from encoder.codec.sampling import sample_positions, snap_to_keyframes
 
 ASPECTS = ("resize", "crop", "pad")
 MOTIONS = ("auto", "bitstream", "estimated", "none")
@@ -203,41 +204,6 @@ def _reference_distances(rank: np.ndarray, depth: int = 16) -> tuple[np.ndarray,
     fwd = np.where(past >= 0, rank - past, 1)
     bwd = np.where(future < np.iinfo(np.int64).max, future - rank, 1)
     return fwd.astype(np.int64), bwd.astype(np.int64)
-
-
-def _sample_positions(times: np.ndarray, t: int) -> np.ndarray:
-    """T strictly increasing positions into `times` nearest to T uniformly spaced instants (all if fewer)."""
-    n = len(times)
-    if t >= n:
-        return np.arange(n)
-    targets = np.linspace(times[0], times[-1], t)
-    right = np.clip(np.searchsorted(times, targets), 1, n - 1)
-    left = right - 1
-    pos = np.where(targets - times[left] <= times[right] - targets, left, right)
-    for k in range(1, t):  # make strictly increasing, then keep room for the tail
-        pos[k] = max(pos[k], pos[k - 1] + 1)
-    for k in range(t - 1, -1, -1):
-        pos[k] = min(pos[k], n - t + k, pos[k + 1] - 1 if k + 1 < t else n - 1)
-    return pos
-
-
-def _snap_to_keyframes(index: _Index, window: np.ndarray, wanted: np.ndarray, cfg: DecodeConfig) -> np.ndarray:
-    """``cfg.sampling`` keyframe / auto: each sampled frame moved to the frame after its nearest keyframe
-    (the keyframe itself without motion) when that is within a quarter of the sample spacing."""
-    if cfg.sampling == "uniform" or len(wanted) < 2 or not index.has_pts:
-        return wanted
-    keys = np.flatnonzero(index.keyframe[window[0]:window[-1] + 1]) + window[0]
-    spacing = float(np.median(np.diff(wanted)))
-    if len(keys) < 2 or (cfg.sampling == "auto" and spacing <= 2 * float(np.median(np.diff(keys)))):
-        return wanted
-    step = int(cfg.motion != "none")
-    out = wanted.copy()
-    for i, w in enumerate(wanted):
-        k = keys[np.argmin(np.abs(keys - w))]
-        cand = min(int(k) + step, int(window[-1]))
-        if abs(cand - w) <= spacing / 4 and (i == 0 or cand > out[i - 1]):
-            out[i] = cand
-    return out if np.all(np.diff(out) > 0) else wanted
 
 
 def _frames(container, stream) -> Iterator:
@@ -483,8 +449,9 @@ def decode_clip(path: str | os.PathLike, cfg: DecodeConfig | None = None) -> Dec
     window = np.flatnonzero((index.times >= lo - 1e-9) & (index.times <= hi + 1e-9))
     if len(window) == 0:
         raise VideoDecodeError(path, f"no video frames in window [{cfg.start}, {cfg.end}]")
-    wanted = window[_sample_positions(index.times[window], cfg.num_frames)]
-    wanted = _snap_to_keyframes(index, window, wanted, cfg)
+    wanted = window[sample_positions(index.times[window], cfg.num_frames)]
+    if index.has_pts:
+        wanted = snap_to_keyframes(index.keyframe, window, wanted, cfg.sampling, with_reference=cfg.motion != "none")
     try:
         samples, meta = _decode_pass(path, cfg, index, wanted, use_mvs)
     except (av.FFmpegError, OSError) as exc:  # e.g. a pixel format swscale cannot convert
