@@ -83,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         stream = embedding_stream(shards, teacher, stats)
         if args.teacher != "npy":  # the teacher runs once; both k-means passes read the spilled blocks
             stream = spill(stream, out.with_name(out.name + ".features"), progress=not args.no_progress)
-        name = ("pixels-centred" if args.centre else "pixels") if args.teacher == "pixels" else \
-            f"{args.teacher}:{args.tower + ':' if args.teacher == 'tower' else ''}{args.teacher_path}"
-        meta = {"teacher": name,
+        meta = {"teacher": teacher.name,
                 "teacher_config": vars(teacher), "shards": [str(s) for s in shards]}
         summary = build_bank(stream, km, out, meta, progress=not args.no_progress)
     except ConfigError as e:

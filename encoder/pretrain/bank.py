@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -96,6 +97,13 @@ class ConceptBank:
                               f"samples have no labels there (e.g. {missing[0]!r}); rebuild the bank for this data")
 
 
+def _replace_folder(tmp: Path, out: Path) -> None:
+    """Publish a finished ``tmp`` folder as ``out`` (the old one removed): readers never see half a bank."""
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
 def write_label_bank(out: str | Path, keys: list[str], labels: list[list[int]], num_classes: int,
                      meta: dict[str, Any] | None = None) -> ConceptBank:
     """A bank whose labels are given (e.g. each image's OCR words as ids into a ``num_classes``-word
@@ -118,11 +126,7 @@ def write_label_bank(out: str | Path, keys: list[str], labels: list[list[int]], 
     (tmp / "bank.json").write_text(json.dumps({"kind": "labels", "num_samples": len(keys), "num_centres": num_classes,
                                                "topk": int(arr.shape[1]), "keys_digest": keys_digest(keys),
                                                **(meta or {})}, indent=1))
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    tmp.rename(out)
+    _replace_folder(tmp, out)
     return ConceptBank(out)
 
 
@@ -180,11 +184,7 @@ def build_bank(stream: Stream, cfg: KMeansConfig, out: str | Path, meta: dict[st
     }
     (tmp / "keys.txt").write_text("".join(k + "\n" for k in keys))
     (tmp / "bank.json").write_text(json.dumps(summary, indent=1))
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    tmp.rename(out)
+    _replace_folder(tmp, out)
     return summary
 
 

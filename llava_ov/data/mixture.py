@@ -339,6 +339,13 @@ class LMMLoader:
                 "positions": {str(k): v for k, v in sorted(self.positions.items())}}
 
 
+def check_resume(cfg: DataConfig, resume: dict[str, Any] | None) -> None:
+    """A loader state (``LMMLoader.state_dict``) fits only a loader with the same number of workers."""
+    if resume and int(resume.get("num_workers", cfg.num_workers)) != cfg.num_workers:
+        raise ConfigError(f"cannot resume a data stream of {resume['num_workers']} workers with "
+                          f"num_workers={cfg.num_workers}")
+
+
 def build_loader(
     cfg: DataConfig,
     tokenizer: Any,
@@ -358,8 +365,6 @@ def build_loader(
     sources = cfg.sources if split == "train" else cfg.eval_sources
     if split == "eval":
         cfg = dataclasses.replace(cfg, repeat=False, shuffle_buffer=0)
-    if resume and int(resume.get("num_workers", cfg.num_workers)) != cfg.num_workers:
-        raise ConfigError(f"cannot resume a data stream of {resume['num_workers']} workers with "
-                          f"num_workers={cfg.num_workers}")
+    check_resume(cfg, resume)
     ds = MixtureDataset(cfg, tokenizer, tokens_for, rank, world_size, sources, resume=resume)
     return LMMLoader(ds, cfg.num_workers, cfg.prefetch_factor)

@@ -23,13 +23,11 @@ from encoder.config import ConfigError
 from encoder.model import PackedInput, pack_selections
 from encoder.pretrain.bank import ConceptBank
 from llava_ov.data.dataset import pack_items
-from llava_ov.data.mixture import DataConfig, LMMLoader, MixtureDataset
+from llava_ov.data.mixture import DataConfig, LMMLoader, MixtureDataset, check_resume, resolve_shards
 from llava_ov.data.samples import decode_media
-from llava_ov.data.shards import media_fields
+from llava_ov.data.shards import VIDEO_EXTS, media_fields
 from llava_ov.data.stats import Skipped
 from llava_ov.pretrain.config import MixConfig
-
-VIDEO_EXTS = ("mp4", "mkv", "webm", "avi", "mov")
 
 
 @dataclass
@@ -136,29 +134,26 @@ class PretrainDataset(MixtureDataset):
             yield batch
 
 
-def check_banks(cfg: DataConfig, dataset: PretrainDataset, per_source: int = 64) -> None:
+def check_banks(cfg: DataConfig, banks: list[ConceptBank], head_of_source: list[int], per_source: int = 64) -> None:
     """Before any step: the first samples of every source have labels in their head's bank (a bank
     built for other data fails here, once, clearly)."""
     from llava_ov.data.shards import ReadConfig, iter_raw_samples
 
-    for i, source in enumerate(dataset.sources):
-        bank = dataset.banks[dataset.head_of_source[i]]
+    for i, source in enumerate(cfg.sources):
         keys = []
-        for raw in iter_raw_samples(dataset.shards[i], ReadConfig(shuffle_shards=False), source.name):
+        for raw in iter_raw_samples(resolve_shards(cfg, source), ReadConfig(shuffle_shards=False), source.name):
             if not isinstance(raw, Skipped):
                 keys.append(str(raw["__key__"]))
             if len(keys) >= per_source:
                 break
         if not keys:
             raise ConfigError(f"source {source.name!r} has no readable sample")
-        bank.check_keys(keys)
+        banks[head_of_source[i]].check_keys(keys)
 
 
 def build_pretrain_loader(cfg: DataConfig, banks: list[ConceptBank], head_of_source: list[int], mix: MixConfig,
                           batch_size: int, rank: int, world_size: int, resume: dict[str, Any] | None = None) -> LMMLoader:
-    if resume and int(resume.get("num_workers", cfg.num_workers)) != cfg.num_workers:
-        raise ConfigError(f"cannot resume a data stream of {resume['num_workers']} workers with "
-                          f"num_workers={cfg.num_workers}")
+    check_resume(cfg, resume)
     ds = PretrainDataset(cfg, banks, head_of_source, mix, batch_size, rank, world_size, resume)
     return LMMLoader(ds, cfg.num_workers, cfg.prefetch_factor)
 

@@ -32,13 +32,11 @@ import torch.nn.functional as F
 
 from encoder.codec.decode import DecodeConfig, decode_clip
 from encoder.config import ConfigError
-from llava_ov.data.shards import ReadConfig, iter_raw_samples
+from llava_ov.data.shards import IMAGE_EXTS, VIDEO_EXTS, ReadConfig, iter_raw_samples
 from llava_ov.data.stats import Skipped
 
 logger = logging.getLogger("llava_ov.pretrain")
 TEACHERS = ("pixels", "ov_encoder", "tower", "npy")
-VIDEO_EXTS = ("mp4", "mkv", "webm", "avi", "mov")
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp")
 
 
 @dataclass
@@ -53,6 +51,13 @@ class TeacherConfig:
     centre: bool = False  # pixels, videos: subtract the clip's mean frame (what moves, not what stays)
     batch_size: int = 16  # samples per teacher forward
     device: str = "auto"
+
+    @property
+    def name(self) -> str:
+        """How the bank records its teacher: pixels / pixels-centred / KIND:[TOWER:]PATH."""
+        if self.kind == "pixels":
+            return "pixels-centred" if self.centre else "pixels"
+        return f"{self.kind}:{self.tower + ':' if self.kind == 'tower' else ''}{self.path}"
 
     def validate(self) -> None:
         if self.kind not in TEACHERS:
@@ -140,12 +145,6 @@ class Teacher:
             if cfg.input_size % self.model.config.patch_size:
                 raise ConfigError(f"teacher.input_size {cfg.input_size} is not a multiple of patch "
                                   f"{self.model.config.patch_size}")
-
-    @property
-    def name(self) -> str:
-        if self.cfg.kind == "pixels":
-            return "pixels-centred" if self.cfg.centre else "pixels"
-        return f"{self.cfg.kind}:{self.cfg.path}"
 
     @torch.no_grad()
     def __call__(self, clips: Sequence[np.ndarray]) -> np.ndarray:

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from encoder.config import ConfigError
 from encoder.pretrain import PartialFC
 from llava_ov.pretrain.config import HeadConfig
+from llava_ov.train.optim import set_lr
 
 
 def init_rows(start: int, end: int, dim: int, seed: int, block: int = 4096) -> torch.Tensor:
@@ -75,9 +76,7 @@ class HeadSet:
                     norm = math.sqrt(float(sq))
                     if norm > c.grad_clip:
                         g.mul_(c.grad_clip / (norm + 1e-6))
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] * lr_factor
-                lrs[group["name"]] = group["lr"]
+            lrs |= set_lr(opt, lr_factor)
             opt.step()
             opt.zero_grad(set_to_none=True)
         return lrs

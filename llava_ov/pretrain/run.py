@@ -40,8 +40,7 @@ def build_head_bank(task: PretrainTask, name: str, head: HeadConfig, progress: b
               for s in expand_shards(resolve_shards(task.data_cfg, src))]
     out = B.resolve_path(head.bank)
     stream = spill(embedding_stream(shards, teacher), out.with_name(out.name + ".features"), progress)
-    name_ = "pixels-centred" if teacher.kind == "pixels" and teacher.centre else teacher.kind
-    return build_bank(stream, km, out, {"teacher": name_, "teacher_config": vars(teacher), "shards": shards},
+    return build_bank(stream, km, out, {"teacher": teacher.name, "teacher_config": vars(teacher), "shards": shards},
                       progress=progress)
 
 

@@ -30,6 +30,7 @@ from llava_ov.pretrain.config import PretrainConfig
 from llava_ov.pretrain.data import PretrainBatch, build_pretrain_loader, check_banks
 from llava_ov.pretrain.heads import HeadSet
 from llava_ov.train import build as B
+from llava_ov.train import checkpoint as C
 from llava_ov.train import distributed as D
 from llava_ov.train.loop import Task
 from llava_ov.train.metrics import MetricsLogger
@@ -102,9 +103,7 @@ class PretrainTask(Task):
         self.heads = HeadSet(self.head_cfgs, sizes, encoder.config.hidden_size, o.lr, tuple(o.betas), o.eps,
                              env.rank, env.world_size, cfg.seed).to(env.device)
         self.params = sum(p.numel() for p in self.model.parameters())
-        probe = build_pretrain_loader(self.data_cfg, self.banks, self.head_of_source, cfg.mix, self.data_cfg.max_samples,
-                                      env.rank, env.world_size).dataset
-        check_banks(self.data_cfg, probe)
+        check_banks(self.data_cfg, self.banks, self.head_of_source)
 
     def param_groups(self) -> list[dict[str, Any]]:
         o = self.stage.optim
@@ -178,9 +177,7 @@ class PretrainTask(Task):
             (tmp / "pretrain.json").write_text(json.dumps({
                 "heads": {n: {"bank": str(b.root), "num_centres": b.num_centres}
                           for n, b in zip(self.head_cfgs, self.banks)}, "steps": self.stage.max_steps}, indent=1))
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
+            C.replace_folder(tmp, final)
         D.barrier()
 
     def release(self) -> None:

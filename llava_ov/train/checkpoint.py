@@ -58,6 +58,14 @@ def is_complete_export(path: str | Path) -> bool:
     return Path(path).is_dir()
 
 
+def replace_folder(tmp: Path, final: Path) -> None:
+    """Publish a finished export written to ``tmp`` as ``final`` (the old one removed first), so a
+    stage's export exists only when complete (:func:`is_complete_export`)."""
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
 def tag_of(step: int) -> str:
     return f"step_{step:08d}"
 
@@ -163,6 +171,7 @@ __all__ = [
     "is_complete_export",
     "is_exported",
     "list_checkpoints",
+    "replace_folder",
     "load",
     "rng_state",
     "save",

@@ -100,11 +100,7 @@ class LMMTask(Task):
                 tmp = final.with_name(final.name + ".tmp")
                 self.model.save_pretrained(tmp)
                 processor.save_pretrained(tmp)
-                if final.exists():
-                    import shutil
-
-                    shutil.rmtree(final)
-                tmp.rename(final)
+                C.replace_folder(tmp, final)
         D.barrier()
 
     def release(self) -> None:
