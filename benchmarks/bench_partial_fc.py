@@ -19,7 +19,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,14 +26,12 @@ import torch.nn.functional as F
 
 
 def peak_rss_mb() -> float:
-    """This process's resident high-water mark (VmHWM: reset by exec, unlike ru_maxrss which a child
-    inherits from the parent it was forked from)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    import resource
+    """This process's resident high-water mark in MB (the trainer's own CPU peak-memory reading)."""
+    import torch
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from llava_ov.train.distributed import peak_memory_gb
+
+    return peak_memory_gb(torch.device("cpu")) * 1024
 
 
 def one(kind: str, centres: int, dim: int, batch: int, labels: int, k: int, repeats: int) -> dict:

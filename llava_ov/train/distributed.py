@@ -192,9 +192,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 
 def peak_memory_gb(device: torch.device) -> float:
-    """CUDA max allocated on GPU; the process's peak RSS on CPU."""
+    """CUDA max allocated on GPU; the process's peak RSS on CPU (VmHWM where /proc has it: it is reset
+    by exec, unlike ru_maxrss, which a process inherits from the parent it was forked from)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
