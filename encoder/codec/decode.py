@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from encoder.codec.convert import FrameConverter, display_rotation_cw
 from encoder.codec.errors import VideoDecodeError
 from encoder.codec.motion import (
-    Geometry,
     estimate_motion,
     motion_vector_cell,
     rasterize_motion_vectors,
@@ -21,7 +21,7 @@ from encoder.codec.motion import (
 )
 from encoder.codec.sampling import sample_positions, snap_to_keyframes
 
-ASPECTS = ("resize", "crop", "pad")
+ASPECTS = ("resize", "crop", "pad", "native")  # native: aspect kept, sized by max_cells (dense modes only)
 MOTIONS = ("auto", "bitstream", "estimated", "none")
 SAMPLINGS = ("uniform", "keyframe", "auto")
 # FFmpeg decoders that honour flags2=+export_mvs (the mpegvideo family and H.264); HEVC/AV1/VP9 do not.
@@ -41,6 +41,8 @@ class DecodeConfig:
     num_frames: int = 64
     input_size: int = 224
     aspect: str = "resize"
+    max_cells: int = 0  # aspect="native": at most this many cell x cell squares per frame (NaFlex's rule)
+    cell: int = 14
     start: float | None = None
     end: float | None = None
     threads: int = 0
@@ -71,6 +73,8 @@ class DecodeConfig:
             raise ValueError("num_frames and input_size must be positive")
         if self.aspect not in ASPECTS:
             raise ValueError(f"aspect must be one of {ASPECTS}, got {self.aspect!r}")
+        if self.aspect == "native" and (self.max_cells < 1 or self.cell < 1):
+            raise ValueError(f"aspect 'native' needs max_cells >= 1 and cell >= 1, got {self.max_cells}, {self.cell}")
         if self.motion not in MOTIONS:
             raise ValueError(f"motion must be one of {MOTIONS}, got {self.motion!r}")
         if self.sampling not in SAMPLINGS:
@@ -223,32 +227,7 @@ def _frames(container, stream) -> Iterator:
             return
 
 
-def display_rotation_cw(frame) -> int:
-    """Clockwise display rotation in degrees (0/90/180/270) from the frame's display matrix."""
-    ccw = getattr(frame, "rotation", 0) or 0
-    return int(round(-ccw / 90)) % 4 * 90
-
-
-class _Converter:
-    """Frame → RGB [S, S, 3] with the aspect policy and rotation (geometry cached per frame shape)."""
-
-    def __init__(self, size: int, aspect: str) -> None:
-        self.size, self.aspect = size, aspect
-        self._cache: dict[tuple[int, int, int], Geometry] = {}
-
-    def geometry(self, frame) -> Geometry:
-        key = (frame.height, frame.width, display_rotation_cw(frame))
-        if key not in self._cache:
-            self._cache[key] = Geometry.make(key[0], key[1], self.size, self.aspect, key[2])
-        return self._cache[key]
-
-    def convert(self, frame, fmt: str = "rgb24") -> np.ndarray:
-        """RGB [S, S, 3] ("rgb24") or full-range luma [S, S] ("gray") of `frame`, swscale-resized."""
-        g = self.geometry(frame)
-        return g.place(frame.to_ndarray(width=g.scaled_w, height=g.scaled_h, format=fmt))
-
-
-def _bitstream_field(frame, conv: _Converter, out: np.ndarray, dist: tuple[int, int]) -> bool:
+def _bitstream_field(frame, conv: FrameConverter, out: np.ndarray, dist: tuple[int, int]) -> bool:
     """Write the exported MVs of `frame`, per frame of distance and mapped to S×S, into `out`.
 
     False when the frame carries no vectors. `dist` = (forward, backward) reference distances.
@@ -271,8 +250,8 @@ def _decode_pass(path: str, cfg: DecodeConfig, index: _Index, wanted: np.ndarray
     want_motion = cfg.motion != "none"
     targets = set(int(i) for i in wanted)
     last = int(wanted[-1])
-    conv = _Converter(cfg.input_size, cfg.aspect)
-    sig = _Converter(cfg.signal_size, cfg.aspect) if cfg.stride > 1 else conv  # signals' resolution
+    conv = FrameConverter(cfg.input_size, cfg.aspect, (cfg.max_cells, cfg.cell))
+    sig = FrameConverter(cfg.signal_size, cfg.aspect) if cfg.stride > 1 else conv  # signals' resolution
     samples: list[_Sample] = []
     meta: dict = {"codec": stream.codec_context.name}
     a = cfg.signal_size
@@ -411,7 +390,8 @@ def decode_clip(path: str | os.PathLike, cfg: DecodeConfig | None = None) -> Dec
     the frames whose time lies in [start, end]; each picks the nearest frame by timestamp (so VFR is
     handled), ids then made strictly increasing. Frames are converted by swscale straight to the target
     size, display rotation applied (``rotation`` = clockwise degrees, ``orig_size`` = (H, W) as shown),
-    then fitted to S×S by `aspect`. Timestamps are seconds since the stream's first frame; frame ids and
+    then fitted to S×S by `aspect` ("native": the source aspect at most ``max_cells`` cells of ``cell``
+    pixels, frames only). Timestamps are seconds since the stream's first frame; frame ids and
     packet sizes are in presentation order; ids index the whole video, packet_sizes the window. One demux
     pass (no decoding) plus one decode pass that stops after the last sampled frame; a window that starts
     later seeks to the keyframe before it.
@@ -440,6 +420,8 @@ def decode_clip(path: str | os.PathLike, cfg: DecodeConfig | None = None) -> Dec
 
     cfg = cfg or DecodeConfig()
     path = os.fspath(path)
+    if cfg.aspect == "native" and cfg.motion != "none":
+        raise ValueError("aspect 'native' decodes frames only (motion='none'): the codec signals are square")
     codec, rate, index = _probe(path)
     if cfg.motion == "bitstream" and codec not in MV_CODECS:
         raise VideoDecodeError(path, f"codec {codec!r} does not export motion vectors (use motion='auto')")

@@ -7,6 +7,7 @@ ref(x + dx, y + dy)``. An object moving by +v between frames therefore has a fie
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -19,27 +20,35 @@ _LUMA = (0.299, 0.587, 0.114)  # BT.601
 
 @dataclass(frozen=True)
 class Geometry:
-    """How a coded (src_h × src_w) frame maps onto the square S×S output.
+    """How a coded (src_h × src_w) frame maps onto the output (S×S, or H×W for a native-aspect frame).
 
     The frame is resized to (scaled_h, scaled_w), placed with its top-left corner at (top, left) on an
-    S×S black canvas (negative offsets crop, positive ones pad), then rotated by ``rot_k`` counter-
-    clockwise quarter turns (``np.rot90`` convention) to honour the display rotation.
+    (out_h × out_w) black canvas (negative offsets crop, positive ones pad), then rotated by ``rot_k``
+    counter-clockwise quarter turns (``np.rot90`` convention) to honour the display rotation.
     """
 
     src_h: int
     src_w: int
     scaled_h: int
     scaled_w: int
-    size: int
+    out_h: int
+    out_w: int
     top: int
     left: int
     rot_k: int = 0
 
     @classmethod
     def make(
-        cls, src_h: int, src_w: int, size: int, aspect: str = "resize", rotation_cw: int = 0
+        cls, src_h: int, src_w: int, size: int | tuple[int, int], aspect: str = "resize", rotation_cw: int = 0
     ) -> Geometry:
-        """Geometry for an aspect policy ("resize", "crop", "pad") and a clockwise display rotation."""
+        """Geometry for an aspect policy ("resize", "crop", "pad") and a clockwise display rotation.
+        ``size``: the square side, or (H, W) as displayed for "resize" onto a rectangle."""
+        rot_k = (-round(rotation_cw / 90)) % 4
+        if not isinstance(size, int):
+            if aspect != "resize":
+                raise ValueError(f"a rectangular output needs aspect 'resize', got {aspect!r}")
+            h, w = (size[1], size[0]) if rot_k % 2 else size  # the canvas before the display rotation
+            return cls(src_h, src_w, h, w, h, w, 0, 0, rot_k)
         if aspect == "resize":
             sh, sw = size, size
         elif aspect in ("crop", "pad"):
@@ -52,16 +61,15 @@ class Geometry:
                 sh, sw = min(sh, size), min(sw, size)
         else:
             raise ValueError(f"unknown aspect policy {aspect!r}")
-        rot_k = (-round(rotation_cw / 90)) % 4
-        return cls(src_h, src_w, sh, sw, size, (size - sh) // 2, (size - sw) // 2, rot_k)
+        return cls(src_h, src_w, sh, sw, size, size, (size - sh) // 2, (size - sw) // 2, rot_k)
 
     def place(self, img: np.ndarray) -> np.ndarray:
-        """Crop / pad an already resized [scaled_h, scaled_w, ...] array onto the S×S canvas, then rotate."""
-        s = self.size
-        if img.shape[:2] != (s, s) or self.top or self.left:
-            out = np.zeros((s, s) + img.shape[2:], dtype=img.dtype)
+        """Crop / pad an already resized [scaled_h, scaled_w, ...] array onto the canvas, then rotate."""
+        oh, ow = self.out_h, self.out_w
+        if img.shape[:2] != (oh, ow) or self.top or self.left:
+            out = np.zeros((oh, ow) + img.shape[2:], dtype=img.dtype)
             y0, x0 = max(0, self.top), max(0, self.left)
-            y1, x1 = min(s, self.top + self.scaled_h), min(s, self.left + self.scaled_w)
+            y1, x1 = min(oh, self.top + self.scaled_h), min(ow, self.left + self.scaled_w)
             out[y0:y1, x0:x1] = img[y0 - self.top : y1 - self.top, x0 - self.left : x1 - self.left]
             img = out
         return np.ascontiguousarray(np.rot90(img, self.rot_k)) if self.rot_k else img
@@ -144,11 +152,11 @@ def _nearest_cells(src: int, dst: int, cell: int, n_cells: int) -> np.ndarray:
 def resize_motion_field(
     field: np.ndarray, geometry: Geometry, cell: int = 1, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """Map a field on the coded frame's grid (pixels, or `cell`-px cells) to the S×S output.
+    """Map a field on the coded frame's grid (pixels, or `cell`-px cells) to the output.
 
     Follows the frames' transform exactly: resize to (scaled_h, scaled_w) by nearest sampling at pixel
     centres (vectors scaled by the per-axis resize factors), crop / zero-pad, then rotate (vectors too).
-    `out` (float32 [S, S, 2]) receives the result when given.
+    `out` (float32 [H, W, 2]) receives the result when given.
     """
     g = geometry
     ys = _nearest_cells(g.src_h, g.scaled_h, cell, field.shape[0])
@@ -156,7 +164,7 @@ def resize_motion_field(
     factors = np.array([g.scaled_w / g.src_w, g.scaled_h / g.src_h], dtype=np.float32)
     rows = field.take(ys, axis=0).astype(np.float32, copy=False)
     direct = (
-        out is not None and not (g.rot_k or g.top or g.left) and (g.scaled_h, g.scaled_w) == (g.size, g.size)
+        out is not None and not (g.rot_k or g.top or g.left) and (g.scaled_h, g.scaled_w) == (g.out_h, g.out_w)
     )
     if direct:  # common "resize" case: write straight into the caller's buffer
         np.take(rows, xs, axis=1, out=out)
@@ -165,7 +173,7 @@ def resize_motion_field(
         return out
     scaled = rows.take(xs, axis=1)
     scaled *= factors
-    placed = Geometry(g.src_h, g.src_w, g.scaled_h, g.scaled_w, g.size, g.top, g.left, 0).place(scaled)
+    placed = dataclasses.replace(g, rot_k=0).place(scaled)
     result = rotate_vectors(placed, g.rot_k) if g.rot_k else placed
     if out is not None:
         out[...] = result

@@ -9,7 +9,10 @@ Modes (``CodecConfig.mode``):
               same draw).
 - ``frames``  uniform frame sampling: ``num_frames`` frames (8), every patch, t on the 64-frame grid.
 - ``collage`` ``num_frames`` frames stacked into one tall image (t = 0, h runs over the whole stack).
-- ``image``   a still image at native resolution rounded to multiples of the patch size (t = 0).
+- ``image``   a still image at native resolution rounded to multiples of the patch size (t = 0), or with
+              ``image_max_cells`` at its aspect under a cell budget.
+The dense modes take ``decode.aspect="native"``: frames keep the source aspect at most
+``decode.max_cells`` cells of ``decode.cell`` pixels (the frame-based towers' budget rule).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from encoder.codec.decode import DecodeConfig, DecodedClip, decode_clip
 from encoder.codec.errors import VideoDecodeError
 from encoder.codec.saliency import SaliencyConfig, energies, is_static, patch_scores, saliency_from_energies
 from encoder.codec.select import SelectConfig, random_patches, select_patches
+from encoder.codec.sizing import native_size
 from encoder.codec.types import PatchSelection, virtual_t
 
 MODES = ("codec", "random", "frames", "collage", "image")
@@ -41,6 +45,8 @@ class CodecConfig:
     patch_size: int = 14
     num_frames: int = 8  # frames for the ``frames`` and ``collage`` modes
     image_max_side: int | None = None  # ``image`` mode: downscale larger images to this side first
+    image_max_cells: int | None = None  # ``image`` mode: native aspect, at most this many image_cell squares
+    image_cell: int | None = None  # pixels per cell side (None: the patch size)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     saliency: SaliencyConfig = field(default_factory=SaliencyConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
@@ -50,12 +56,20 @@ class CodecConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.patch_size not in (14, 16):
             raise ValueError(f"patch_size must be 14 or 16, got {self.patch_size}")
-        if self.mode != "image" and self.decode.input_size % self.patch_size:
+        if self.mode != "image" and self.decode.input_size % self.patch_size and self.decode.aspect != "native":
             raise ValueError(
                 f"input_size {self.decode.input_size} is not a multiple of patch_size {self.patch_size}"
             )
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        if self.decode.aspect == "native" and self.mode in ("codec", "random"):
+            raise ValueError(f"aspect 'native' is for the dense modes; {self.mode!r} selects on the square grid")
+        if self.decode.aspect == "native" and self.decode.cell % self.patch_size:
+            raise ValueError(f"decode.cell {self.decode.cell} is not a multiple of patch_size {self.patch_size}")
+        if self.image_max_cells is not None and self.image_max_cells < 1:
+            raise ValueError(f"image_max_cells must be >= 1, got {self.image_max_cells}")
+        if self.image_cell is not None and self.image_cell % self.patch_size:
+            raise ValueError(f"image_cell {self.image_cell} is not a multiple of patch_size {self.patch_size}")
 
 
 @dataclass
@@ -215,9 +229,11 @@ def _round_to_patch(n: int, p: int) -> int:
     return max(p, int(round(n / p)) * p)
 
 
-def load_image(source: str | Path | Any, max_side: int | None = None, patch: int = 14) -> np.ndarray:
-    """RGB uint8 [H, W, 3] with EXIF orientation applied, resized to multiples of ``patch``.
-    ``source``: an image file or an in-memory ``PIL.Image``."""
+def load_image(source: str | Path | Any, max_side: int | None = None, patch: int = 14,
+               fit: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB uint8 [H, W, 3] with EXIF orientation applied, resized to multiples of ``patch``; with
+    ``fit`` = (max_cells, cell), to the largest aspect-kept grid of at most max_cells cell-pixel squares
+    (after ``max_side``). ``source``: an image file or an in-memory ``PIL.Image``."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if isinstance(source, Image.Image):
@@ -235,7 +251,11 @@ def load_image(source: str | Path | Any, max_side: int | None = None, patch: int
     if max_side and max(w, h) > max_side:
         scale = max_side / max(w, h)
         w, h = max(1, round(w * scale)), max(1, round(h * scale))
-    size = (_round_to_patch(w, patch), _round_to_patch(h, patch))
+    if fit is not None:
+        h, w = native_size(h, w, *fit)
+        size = (w, h)
+    else:
+        size = (_round_to_patch(w, patch), _round_to_patch(h, patch))
     if size != im.size:
         im = im.resize(size, Image.Resampling.BICUBIC)
     return np.asarray(im, dtype=np.uint8)
@@ -245,7 +265,8 @@ def patchify_image(source: str | Path | Any, cfg: CodecConfig | None = None) -> 
     """A still image (file or ``PIL.Image``): every patch at (native) resolution, t = 0."""
     cfg = cfg or CodecConfig(mode="image")
     p = cfg.patch_size
-    img = load_image(source, cfg.image_max_side, p)
+    fit = (cfg.image_max_cells, cfg.image_cell or p) if cfg.image_max_cells else None
+    img = load_image(source, cfg.image_max_side, p, fit)
     positions, pixels = _all_patches(img[None], np.zeros(1, np.int32), p)
     name = str(source) if isinstance(source, (str, Path)) else "<image>"
     sel = PatchSelection(

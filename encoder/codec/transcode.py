@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from encoder.codec.decode import display_rotation_cw
+from encoder.codec.convert import display_rotation_cw
 from encoder.codec.errors import VideoDecodeError
 
 ENCODERS = {"h264": ("libx264", "x264-params"), "hevc": ("libx265", "x265-params")}

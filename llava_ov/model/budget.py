@@ -4,9 +4,10 @@ A tower token covers ``unit = patch_size · tower merge · projector merge`` pix
 ``g = frames_per_token`` frames (:class:`llava_ov.model.towers.TowerSpec`). For uniformly sampled
 frames (``frames`` mode) with F frames there are ``ceil(F / g)`` frame groups; each gets
 ``b = floor(budget / ceil(F / g))`` tokens, the largest aspect-preserving grid gh × gw with
-gh · gw ≤ b is used, and the frames are resized to (gh · unit, gw · unit). The codec modes
-(``codec``, ``random``) select ``budget`` patches of one token each out of the dense clip. Images use
-the same grid rule with one group.
+gh · gw ≤ b is used at the source's aspect (NaFlex's rule, :func:`encoder.codec.sizing.fit_grid`),
+and the frames are resized to (gh · unit, gw · unit). The codec modes (``codec``, ``random``) select
+``budget`` patches of one token each out of the dense clip. Images, in every mode, use the same grid
+rule with one group: at most ``budget`` tokens at their own aspect.
 
 Equal LLM tokens is not equal tower compute: :attr:`MediaPlan.tower_tokens` is the number of patch
 rows the tower's transformer runs on (SigLIP2 with a projector merge of 2 or Qwen3-ViT: 4 per LLM
@@ -19,10 +20,10 @@ clip's patches. Budget 512 → SigLIP2 8 frames at 128², Qwen3-ViT 16 frames at
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
+from encoder.codec.sizing import fit_grid
 from encoder.config import ConfigError
 from llava_ov.model.towers.base import TowerSpec
 
@@ -57,39 +58,28 @@ class MediaPlan:
     grid: tuple[int, int]  # LLM tokens per frame group (rows, cols); codec modes: the frame's patch grid
     height: int  # pixels the frames are resized to
     width: int
-    llm_tokens: int  # visual tokens the LLM receives (at most ``budget``)
+    llm_tokens: int  # visual tokens the LLM receives (at most ``budget``; frames, image: for this aspect)
     tower_tokens: int  # patch rows the tower runs on
+    budget: int = 0  # the LLM tokens a clip or an image may take
+    cells: int = 0  # frames: LLM tokens one frame group may take (its grid at the source's aspect)
+    unit: int = 0  # pixels per LLM token side in a frame group
 
     def codec_overrides(self, patch_size: int) -> dict[str, Any]:
-        """The :class:`encoder.codec.CodecConfig` updates that produce this plan (square frames)."""
-        if self.height != self.width:
-            raise ValueError(f"frames are decoded square; plan asks for {self.height}x{self.width}")
+        """The :class:`encoder.codec.CodecConfig` updates that produce this plan. Frames keep the
+        source's aspect (``decode.aspect="native"``: at most ``cells`` tokens of ``unit`` pixels per
+        frame group), as do images (at most ``budget`` tokens); codec modes decode square frames."""
+        images = {"image_max_cells": self.budget, "image_cell": self.unit} if self.budget else {}
         if self.mode in ("codec", "random"):
-            return {"mode": self.mode, "patch_size": patch_size,
+            if self.height != self.width:
+                raise ValueError(f"codec modes decode square frames; plan asks for {self.height}x{self.width}")
+            return {"mode": self.mode, "patch_size": patch_size, **images,
                     "decode": {"num_frames": self.num_frames, "input_size": self.height},
                     "select": {"budget": self.llm_tokens}}
-        return {"mode": self.mode, "patch_size": patch_size, "num_frames": self.num_frames,
-                "decode": {"input_size": self.height}}
-
-
-def fit_grid(tokens: int, aspect_hw: tuple[float, float] = (1, 1)) -> tuple[int, int]:
-    """The largest aspect-preserving grid with gh · gw ≤ ``tokens``: (ceil(h·s), ceil(w·s)) for the
-    largest scale s that fits (the NaFlex processors' rule; ``aspect_hw`` = (h, w), e.g. in pixels)."""
-    if tokens < 1:
-        raise ValueError(f"a grid needs at least 1 token, got {tokens}")
-    h, w = (float(x) for x in aspect_hw)
-    if h <= 0 or w <= 0:
-        raise ValueError(f"aspect must be positive, got {aspect_hw}")
-
-    def grid(scale: float) -> tuple[int, int]:
-        return max(1, math.ceil(h * scale - 1e-9)), max(1, math.ceil(w * scale - 1e-9))
-
-    lo, hi = 0.0, float(tokens) / min(h, w) + 1.0
-    for _ in range(100):  # bisection on the scale: grid(lo) always fits
-        mid = (lo + hi) / 2
-        gh, gw = grid(mid)
-        lo, hi = (mid, hi) if gh * gw <= tokens else (lo, mid)
-    return grid(lo)
+        decode = {"input_size": self.height}
+        if self.cells:
+            decode.update(aspect="native", max_cells=self.cells, cell=self.unit)
+        return {"mode": self.mode, "patch_size": patch_size, "num_frames": self.num_frames, **images,
+                "decode": decode}
 
 
 def plan_frames(spec: TowerSpec, budget: int, num_frames: int, projector_merge: int = 1,
@@ -106,14 +96,14 @@ def plan_frames(spec: TowerSpec, budget: int, num_frames: int, projector_merge: 
     sub = spec.merge * projector_merge  # patches per token side
     rows = groups if spec.frames_per_token > 1 else num_frames
     return MediaPlan("frames", num_frames, (gh, gw), gh * unit, gw * unit, groups * gh * gw,
-                     rows * gh * gw * sub * sub)
+                     rows * gh * gw * sub * sub, budget, per_group, unit)
 
 
 def plan_image(spec: TowerSpec, budget: int, projector_merge: int = 1, aspect_hw: tuple[int, int] = (1, 1)) -> MediaPlan:
     """A still image: one frame group under ``budget`` LLM tokens, aspect kept."""
     gh, gw = fit_grid(budget, aspect_hw)
     unit, sub = spec.unit(projector_merge), spec.merge * projector_merge
-    return MediaPlan("image", 1, (gh, gw), gh * unit, gw * unit, gh * gw, gh * gw * sub * sub)
+    return MediaPlan("image", 1, (gh, gw), gh * unit, gw * unit, gh * gw, gh * gw * sub * sub, budget, 0, unit)
 
 
 def plan_codec(spec: TowerSpec, budget: int, num_frames: int = 64, input_size: int = 224,
@@ -126,7 +116,8 @@ def plan_codec(spec: TowerSpec, budget: int, num_frames: int = 64, input_size: i
         raise ValueError(f"input_size {input_size} is not a multiple of patch {spec.patch_size}")
     side = input_size // spec.patch_size
     tokens = min(budget, num_frames * side * side)  # a budget above the clip's patches is a cap: all of them
-    return MediaPlan(mode, num_frames, (side, side), input_size, input_size, tokens, tokens)
+    return MediaPlan(mode, num_frames, (side, side), input_size, input_size, tokens, tokens, budget, 0,
+                     spec.patch_size)
 
 
 def frame_plans(spec: TowerSpec, budget: int, projector_merge: int = 1,

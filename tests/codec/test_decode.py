@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from encoder.codec import CodecConfig
 from encoder.codec.decode import DecodeConfig, decode_clip
 from encoder.codec.errors import VideoDecodeError
 from encoder.codec.synthetic import make_clip, render_scene
@@ -81,6 +82,23 @@ def test_aspect_policies(wide_h264, aspect):
         assert np.abs(out[:, 16:48] - src[:, ::2, ::2]).mean() < 25
     else:  # stretched: every row kept, columns halved
         assert np.abs(out - src[:, :, ::2]).mean() < 25
+
+
+def test_native_aspect_keeps_the_source_shape(wide_h264, rotated_h264):
+    """aspect="native": the largest grid of ``cell``-pixel squares within ``max_cells`` at the shown
+    aspect (a 128x64 source, 8 cells of 16 px: 2 x 4 -> 32 x 64), rotation applied first."""
+    frames, *_ = render_scene("mover", 128, 64, 16)
+    clip = decode_clip(wide_h264.path, _cfg(num_frames=3, aspect="native", max_cells=8, cell=16, motion="none"))
+    assert clip.frames.shape == (3, 32, 64, 3)
+    assert np.abs(clip.frames.astype(np.float32) - frames[clip.frame_ids, ::2, ::2]).mean() < 25
+    rot = decode_clip(rotated_h264.path, _cfg(num_frames=2, aspect="native", max_cells=12, cell=16, motion="none"))
+    assert rot.frames.shape == (2, 64, 48, 3)  # shown 96 wide x 128 high: 4 x 3 cells
+    with pytest.raises(ValueError, match="max_cells"):
+        DecodeConfig(aspect="native")
+    with pytest.raises(ValueError, match="motion='none'"):
+        decode_clip(wide_h264.path, _cfg(aspect="native", max_cells=8))
+    with pytest.raises(ValueError, match="dense modes"):
+        CodecConfig(mode="codec", decode=DecodeConfig(aspect="native", max_cells=8)).validate()
 
 
 def test_rotation_metadata(rotated_h264):

@@ -3,6 +3,7 @@ it promises are the ones the data side counts on real patchified clips."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from encoder.codec import CodecConfig, patchify
@@ -56,16 +57,48 @@ def test_frame_plans_split_the_same_budget():
     assert len({p.height for p in plans}) == len(plans)  # fewer frames, higher resolution
 
 
+@pytest.mark.parametrize("wh", [(64, 64), (96, 64), (64, 112)], ids=["square", "landscape", "portrait"])
 @pytest.mark.parametrize("spec, projector_merge, frames", [
     (SIGLIP2, 1, 3), (SIGLIP2, 2, 4), (QWEN3, 1, 3), (QWEN3, 1, 4), (OV, 1, 5),
 ])
-def test_plan_matches_the_counted_tokens_of_a_real_clip(tmp_path, spec, projector_merge, frames):
-    clip = make_clip(tmp_path / "c.mp4", "mover", width=96, height=64, num_frames=12)
-    plan = plan_frames(spec, 48, frames, projector_merge)
+def test_plan_matches_the_counted_tokens_of_a_real_clip(tmp_path, spec, projector_merge, frames, wh):
+    """Frames keep the source's aspect (odd frame counts, non-square sources): the counted tokens are
+    the plan's for that aspect, within the budget, and the patch grid is the plan's frame size."""
+    w, h = wh
+    clip = make_clip(tmp_path / "c.mp4", "mover", width=w, height=h, num_frames=12)
+    plan = plan_frames(spec, 48, frames, projector_merge)  # what the data path is given (square)
     sel = patchify(clip.path, merge(CodecConfig(), plan.codec_overrides(spec.patch_size)))
+    native = plan_frames(spec, 48, frames, projector_merge, aspect_hw=(h, w))
     counter = TokenCounter(projector_merge, spec.frames_per_token, spec.merge)
-    assert counter(sel) == plan.llm_tokens <= 48
-    assert len(sel) == plan.num_frames * (plan.height // spec.patch_size) ** 2
+    assert counter(sel) == native.llm_tokens <= 48
+    assert sel.grid_hw == (native.height // spec.patch_size, native.width // spec.patch_size)
+    assert len(sel) == frames * sel.grid_hw[0] * sel.grid_hw[1]
+    if w == h:
+        assert native == plan
+    else:  # the long side stays the long one
+        assert (sel.grid_hw[1] > sel.grid_hw[0]) == (w > h)
+
+
+@pytest.mark.parametrize("spec, projector_merge, mode", [
+    (SIGLIP2, 1, "frames"), (SIGLIP2, 2, "frames"), (QWEN3, 1, "frames"), (OV, 1, "codec"), (OV, 1, "frames"),
+])
+@pytest.mark.parametrize("wh", [(640, 480), (300, 700), (20, 20)])
+def test_images_follow_the_budget_rule(tmp_path, spec, projector_merge, mode, wh):
+    """A still image takes at most ``budget`` LLM tokens at its own aspect, in every input mode."""
+    from PIL import Image
+
+    img = tmp_path / "i.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (wh[1], wh[0], 3), np.uint8)).save(img)
+    if mode == "codec":
+        plan = plan_codec(spec, 60, num_frames=16, input_size=112)
+    else:
+        plan = plan_frames(spec, 60, 4, projector_merge)
+    sel = patchify(img, merge(CodecConfig(), plan.codec_overrides(spec.patch_size)))
+    expected = plan_image(spec, 60, projector_merge, aspect_hw=(wh[1], wh[0]))
+    counter = TokenCounter(projector_merge, spec.frames_per_token, spec.merge)
+    assert counter(sel) == expected.llm_tokens <= 60
+    assert sel.grid_hw == (expected.height // spec.patch_size, expected.width // spec.patch_size)
+    assert counter(sel) > 60 * 0.7  # the budget is spent, not wasted on rounding
 
 
 def test_codec_plan_gives_its_budget(tmp_path):
@@ -74,3 +107,38 @@ def test_codec_plan_gives_its_budget(tmp_path):
         plan = plan_codec(OV, 100, num_frames=16, input_size=112, mode=mode)
         sel = patchify(clip.path, merge(CodecConfig(), plan.codec_overrides(14)))
         assert len(sel) == TokenCounter()(sel) == plan.llm_tokens == 100
+
+
+@pytest.mark.parametrize("name, mode", [("ov_encoder", "codec"), ("ov_encoder", "frames"), ("siglip2", "frames"),
+                                        ("qwen3_vit", "frames")])
+def test_every_tower_takes_non_square_clips_and_images_under_the_budget(tmp_path, name, mode):
+    """Each tower (tiny random config) runs on what the plan cuts for it: a portrait clip with an odd
+    frame count and a landscape image; its output rows are the tokens the data side counts, and the
+    LLM tokens stay within the budget."""
+    import torch
+    from PIL import Image
+
+    from llava_ov.data.dataset import pack_media
+    from llava_ov.model import TowerConfig
+    from llava_ov.model.budget import MediaConfig, media_plan
+    from llava_ov.model.towers import build_tower, tower_spec
+
+    torch.manual_seed(0)
+    cfg = TowerConfig(name=name, size="debug", output_layer=-1)
+    tower, spec = build_tower(cfg).eval(), tower_spec(cfg)
+    plan = media_plan(MediaConfig(budget=40, mode=mode, clip_frames=8, input_size=56, frames=3), spec)
+    codec = merge(CodecConfig(), plan.codec_overrides(spec.patch_size))
+    clip = make_clip(tmp_path / "c.mp4", "mover", width=64, height=112, num_frames=10).path
+    img = tmp_path / "i.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (90, 200, 3), np.uint8)).save(img)
+    sels = [patchify(clip, codec), patchify(img, codec)]
+    if mode == "frames":
+        assert sels[0].grid_hw[0] > sels[0].grid_hw[1]  # portrait stays portrait
+    assert sels[1].grid_hw[1] > sels[1].grid_hw[0]
+    counter = TokenCounter(1, spec.frames_per_token, spec.merge)
+    tokens = [counter(s) for s in sels]
+    assert all(t <= 40 for t in tokens) and tokens[1] > 40 * 0.7
+    with torch.no_grad():
+        out = tower(pack_media(sels, ["video", "image"], tokens))
+    assert out.counts == tokens and out.features.shape == (sum(tokens), tower.hidden_size)
+    assert torch.isfinite(out.features).all()
