@@ -84,6 +84,10 @@ class CompareConfig:
     tune_budget: int | None = None
     tail: float = 0.1  # the choice: lowest mean SFT training loss over this last fraction of steps
 
+    def __post_init__(self) -> None:
+        # every run is a process started in the repository root: a relative folder would land there
+        self.out = Path(self.out).absolute()
+
     def run_dir(self, variant: Variant, budget: int, seed: int, lr: float | None = None) -> Path:
         suffix = "" if lr is None else f"_lr{lr:g}"
         return self.out / variant.name.replace(" ", "_").lower() / f"b{budget}_s{seed}{suffix}"

@@ -38,6 +38,13 @@ def test_every_variant_gets_the_same_budget_and_its_own_split(tmp_path):
                 assert args["media.frames"] == str(plan.num_frames) and 0.95 * budget <= plan.llm_tokens <= budget
 
 
+def test_output_folder_is_absolute(tmp_path, monkeypatch):
+    """Runs start in the repository root: a relative --out must still mean the caller's folder."""
+    monkeypatch.chdir(tmp_path)
+    cfg = CompareConfig(out=Path("cmp"))
+    assert cfg.out == tmp_path / "cmp" and cfg.run_dir(VARIANTS[0], 96, 0).is_relative_to(tmp_path)
+
+
 def test_lr_search_cells_and_choice(tmp_path):
     cfg = CompareConfig(out=tmp_path, budgets=(256, 96, 128))
     assert cfg.tuning_budget() == 128 and cfg.lrs[0] is None  # the recipe's LR is always a candidate
