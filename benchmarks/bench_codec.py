@@ -2,7 +2,7 @@
 
 For each source clip (H.264 and HEVC) and input size (224, 448): the time to decode the T sampled
 frames (``motion="none"``), the time of the full patchify (decode + motion + residual + saliency +
-selection), and their ratio. H.264 runs the bitstream path (motion vectors from the decoder) and the
+selection), their ratio, and the memory one patchify adds at its peak (resident set in a fresh process, Linux). H.264 runs the bitstream path (motion vectors from the decoder) and the
 estimated path (block matching); HEVC exports no motion vectors, so it runs the estimated path.
 
 Two generated sets: ``convenient`` (the pan-mover scene, 640×360, fixed GOP 16, no B-frames, one
@@ -41,6 +41,38 @@ def timed_pair(base, full, repeats: int) -> tuple[float, float]:
             fn()
             out.append(time.perf_counter() - t0)
     return min(tb), min(tf)
+
+
+def _status_kb(key: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _peak_child(path: str, cfg: CodecConfig) -> float | None:
+    import av  # noqa: F401  (imported lazily by the decoder: not the clip's memory)
+
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # the high-water mark restarts at the current RSS
+    except OSError:
+        return None
+    before = _status_kb("VmRSS")
+    patchify(path, cfg)
+    peak = _status_kb("VmHWM")
+    return None if before is None or peak is None else (peak - before) / 1024
+
+
+def clip_peak_mb(path: Path, cfg: CodecConfig) -> float | None:
+    """Memory one patchify adds at its peak, in MB, measured in a fresh process (this one's allocator
+    keeps what earlier runs freed); None where /proc lacks the counters."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_peak_child, (str(path), cfg))
 
 
 def realistic(path: Path, codec: str, width: int, height: int, frames: int) -> Path:
@@ -94,7 +126,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}, T={args.frames}, best of {args.repeats} interleaved runs")
-    header = f"{'set':<12}{'source':<18}{'size':>6}{'motion':>11}{'decode s':>10}{'patchify s':>12}{'ratio':>8}{'kept':>7}"
+    header = f"{'set':<12}{'source':<18}{'size':>6}{'motion':>11}{'decode s':>10}{'patchify s':>12}{'ratio':>8}{'kept':>7}{'peak MB':>9}"
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,10 +142,12 @@ def main() -> None:
                     except ValueError as e:  # e.g. bitstream motion on HEVC
                         print(f"{group:<12}{name:<18}{size:>6}{motion:>11}{'':>10}{'n/a':>12}  ({str(e)[:60]})")
                         continue
+                    peak = clip_peak_mb(path, cfg)
                     t_dec, t_full = timed_pair(
                         lambda p=path, d=decode_only: decode_clip(p, d), lambda c=cfg, p=path: patchify(p, c), args.repeats
                     )
-                    print(f"{group:<12}{name:<18}{size:>6}{motion:>11}{t_dec:>10.3f}{t_full:>12.3f}{t_full / t_dec:>8.2f}{kept:>7}",
+                    print(f"{group:<12}{name:<18}{size:>6}{motion:>11}{t_dec:>10.3f}{t_full:>12.3f}{t_full / t_dec:>8.2f}{kept:>7}"
+                          f"{'' if peak is None else f'{peak:.0f}':>9}",
                           flush=True)
 
 
