@@ -19,6 +19,7 @@ from encoder.codec.motion import (
     residual_energy,
     resize_motion_field,
 )
+from encoder.codec.mp4index import container_index
 from encoder.codec.sampling import sample_positions, snap_to_keyframes
 
 ASPECTS = ("resize", "crop", "pad", "native")  # native: aspect kept, sized by max_cells (dense modes only)
@@ -159,23 +160,29 @@ def _open(path: str):
     return container, video[0]
 
 
-def _build_index(path: str, container, stream) -> _Index:
-    """Cheap demux pass (no decoding): pts, compressed size and key flag of every frame."""
+def _build_index(path: str, container, stream, index_tables: bool = True) -> _Index:
+    """pts, compressed size and key flag of every frame: from an MP4's sample tables where they agree
+    with the demuxer (no pass over the file), else from a demux pass (no decoding)."""
     import av
 
-    pts, sizes, keys = [], [], []
-    try:
-        for pkt in container.demux(stream):
-            if pkt.size == 0 and pkt.pts is None and pkt.dts is None:
-                continue  # flush packet
-            pts.append(pkt.pts if pkt.pts is not None else pkt.dts)
-            sizes.append(pkt.size)
-            keys.append(bool(pkt.is_keyframe))
-    except (av.FFmpegError, OSError):
-        pass  # truncated / damaged tail: keep the packets read so far
-    if not sizes:
+    tables = container_index(path, container, stream) if index_tables else None
+    if tables is not None:  # the MP4 sample tables, checked against the demuxer at both ends
+        pts, sizes, keys = tables
+        has_pts = len(np.unique(pts)) == len(pts)
+    else:
+        pts, sizes, keys = [], [], []
+        try:
+            for pkt in container.demux(stream):
+                if pkt.size == 0 and pkt.pts is None and pkt.dts is None:
+                    continue  # flush packet
+                pts.append(pkt.pts if pkt.pts is not None else pkt.dts)
+                sizes.append(pkt.size)
+                keys.append(bool(pkt.is_keyframe))
+        except (av.FFmpegError, OSError):
+            pass  # truncated / damaged tail: keep the packets read so far
+        has_pts = all(p is not None for p in pts) and len(set(pts)) == len(pts)
+    if len(sizes) == 0:
         raise VideoDecodeError(path, "no video packets")
-    has_pts = all(p is not None for p in pts) and len(set(pts)) == len(pts)
     order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable") if has_pts else np.arange(len(pts))
     p = np.asarray(pts, dtype=np.int64)[order] if has_pts else np.arange(len(pts), dtype=np.int64)
     if has_pts and stream.time_base is not None:
@@ -392,9 +399,10 @@ def decode_clip(path: str | os.PathLike, cfg: DecodeConfig | None = None) -> Dec
     size, display rotation applied (``rotation`` = clockwise degrees, ``orig_size`` = (H, W) as shown),
     then fitted to S×S by `aspect` ("native": the source aspect at most ``max_cells`` cells of ``cell``
     pixels, frames only). Timestamps are seconds since the stream's first frame; frame ids and
-    packet sizes are in presentation order; ids index the whole video, packet_sizes the window. One demux
-    pass (no decoding) plus one decode pass that stops after the last sampled frame; a window that starts
-    later seeks to the keyframe before it.
+    packet sizes are in presentation order; ids index the whole video, packet_sizes the window. The frame
+    index comes from an MP4's sample tables (checked against the demuxer at both ends) or else one demux
+    pass (no decoding); then one decode pass that stops after the last sampled frame and, with ``seek``,
+    jumps to the keyframe before each sample.
 
     Motion and residual maps are A×A, A = ``cfg.signal_size`` ≈ ``analysis_size`` (112 for 224 and 448
     inputs: selection needs per-patch sums only), with vectors in A-pixels. Motion is relative to each sampled frame's own reference, the previous decoded (presentation-order)
