@@ -90,19 +90,37 @@ def measure(path: str, mode: str, setting: int, repeats: int) -> dict:
     return {"seconds": min(times), "patches": len(sel), "peak_mb": peak_rss_mb()}
 
 
+def index_seconds(path: Path, repeats: int = 3) -> tuple[float, float]:
+    """Best time to build the frame index from the MP4 sample tables and by a demux pass."""
+    from encoder.codec.decode import _build_index, _open
+
+    out = []
+    for tables in (True, False):
+        best = float("inf")
+        for _ in range(repeats):
+            c, s = _open(str(path))
+            t = time.perf_counter()
+            _build_index(str(path), c, s, index_tables=tables)
+            best = min(best, time.perf_counter() - t)
+            c.close()
+        out.append(best)
+    return out[0], out[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=int, nargs="+", default=[1, 10, 60])
     ap.add_argument("--sizes", nargs="+", default=["360x640", "1280x720"], help="WxH")
     ap.add_argument("--dir", type=Path, default=Path(".cache/bench_long_video"))
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--index-only", action="store_true", help="only the frame-index table")
     ap.add_argument("--one", nargs=3, metavar=("PATH", "MODE", "SETTING"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
         print(json.dumps(measure(args.one[0], args.one[1], int(args.one[2]), args.repeats)))
         return 0
     args.dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, index_rows = [], []
     for size in args.sizes:
         w, h = (int(v) for v in size.split("x"))
         base = args.dir / f"base_{w}x{h}.mp4"
@@ -114,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             path = base if minutes == 1 else args.dir / f"long_{w}x{h}_{minutes}min.mp4"
             if not path.exists():
                 repeat(base, path, minutes)
+            index_rows.append((size, minutes, round(path.stat().st_size / 1e6), *index_seconds(path)))
+            if args.index_only:
+                continue
             for mode in ("codec", "frames"):
                 for k, (name, seek, _) in enumerate(SETTINGS):
                     if not seek and minutes > 10:
@@ -127,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append({"size": size, "minutes": minutes, "mode": mode, "setting": name,
                                  "mb": round(path.stat().st_size / 1e6), **r})
                     print(json.dumps(rows[-1]), file=sys.stderr)
+    print("| size | minutes | file MB | index from the MP4 tables s | demux pass s |\n| --- | --- | --- | --- | --- |")
+    for size, minutes, mb, t_tables, t_demux in index_rows:
+        print(f"| {size} | {minutes} | {mb} | {t_tables:.3f} | {t_demux:.3f} |")
+    if args.index_only:
+        return 0
     print("| size | minutes | file MB | mode | decoding | seconds | vs 1 min | peak MB |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         one = next(x for x in rows if x["size"] == r["size"] and x["mode"] == r["mode"] and x["setting"] == r["setting"]
