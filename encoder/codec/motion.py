@@ -90,14 +90,14 @@ def rgb_to_luma(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def motion_vector_cell(mvs: np.ndarray) -> int:
-    """Largest grid (≤ 16 px) on which every block of the side data is aligned."""
+    """Largest grid (≤ 16 px) on which every block of the side data is aligned: the lowest set bit of
+    all sizes and corners together (a power of two, as gcd(..., 16) is)."""
     if len(mvs) == 0:
         return 16
     w, h = mvs["w"].astype(np.int64), mvs["h"].astype(np.int64)
-    x0 = mvs["dst_x"].astype(np.int64) - w // 2
-    y0 = mvs["dst_y"].astype(np.int64) - h // 2
-    vals = np.abs(np.concatenate([w, h, x0, y0, np.array([16])]))
-    return max(1, int(np.gcd.reduce(vals)))
+    corners = np.concatenate([w, h, mvs["dst_x"] - w // 2, mvs["dst_y"] - h // 2])
+    bits = int(np.bitwise_or.reduce(np.abs(corners))) | 16
+    return bits & -bits
 
 
 def rasterize_motion_vectors(
@@ -113,30 +113,36 @@ def rasterize_motion_vectors(
     """
     gh, gw = -(-height // cell), -(-width // cell)
     field = np.zeros((gh, gw, 2), dtype=np.float32)
-    if len(mvs) == 0:
+    n = len(mvs)
+    if n == 0:
         return field
-    src = mvs["source"]
-    order = np.argsort(src < 0, kind="stable")  # backward first, forward last (last write wins)
-    m = mvs[order]
+    back = mvs["source"] >= 0
     fwd, bwd = max(1, int(distances[0])), max(1, int(distances[1]))
-    sign = np.where(m["source"] < 0, 1.0 / fwd, -1.0 / bwd) / np.maximum(m["motion_scale"], 1)
-    vec = np.empty((len(m), 2), dtype=np.float32)
-    vec[:, 0], vec[:, 1] = m["motion_x"] * sign, m["motion_y"] * sign
-    w, h = m["w"].astype(np.int64), m["h"].astype(np.int64)
-    x0, y0 = m["dst_x"] - (w >> 1), m["dst_y"] - (h >> 1)
+    scale = np.where(back, -1.0 / bwd, 1.0 / fwd) / np.maximum(mvs["motion_scale"], 1)
+    vec = np.empty((n, 2), dtype=np.float32)
+    np.multiply(mvs["motion_x"], scale, out=vec[:, 0], casting="unsafe")
+    np.multiply(mvs["motion_y"], scale, out=vec[:, 1], casting="unsafe")
+    w, h = mvs["w"].astype(np.int64), mvs["h"].astype(np.int64)
+    x0, y0 = mvs["dst_x"] - (w >> 1), mvs["dst_y"] - (h >> 1)
+    if back.any() and not back.all():  # backward first, forward last (the last write wins)
+        order = np.argsort(~back, kind="stable")
+        vec, x0, y0, w, h = vec[order], x0[order], y0[order], w[order], h[order]
     cx0, cy0 = x0 // cell, y0 // cell
     nx = np.maximum(-(-(x0 + w) // cell) - cx0, 1)
     ny = np.maximum(-(-(y0 + h) // cell) - cy0, 1)
     counts = nx * ny
-    rep = np.repeat(np.arange(len(m)), counts)
-    local = np.arange(len(rep)) - np.repeat(np.cumsum(counts) - counts, counts)
-    nxr = nx[rep]
-    xs = cx0[rep] + local % nxr
-    ys = cy0[rep] + local // nxr
+    if (counts == 1).all():  # one cell per block
+        xs, ys, rep = cx0, cy0, None
+    else:
+        rep = np.repeat(np.arange(n), counts)
+        local = np.arange(len(rep)) - np.repeat(np.cumsum(counts) - counts, counts)
+        nxr = nx[rep]
+        xs, ys = cx0[rep] + local % nxr, cy0[rep] + local // nxr
     ok = (xs >= 0) & (xs < gw) & (ys >= 0) & (ys < gh)
     if not ok.all():
-        xs, ys, rep = xs[ok], ys[ok], rep[ok]
-    field[ys, xs] = vec[rep]
+        xs, ys = xs[ok], ys[ok]
+        rep = np.flatnonzero(ok) if rep is None else rep[ok]
+    field[ys, xs] = vec if rep is None else vec[rep]
     return field
 
 

@@ -10,6 +10,7 @@ from encoder.codec.decode import DecodeConfig, decode_clip
 from encoder.codec.motion import (
     Geometry,
     estimate_motion,
+    motion_vector_cell,
     rasterize_motion_vectors,
     residual_energy,
     resize_motion_field,
@@ -234,6 +235,31 @@ def test_rasterize_motion_vectors():
     coarse = rasterize_motion_vectors(mvs, 24, 32, cell=8)
     assert coarse.shape == (3, 4, 2)
     np.testing.assert_array_equal(coarse, field[::8, ::8])
+
+
+def test_motion_vector_cell_is_the_alignment_grid():
+    """The largest power of two (<= 16) dividing every block size and corner, as gcd(..., 16) gives it;
+    and one-cell blocks (every block exactly a cell) paint like the general path."""
+    import math
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        mvs = np.zeros(int(rng.integers(1, 40)), dtype=_MV_DTYPE)
+        mvs["w"] = rng.choice([4, 8, 16], len(mvs))
+        mvs["h"] = rng.choice([4, 8, 16], len(mvs))
+        mvs["dst_x"] = rng.integers(-2, 20, len(mvs)) * rng.choice([2, 4, 8, 16]) + mvs["w"] // 2
+        mvs["dst_y"] = rng.integers(0, 20, len(mvs)) * rng.choice([4, 8, 16]) + mvs["h"] // 2
+        x0, y0 = mvs["dst_x"].astype(int) - mvs["w"] // 2, mvs["dst_y"].astype(int) - mvs["h"] // 2
+        vals = [abs(int(v)) for v in (*mvs["w"], *mvs["h"], *x0, *y0)] + [16]
+        assert motion_vector_cell(mvs) == math.gcd(*vals)
+    assert motion_vector_cell(np.zeros(0, dtype=_MV_DTYPE)) == 16
+    blocks = np.zeros(2, dtype=_MV_DTYPE)
+    blocks[0] = (-1, 8, 8, 0, 0, 4, 4, 0, 4, 0, 4)
+    blocks[1] = (-1, 8, 8, 0, 0, 36, 12, 0, 0, -8, 4)  # partly outside a 16-row frame
+    one = rasterize_motion_vectors(blocks, 16, 40, cell=8)
+    fine = rasterize_motion_vectors(blocks, 16, 40, cell=1)
+    np.testing.assert_array_equal(one, fine[::8, ::8])
+    assert one[0, 0].tolist() == [1.0, 0.0] and one[1, 4].tolist() == [0.0, -2.0]
 
 
 def test_resize_motion_field_scales_and_rotates():
