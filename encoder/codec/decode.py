@@ -46,7 +46,7 @@ class DecodeConfig:
     cell: int = 14
     start: float | None = None
     end: float | None = None
-    threads: int = 0
+    threads: int = 0  # decoder threads (0 = FFmpeg's choice); bitstream vectors are always read with one
     motion: str = "auto"
     block_size: int = 8
     search_range: int = 7
@@ -266,14 +266,17 @@ def _decode_pass(path: str, cfg: DecodeConfig, index: _Index, wanted: np.ndarray
     meta["motion"] = motion
     try:
         stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = cfg.threads
+        # FFmpeg exports a picture's vectors when it is output, which with frame threads can be before
+        # another thread has finished it: 1-3 of 64 frames got corrupt vectors, differing run to run
+        # (measured on x264 defaults). One decoding thread makes them exact and the same every time.
+        stream.codec_context.thread_count = 1 if use_mvs else cfg.threads
         if use_mvs:
             stream.codec_context.options = {"flags2": "+export_mvs"}
         _seek_near(container, stream, index, int(wanted[0]) - int(want_motion))
         lookup = {int(p): i for i, p in enumerate(index.pts)} if index.has_pts else None
         order = sorted(targets)
         keys = np.flatnonzero(index.keyframe) if (cfg.seek and index.has_pts) else np.zeros(0, np.int64)
-        prev, prev_idx, prev_luma, counter = None, -1, None, -1
+        prev, prev_idx, prev_luma, counter, frames_buf = None, -1, None, -1, None
         borrow = None  # slot of a sampled frame without vectors (an I-frame) awaiting the next frame's
         frames = _frames(container, stream)
         while True:
@@ -292,7 +295,12 @@ def _decode_pass(path: str, cfg: DecodeConfig, index: _Index, wanted: np.ndarray
                 meta["orig_size"] = (frame.width, frame.height) if rot % 180 else (frame.height, frame.width)
             luma = None
             if idx in targets and (not samples or idx > samples[-1].idx):
-                smp = _Sample(idx, conv.convert(frame), PICT_TYPES.get(int(frame.pict_type), "?"))
+                rgb = conv.convert(frame)
+                if frames_buf is None:  # the clip's frames in one array: no second copy when stacking
+                    frames_buf = np.empty((len(wanted), *rgb.shape), dtype=np.uint8)
+                    meta["frames"] = frames_buf
+                frames_buf[len(samples)] = rgb
+                smp = _Sample(idx, frames_buf[len(samples)], PICT_TYPES.get(int(frame.pict_type), "?"))
                 if want_motion and prev is not None and idx > 0:
                     smp.luma = luma = sig.convert(frame, "gray")
                     smp.ref_luma = prev_luma if prev_luma is not None else sig.convert(prev, "gray")
@@ -458,7 +466,7 @@ def decode_clip(path: str | os.PathLike, cfg: DecodeConfig | None = None) -> Dec
         rate = (len(times) - 1) / max(times[-1] - times[0], 1e-9)
     return DecodedClip(
         path=path,
-        frames=np.stack([smp.rgb for smp in samples]),
+        frames=meta["frames"][: len(samples)],
         frame_ids=ids,
         timestamps=times[np.clip(ids, 0, len(times) - 1)].astype(np.float64),
         pict_types=[smp.pict for smp in samples],
