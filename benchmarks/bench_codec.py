@@ -122,17 +122,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave default)")
     ap.add_argument("--set", choices=["both", "convenient", "realistic"], default="both")
+    ap.add_argument("--decode-threads", type=int, default=0,
+                    help="FFmpeg decoding threads (0 = its choice; the bitstream path always decodes with 1)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch threads: {torch.get_num_threads()}, T={args.frames}, best of {args.repeats} interleaved runs")
+    print(f"torch threads: {torch.get_num_threads()}, decode threads: {args.decode_threads or 'auto'}, T={args.frames}, "
+          f"best of {args.repeats} interleaved runs")
     header = f"{'set':<12}{'source':<18}{'size':>6}{'motion':>11}{'decode s':>10}{'patchify s':>12}{'ratio':>8}{'kept':>7}{'peak MB':>9}"
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory() as tmp:
         for group, name, path in sources(args, Path(tmp)):
             for size in args.sizes:
-                dcfg = DecodeConfig(num_frames=args.frames, input_size=size)
+                dcfg = DecodeConfig(num_frames=args.frames, input_size=size, threads=args.decode_threads)
                 decode_only = dataclasses.replace(dcfg, motion="none")
                 for motion in ("bitstream", "estimated"):
                     cfg = CodecConfig(decode=dataclasses.replace(dcfg, motion=motion))
