@@ -6,45 +6,19 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import av
 import numpy as np
 import pytest
+from encode_support import encode as write
 
 from encoder.codec.decode import _build_index, _open
 from encoder.codec.mp4index import container_index, track_samples
 from encoder.codec.synthetic import render_scene
 
-TB = Fraction(1, 90000)
 
-
-def encode(path, codec="libx264", n=40, times=None, options=None, container_options=None, audio_first=False,
-           extra_video=0, tb=TB):
+def encode(path, n=40, **kw):
+    """The mover (96 x 64, ``n`` frames) written by :func:`encode_support.encode` with ``kw``."""
     frames, *_ = render_scene("mover", 96, 64, n, 0)
-    with av.open(str(path), "w", options=container_options or {}) as c:
-        if audio_first:
-            a = c.add_stream("aac", rate=16000)
-            a.layout = "mono"
-        streams = []
-        for _ in range(1 + extra_video):
-            s = c.add_stream(codec, rate=30)
-            s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
-            s.codec_context.time_base = tb
-            s.options = dict(options or {})
-            streams.append(s)
-        pts = np.round((np.arange(n) / 30 if times is None else times) / float(tb)).astype(np.int64)
-        for img, p in zip(frames, pts):
-            for s in streams:
-                f = av.VideoFrame.from_ndarray(img, format="rgb24")
-                f.pts, f.time_base = int(p), tb
-                c.mux(s.encode(f))
-        for s in streams:
-            c.mux(s.encode(None))
-        if audio_first:
-            fr = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            fr.sample_rate, fr.pts = 16000, 0
-            c.mux(a.encode(fr))
-            c.mux(a.encode(None))
-    return path
+    return write(path, frames, **kw)
 
 
 def indexes(path):
@@ -76,7 +50,7 @@ def assert_same(a, b):
     ("mpeg4", {"codec": "mpeg4", "tb": Fraction(1, 30000)}),  # its time base must fit 16 bits
     ("vfr", {"times": np.cumsum(np.r_[0, np.random.default_rng(0).uniform(0.02, 0.06, 39)])}),
     ("audio_first", {"audio_first": True}),
-    ("two_video", {"extra_video": 1}),
+    ("two_video", {"extra_streams": 1}),
 ])
 def test_tables_give_the_demux_index(tmp_path, name, kw):
     path = encode(tmp_path / f"{name}.mp4", **kw)

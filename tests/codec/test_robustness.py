@@ -3,43 +3,21 @@ gives a correct selection (the mover's patches found) or one clear ``VideoDecode
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import av
 import numpy as np
 import pytest
+from encode_support import encode
 
 from encoder.codec import CodecConfig, DecodeConfig, SelectConfig, VideoDecodeError, patchify
 from encoder.codec.synthetic import SyntheticClip, object_patch_overlap, render_scene
 
 W, H, N, SIZE, P = 128, 96, 48, 112, 14
 G = SIZE // P
-TB = Fraction(1, 90000)
 
 
 def scene() -> tuple[np.ndarray, np.ndarray]:
     frames, boxes, _, _ = render_scene("mover", W, H, N, 0)
     return frames, boxes
-
-
-def encode(path, frames, codec="libx264", options=None, pix_fmt="yuv420p", times=None, extra_streams=0) -> None:
-    """Frames → file with the encoder's own defaults unless ``options`` say otherwise."""
-    with av.open(str(path), "w") as c:
-        streams = []
-        for _ in range(1 + extra_streams):
-            s = c.add_stream(codec, rate=30)
-            s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
-            s.codec_context.time_base = TB
-            s.options = dict(options or {})
-            streams.append(s)
-        pts = np.round((np.arange(len(frames)) / 30 if times is None else times) / float(TB)).astype(np.int64)
-        for img, p in zip(frames, pts):
-            for s in streams:
-                f = av.VideoFrame.from_ndarray(img, format="rgb24")
-                f.pts, f.time_base = int(p), TB
-                c.mux(s.encode(f))
-        for s in streams:
-            c.mux(s.encode(None))
 
 
 def clip_of(path, boxes, width=W, height=H) -> SyntheticClip:
