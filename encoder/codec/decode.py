@@ -19,7 +19,7 @@ from encoder.codec.motion import (
     residual_energy,
     resize_motion_field,
 )
-from encoder.codec.mp4index import container_index
+from encoder.codec.mp4index import container_index, demux_packets
 from encoder.codec.sampling import sample_positions, snap_to_keyframes
 
 ASPECTS = ("resize", "crop", "pad", "native")  # native: aspect kept, sized by max_cells (dense modes only)
@@ -172,9 +172,7 @@ def _build_index(path: str, container, stream, index_tables: bool = True) -> _In
     else:
         pts, sizes, keys = [], [], []
         try:
-            for pkt in container.demux(stream):
-                if pkt.size == 0 and pkt.pts is None and pkt.dts is None:
-                    continue  # flush packet
+            for pkt in demux_packets(container, stream):
                 pts.append(pkt.pts if pkt.pts is not None else pkt.dts)
                 sizes.append(pkt.size)
                 keys.append(bool(pkt.is_keyframe))

@@ -15,26 +15,33 @@ from pathlib import Path
 
 import numpy as np
 
-_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"}
 _MAX_MOOV = 256 << 20  # a moov larger than this is not read into memory (the demux pass is used)
 CHECK_PACKETS = 24  # packets compared with FFmpeg's demuxer at each end of the stream
 
 
-def _boxes(data: bytes | memoryview, start: int = 0, end: int | None = None):
+def _header(buf: bytes, pos: int, remaining: int) -> tuple[bytes, int, int] | None:
+    """(type, header length, size) of the box at ``buf[pos:]`` with ``remaining`` bytes left in its
+    parent (size 0: to the end; size 1: a 64-bit size follows), or None when it does not fit."""
+    if remaining < 8 or len(buf) < pos + 8:
+        return None
+    size, kind = struct.unpack_from(">I4s", buf, pos)
+    head = 8
+    if size == 1:
+        if remaining < 16 or len(buf) < pos + 16:
+            return None
+        size, head = struct.unpack_from(">Q", buf, pos + 8)[0], 16
+    elif size == 0:
+        size = remaining
+    if size < head or size > remaining:
+        return None
+    return kind, head, size
+
+
+def _boxes(data: bytes, start: int, end: int):
     """(type, payload start, payload end) of the boxes in data[start:end]."""
-    end = len(data) if end is None else end
     pos = start
-    while pos + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        head = 8
-        if size == 1:
-            if pos + 16 > end:
-                return
-            size, head = struct.unpack_from(">Q", data, pos + 8)[0], 16
-        elif size == 0:
-            size = end - pos
-        if size < head or pos + size > end:
-            return
+    while (box := _header(data, pos, end - pos)) is not None:
+        kind, head, size = box
         yield kind, pos + head, pos + size
         pos += size
 
@@ -44,29 +51,18 @@ def _read_moov(path: Path) -> bytes | None:
     with open(path, "rb") as f:
         file_size = f.seek(0, 2)
         pos = 0
-        while pos + 8 <= file_size:
+        while True:
             f.seek(pos)
-            head = f.read(16)
-            if len(head) < 8:
+            box = _header(f.read(16), 0, file_size - pos)
+            if box is None:
                 return None
-            size, kind = struct.unpack_from(">I4s", head)
-            hdr = 8
-            if size == 1:
-                if len(head) < 16:
-                    return None
-                size, hdr = struct.unpack_from(">Q", head, 8)[0], 16
-            elif size == 0:
-                size = file_size - pos
-            if size < hdr:
-                return None
+            kind, _, size = box
             if kind == b"moov":
                 if size > _MAX_MOOV:
                     return None
                 f.seek(pos)
-                data = f.read(size)
-                return data if len(data) == size else None
+                return f.read(size)
             pos += size
-    return None
 
 
 def _children(data: bytes, start: int, end: int) -> dict[bytes, list[tuple[int, int]]]:
@@ -87,7 +83,7 @@ def _table(data: bytes, span: tuple[int, int], width: int, dtype: str) -> np.nda
 
 
 def track_samples(path: str | Path, track: int) -> dict[str, np.ndarray | int] | None:
-    """Decode order ``dts``, ``pts``, ``sizes``, ``keys`` and the ``timescale`` of the ``track``-th
+    """Decode order ``pts``, ``sizes``, ``keys`` and the ``timescale`` of the ``track``-th
     ``trak`` of an MP4 / MOV file from its sample tables, or None (not an MP4, fragmented, no such
     track, tables missing or inconsistent)."""
     try:
@@ -113,8 +109,7 @@ def track_samples(path: str | Path, track: int) -> dict[str, np.ndarray | int] |
             sizes = np.frombuffer(moov, ">u4", count=count, offset=a + 12).astype(np.int64)
         if len(deltas) < count or count == 0 or timescale == 0:
             return None
-        dts = np.concatenate([[0], np.cumsum(deltas[: count - 1])]).astype(np.int64)
-        pts = dts.copy()
+        pts = np.concatenate([[0], np.cumsum(deltas[: count - 1])]).astype(np.int64)  # dts, then + ctts
         if b"ctts" in stbl:
             ctts = _table(moov, stbl[b"ctts"][0], 2, ">i4").astype(np.int64)
             offsets = np.repeat(ctts[:, 1], np.maximum(ctts[:, 0], 0))
@@ -126,16 +121,21 @@ def track_samples(path: str | Path, track: int) -> dict[str, np.ndarray | int] |
             sync = _table(moov, stbl[b"stss"][0], 1, ">u4")[:, 0].astype(np.int64) - 1
             keys[:] = False
             keys[sync[(sync >= 0) & (sync < count)]] = True
-        return {"dts": dts, "pts": pts, "sizes": sizes, "keys": keys, "timescale": int(timescale)}
+        return {"pts": pts, "sizes": sizes, "keys": keys, "timescale": int(timescale)}
     except (OSError, KeyError, IndexError, ValueError, struct.error):
         return None
 
 
+def demux_packets(container, stream):
+    """The stream's packets in decode order, without the empty flush packet at the end."""
+    for pkt in container.demux(stream):
+        if not (pkt.size == 0 and pkt.pts is None and pkt.dts is None):
+            yield pkt
+
+
 def _demuxed(container, stream, limit: int) -> list[tuple[int, int, bool]]:
     out = []
-    for pkt in container.demux(stream):
-        if pkt.size == 0 and pkt.pts is None and pkt.dts is None:
-            continue
+    for pkt in demux_packets(container, stream):
         out.append((pkt.pts, pkt.size, bool(pkt.is_keyframe)))
         if len(out) >= limit:
             break
@@ -195,4 +195,4 @@ def _checked(container, stream, tables: dict) -> tuple[np.ndarray, np.ndarray, n
     return pts, sizes, keys
 
 
-__all__ = ["CHECK_PACKETS", "container_index", "track_samples"]
+__all__ = ["CHECK_PACKETS", "container_index", "demux_packets", "track_samples"]
