@@ -1,24 +1,31 @@
 """Variable-length (packed) self-attention backends.
 
-All backends take ``q, k, v`` of shape ``[N_total, H, head_dim]`` plus a :class:`SeqInfo` describing how
-the N_total tokens are split into sequences, and return ``[N_total, H, head_dim]``; tokens attend only
-within their own sequence (no causal mask).
+All backends take ``q`` of shape ``[N_total, H, head_dim]`` and ``k, v`` of shape ``[N_total, H_kv,
+head_dim]`` (``H_kv`` divides ``H``: grouped-query attention when smaller) plus a :class:`SeqInfo`
+describing how the N_total tokens split into sequences, and return ``[N_total, H, head_dim]``; tokens
+attend only within their own sequence, to every token of it (the ViT) or, with ``causal=True``, to it
+and the tokens before it (a packed causal LM).
 
 * ``flash``: ``flash_attn.flash_attn_varlen_func`` (CUDA, fp16/bf16; imported lazily, optional).
 * ``torch_varlen``: ``torch.nn.attention.varlen.varlen_attn`` (torch's own FlashAttention varlen op;
-  CUDA, fp16/bf16).
+  CUDA, fp16/bf16). Its keyword arguments changed between torch releases (``is_causal`` vs
+  ``window_size``, ``enable_gqa``); :func:`_torch_varlen` reads its signature.
 * ``sdpa_loop``: ``scaled_dot_product_attention`` per sequence (one batched call when all sequences
-  have the same length).  Works everywhere; the CPU default.
+  have the same length). Exact, works everywhere; the CPU default. Cost linear in the number of
+  sequences, quadratic only in each one's own length.
 * ``sdpa_mask``: one SDPA call over the whole pack with a block-diagonal boolean mask (O(N_total^2)
   memory; a simple reference-like path, fine for small packs).
 
 On CPU, half-precision inputs are upcast to fp32 for the SDPA paths so that the softmax runs in fp32;
-the flash kernels accumulate the softmax in fp32 internally.
+the flash kernels accumulate the softmax in fp32 internally. The CUDA kernels need only
+``cu_seqlens`` and ``max_seqlen``; the per-sequence lengths on the host (a device sync when
+``cu_seqlens`` lives on the GPU) are read only by the SDPA paths, when they first ask.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,18 +36,27 @@ from torch import Tensor
 _HALF = (torch.float16, torch.bfloat16)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SeqInfo:
-    """How a pack of ``N_total`` tokens splits into sequences (computed once per forward)."""
+    """How a pack of ``N_total`` tokens splits into sequences (made once per forward)."""
 
     cu_seqlens: Tensor  # int32 [B + 1], on the tokens' device
-    lengths: tuple[int, ...]
     max_seqlen: int
-    seq_ids: Tensor  # int64 [N_total], index of each token's sequence
+
+    @functools.cached_property
+    def lengths(self) -> tuple[int, ...]:
+        cu = [int(c) for c in self.cu_seqlens.tolist()]
+        return tuple(b - a for a, b in zip(cu[:-1], cu[1:]))
+
+    @functools.cached_property
+    def seq_ids(self) -> Tensor:
+        """int64 [N_total]: the index of each token's sequence."""
+        lens = torch.tensor(self.lengths, dtype=torch.long, device=self.cu_seqlens.device)
+        return torch.repeat_interleave(torch.arange(len(self.lengths), device=lens.device), lens)
 
     @property
     def num_seqs(self) -> int:
-        return len(self.lengths)
+        return int(self.cu_seqlens.numel()) - 1
 
     @property
     def num_tokens(self) -> int:
@@ -48,17 +64,13 @@ class SeqInfo:
 
     @classmethod
     def from_cu_seqlens(cls, cu_seqlens: Tensor, device: torch.device | str | None = None) -> SeqInfo:
+        """From ``cu_seqlens`` (read on the host once; move it to ``device``)."""
         cu_list = [int(c) for c in cu_seqlens.tolist()]
         lengths = tuple(b - a for a, b in zip(cu_list[:-1], cu_list[1:]))
         device = cu_seqlens.device if device is None else torch.device(device)
-        lens_t = torch.tensor(lengths, dtype=torch.long, device=device)
-        seq_ids = torch.repeat_interleave(torch.arange(len(lengths), device=device), lens_t)
-        return cls(
-            cu_seqlens=cu_seqlens.to(device=device, dtype=torch.int32),
-            lengths=lengths,
-            max_seqlen=max(lengths, default=0),
-            seq_ids=seq_ids,
-        )
+        info = cls(cu_seqlens.to(device=device, dtype=torch.int32), max(lengths, default=0))
+        info.__dict__["lengths"] = lengths  # known already: no device read later
+        return info
 
 
 @functools.cache
@@ -77,6 +89,12 @@ def _torch_varlen_func() -> Callable | None:
     except ImportError:
         return None
     return varlen_attn
+
+
+@functools.cache
+def _torch_varlen_params() -> frozenset[str]:
+    fn = _torch_varlen_func()
+    return frozenset(inspect.signature(fn).parameters) if fn is not None else frozenset()
 
 
 def backend_unavailable_reason(name: str, q: Tensor) -> str | None:
@@ -112,16 +130,36 @@ def resolve_backend(requested: str, q: Tensor) -> str:
     return requested
 
 
-def _flash(q: Tensor, k: Tensor, v: Tensor, info: SeqInfo) -> Tensor:
+def _repeat_kv(k: Tensor, heads: int) -> Tensor:
+    """``[N, H_kv, d]`` → ``[N, heads, d]`` (each kv head serves ``heads / H_kv`` query heads)."""
+    groups = heads // k.shape[1]
+    return k if groups == 1 else k.repeat_interleave(groups, dim=1)
+
+
+def _flash(q: Tensor, k: Tensor, v: Tensor, info: SeqInfo, causal: bool, scale: float | None) -> Tensor:
     fn = _flash_varlen_func()
-    cu = info.cu_seqlens
-    return fn(q, k, v, cu, cu, info.max_seqlen, info.max_seqlen, dropout_p=0.0, causal=False)
+    cu, m = info.cu_seqlens, info.max_seqlen
+    return fn(q, k, v, cu, cu, m, m, dropout_p=0.0, softmax_scale=scale, causal=causal)  # GQA native
 
 
-def _torch_varlen(q: Tensor, k: Tensor, v: Tensor, info: SeqInfo) -> Tensor:
-    fn = _torch_varlen_func()
-    cu = info.cu_seqlens
-    return fn(q, k, v, cu, cu, info.max_seqlen, info.max_seqlen)
+def _torch_varlen(q: Tensor, k: Tensor, v: Tensor, info: SeqInfo, causal: bool, scale: float | None) -> Tensor:
+    fn, params = _torch_varlen_func(), _torch_varlen_params()
+    kwargs: dict = {}
+    if "is_causal" in params:  # torch <= 2.11
+        kwargs["is_causal"] = causal
+    elif causal:
+        kwargs["window_size"] = (-1, 0)
+    if "scale" in params:
+        kwargs["scale"] = scale
+    elif scale is not None:
+        q = q * (scale * q.shape[-1] ** 0.5)
+    if k.shape[1] != q.shape[1]:
+        if "enable_gqa" in params:
+            kwargs["enable_gqa"] = True
+        else:
+            k, v = _repeat_kv(k, q.shape[1]), _repeat_kv(v, q.shape[1])
+    cu, m = info.cu_seqlens, info.max_seqlen
+    return fn(q, k, v, cu, cu, m, m, **kwargs)
 
 
 def _upcast_on_cpu(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -130,37 +168,39 @@ def _upcast_on_cpu(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Ten
     return q, k, v
 
 
-def _sdpa_loop(q: Tensor, k: Tensor, v: Tensor, info: SeqInfo) -> Tensor:
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float | None, mask: Tensor | None = None) -> Tensor:
+    """SDPA on ``[B, L, H, d]`` tensors (kv heads repeated for GQA), back in that layout."""
+    heads = q.shape[2]
+    k, v = (_repeat_kv(t.flatten(0, 1), heads).view(*t.shape[:2], heads, t.shape[-1]) for t in (k, v))
+    # 4-D [B, H, L, d] inputs: 3-D ones miss the fused CPU kernel and fall back to the math path
+    out = F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)), attn_mask=mask,
+                                         is_causal=causal and mask is None, scale=scale)
+    return out.transpose(1, 2)
+
+
+def _sdpa_loop(q: Tensor, k: Tensor, v: Tensor, info: SeqInfo, causal: bool, scale: float | None) -> Tensor:
     dtype = q.dtype
     q, k, v = _upcast_on_cpu(q, k, v)
-    n, h, d = q.shape
-    if len(set(info.lengths)) == 1:  # equal lengths: one batched call
-        b = info.num_seqs
-
-        def split(x: Tensor) -> Tensor:
-            return x.view(b, n // b, h, d).transpose(1, 2)
-
-        out = F.scaled_dot_product_attention(split(q), split(k), split(v))
-        return out.transpose(1, 2).reshape(n, h, d).to(dtype)
-    outs = []
-    for qs, ks, vs in zip(*(x.split(info.lengths) for x in (q, k, v))):
-        # 4-D [1, H, L, d] inputs: 3-D ones miss the fused CPU kernel and fall back to the math path
-        o = F.scaled_dot_product_attention(*(t.transpose(0, 1)[None] for t in (qs, ks, vs)))
-        outs.append(o[0].transpose(0, 1))
+    lengths = info.lengths
+    if len(set(lengths)) == 1:  # equal lengths: one batched call
+        b, n = len(lengths), q.shape[0]
+        out = _sdpa(*(t.view(b, n // b, *t.shape[1:]) for t in (q, k, v)), causal, scale)
+        return out.reshape(q.shape).to(dtype)
+    outs = [_sdpa(qs[None], ks[None], vs[None], causal, scale)[0]
+            for qs, ks, vs in zip(*(x.split(lengths) for x in (q, k, v)))]
     return torch.cat(outs).to(dtype)
 
 
-def _sdpa_mask(q: Tensor, k: Tensor, v: Tensor, info: SeqInfo) -> Tensor:
+def _sdpa_mask(q: Tensor, k: Tensor, v: Tensor, info: SeqInfo, causal: bool, scale: float | None) -> Tensor:
     dtype = q.dtype
     q, k, v = _upcast_on_cpu(q, k, v)
     mask = info.seq_ids[:, None] == info.seq_ids[None, :]
-    out = F.scaled_dot_product_attention(
-        q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], attn_mask=mask
-    )
-    return out[0].transpose(0, 1).to(dtype)
+    if causal:
+        mask = mask.tril()
+    return _sdpa(q[None], k[None], v[None], causal, scale, mask)[0].to(dtype)
 
 
-_BACKENDS: dict[str, Callable[[Tensor, Tensor, Tensor, SeqInfo], Tensor]] = {
+_BACKENDS: dict[str, Callable[[Tensor, Tensor, Tensor, SeqInfo, bool, float | None], Tensor]] = {
     "flash": _flash,
     "torch_varlen": _torch_varlen,
     "sdpa_loop": _sdpa_loop,
@@ -168,9 +208,13 @@ _BACKENDS: dict[str, Callable[[Tensor, Tensor, Tensor, SeqInfo], Tensor]] = {
 }
 
 
-def varlen_attention(q: Tensor, k: Tensor, v: Tensor, info: SeqInfo, backend: str = "auto") -> Tensor:
-    """Packed non-causal attention; ``backend`` as in the module docstring (or ``auto``)."""
-    return _BACKENDS[resolve_backend(backend, q)](q, k, v, info)
+def varlen_attention(q: Tensor, k: Tensor, v: Tensor, info: SeqInfo, backend: str = "auto",
+                     causal: bool = False, scale: float | None = None) -> Tensor:
+    """Packed attention within each sequence; ``backend`` as in the module docstring (or ``auto``);
+    ``scale`` defaults to ``head_dim ** -0.5``."""
+    if q.shape[1] % k.shape[1]:
+        raise ValueError(f"query heads {q.shape[1]} are not a multiple of key/value heads {k.shape[1]}")
+    return _BACKENDS[resolve_backend(backend, q)](q, k, v, info, causal, scale)
 
 
 __all__ = ["SeqInfo", "backend_unavailable_reason", "resolve_backend", "varlen_attention"]

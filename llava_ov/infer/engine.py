@@ -228,7 +228,7 @@ class Engine:
 
     def _score_batch(self, items: list[LMMItem]) -> list[LogLikelihood]:
         batch = collate_items(items, padded=True, pad_token_id=self.model.token_ids.pad)
-        logits = self.model(batch).logits
+        logits = self.model(batch, return_logits=True).logits
         labels = batch.text.labels[:, 1:].to(logits.device)
         logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
         out = []

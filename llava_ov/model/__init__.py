@@ -9,7 +9,8 @@ from llava_ov.model.config import (
     debug_config,
 )
 from llava_ov.model.llm import SpecialTokenIds
-from llava_ov.model.lmm import LlavaOVModel, ModelOutput, build_model, causal_lm_loss
+from llava_ov.model.lmm import LlavaOVModel, ModelOutput, build_model
+from llava_ov.model.loss import causal_lm_loss, lm_head_loss
 from llava_ov.model.merge import TokenCounter, merge_plan
 from llava_ov.model.towers import TOWERS, VisionTower, build_tower
 
@@ -28,6 +29,7 @@ __all__ = [
     "build_model",
     "build_tower",
     "causal_lm_loss",
+    "lm_head_loss",
     "debug_config",
     "merge_plan",
 ]

@@ -40,9 +40,11 @@ VERSION = 2
 
 
 def saved_config(cfg: ModelConfig) -> ModelConfig:
-    """``cfg`` with the weight paths pointing at the checkpoint's subfolders."""
+    """``cfg`` with the weight paths pointing at the checkpoint's subfolders (training-time settings
+    such as ``compile`` off: a loaded export runs eagerly unless asked)."""
     return dataclasses.replace(
         cfg,
+        compile=False,
         tower=dataclasses.replace(cfg.tower, path=TOWER_DIR),
         projector=dataclasses.replace(cfg.projector, path=PROJECTOR_WEIGHTS),
         llm=dataclasses.replace(cfg.llm, path=LLM_DIR, from_scratch=None, tokenizer=None),

@@ -13,7 +13,9 @@ from typing import Any
 PROJECTOR_TYPES: tuple[str, ...] = ("mlp2x_gelu",)
 MERGE_SIZES: tuple[int, ...] = (1, 2)
 POS_EMBEDS: tuple[str, ...] = ("none", "sincos3d")
-ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
+#: ``auto``: packed causal attention linear in the samples' lengths (flash-attn, torch varlen_attn or
+#: per-sample SDPA; :mod:`llava_ov.model.attention`), transformers' ``sdpa`` for padded batches and generation
+ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3")
 
 #: The embedded tiny Qwen3 used when ``LLMConfig.from_scratch`` is set (its keys override these).
 #: ``vocab_size`` defaults to the tokenizer's length.
@@ -86,7 +88,7 @@ class LLMConfig:
 
     path: str = "Qwen/Qwen3-1.7B"  # hub id or local dir
     from_scratch: dict | None = None  # Qwen3Config kwargs over TINY_QWEN3 → random LLM; `path` ignored
-    attn_implementation: str = "sdpa"  # "flash_attention_2" on GPU
+    attn_implementation: str = "auto"  # see ATTN_IMPLEMENTATIONS
     tokenizer: str | None = None  # defaults to `path`
 
     def validate(self) -> None:
@@ -106,6 +108,10 @@ class ModelConfig:
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     activation_checkpointing: bool = False  # tower blocks and LLM layers (non-reentrant)
+    # torch.compile of each LLM decoder layer and each tower block (in place: parameter names, checkpoints
+    # and resume unchanged; packed batches of any length; off until measured on your GPU, BENCHMARKS.md)
+    compile: bool = False
+    compile_backend: str = "inductor"  # torch.compile backend ("aot_eager": no code generation, tests)
 
     def validate(self) -> None:
         self.tower.validate()

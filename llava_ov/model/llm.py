@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, Qwen3Config
 
+from llava_ov.model.attention import transformers_attn_implementation
 from llava_ov.model.config import TINY_QWEN3, LLMConfig
 from llava_ov.text.tokenizer import ENDOFTEXT, IM_END, IMAGE_PAD, VIDEO_PAD, missing_special_tokens
 
@@ -45,15 +46,16 @@ def build_llm(cfg: LLMConfig, vocab_size: int, dtype: torch.dtype | None = None)
     """``cfg.from_scratch`` → random Qwen3 (TINY_QWEN3 ← from_scratch, vocab = tokenizer length);
     else ``AutoModelForCausalLM.from_pretrained(cfg.path)`` (hub id or local folder)."""
     dtype = dtype or torch.float32
+    attn = transformers_attn_implementation(cfg.attn_implementation)
     if cfg.from_scratch is not None:
         kwargs = {**TINY_QWEN3, "vocab_size": vocab_size, **cfg.from_scratch}
         config = Qwen3Config(**kwargs)
         model = AutoModelForCausalLM.from_config(
-            config, attn_implementation=cfg.attn_implementation, dtype=dtype
+            config, attn_implementation=attn, dtype=dtype
         )
     else:
         model = AutoModelForCausalLM.from_pretrained(
-            cfg.path, attn_implementation=cfg.attn_implementation, dtype=dtype
+            cfg.path, attn_implementation=attn, dtype=dtype
         )
     model.config.use_cache = False  # training default; generate() turns the cache on explicitly
     return model

@@ -3,8 +3,10 @@
 Forward: the tower encodes all patches of the batch in one packed call; the projector maps them to
 the LLM width (2×2 merge when configured); the visual tokens replace, in order, the embeddings of
 the ``<|image_pad|>`` / ``<|video_pad|>`` tokens of ``input_ids``; the LLM runs on ``inputs_embeds``
-with :func:`llava_ov.text.model_inputs` (packed: restarted ``position_ids``, no mask; padded:
-``attention_mask``). The loss is the mean cross-entropy over target tokens (labels shifted by one).
+with :func:`llava_ov.text.model_inputs` (packed: restarted ``position_ids`` and ``cu_seqlens``, no mask;
+padded: ``attention_mask``). The loss is the mean cross-entropy over target tokens (labels shifted by
+one), computed from the LM's last hidden states in chunks of target rows (no ``[L, V]`` logits; the
+logits only when asked for, as the engine's scoring does).
 
 Text-only batches and distributed training: under DeepSpeed ZeRO-3 every module forward all-gathers
 its parameters, a collective that every rank must join, and under ZeRO-1/2 gradients are reduced for
@@ -22,38 +24,25 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llava_ov.data.dataset import LMMBatch, MediaBatch
 from llava_ov.model.config import ModelConfig
 from llava_ov.model.generation import generate_from_embeds, prompt_rows
-from llava_ov.model.llm import SpecialTokenIds, build_llm, fit_embeddings, set_llm_checkpointing
+from llava_ov.model.llm import SpecialTokenIds, base_model, build_llm, fit_embeddings, set_llm_checkpointing
+from llava_ov.model.loss import causal_lm_loss, lm_head_loss
 from llava_ov.model.merge import TokenCounter, apply_merge, merge_plan
 from llava_ov.model.projector import build_projector, merged_positions
 from llava_ov.model.towers import VisionTower, build_tower
-from llava_ov.text.conversation import IGNORE_INDEX
 from llava_ov.text.packing import model_inputs
 
 
 @dataclass
 class ModelOutput:
     loss: Tensor  # scalar, mean over target tokens (0 with a graph when there are none)
-    logits: Tensor  # [B, L, V] ([1, L, V] packed)
+    logits: Tensor | None  # [B, L, V] ([1, L, V] packed); None unless asked for (forward(return_logits=True))
     num_targets: int  # tokens the loss averages over
-
-
-def causal_lm_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, int]:
-    """Token-mean cross-entropy of ``logits[:, t]`` against ``labels[:, t + 1]`` (fp32 on the targets
-    only: the full logits are never upcast)."""
-    labels = labels[:, 1:].to(logits.device)
-    mask = labels != IGNORE_INDEX
-    n = int(mask.sum())
-    if n == 0:
-        return logits.sum() * 0.0, 0
-    picked = logits[:, :-1][mask].float()
-    return F.cross_entropy(picked, labels[mask], reduction="sum") / n, n
 
 
 def blank_media(patch_size: int, counter: TokenCounter) -> MediaBatch:
@@ -90,6 +79,7 @@ class LlavaOVModel(nn.Module):
         self.token_ids = token_ids
         self.tokenizer = tokenizer
         self.text_only_dummy_pass = True  # see module docstring
+        self.loss_chunk: int | None = None  # target rows per LM-head chunk (None: 1 GiB of fp32 logits)
 
     # ----------------------------------------------------------------- setup helpers
 
@@ -106,6 +96,15 @@ class LlavaOVModel(nn.Module):
         self.vision_tower.set_activation_checkpointing(enabled)
         set_llm_checkpointing(self.llm, enabled)
         self.config.activation_checkpointing = enabled
+
+    def compile_blocks(self, backend: str = "inductor") -> None:
+        """``torch.compile`` each LLM decoder layer and tower block in place (``nn.Module.compile``: the
+        parameter names stay, so checkpoints and resume do not change). Lengths vary from pack to pack:
+        dynamo marks them dynamic after the first recompilation."""
+        layers = list(base_model(self.llm).get_decoder().layers)
+        for block in [*layers, *self.vision_tower.blocks()]:
+            block.compile(backend=backend)
+        self.config.compile, self.config.compile_backend = True, backend
 
     def requires_grad_(self, requires_grad: bool = True) -> LlavaOVModel:
         """As :meth:`nn.Module.requires_grad_`, keeping the tower's never-used parameters frozen."""
@@ -176,7 +175,9 @@ class LlavaOVModel(nn.Module):
 
     # ----------------------------------------------------------------- forward / generate
 
-    def forward(self, batch: LMMBatch) -> ModelOutput:
+    def forward(self, batch: LMMBatch, return_logits: bool = False) -> ModelOutput:
+        """Loss (token mean over targets). Without ``return_logits`` the LM head runs only on target
+        positions, in chunks (:func:`llava_ov.model.loss.lm_head_loss`: no ``[L, V]`` logits)."""
         text = batch.text
         if text is None:
             raise ValueError("the batch holds no samples (only skip markers)")
@@ -185,9 +186,14 @@ class LlavaOVModel(nn.Module):
         del kwargs["input_ids"]
         labels = kwargs.pop("labels")
         kwargs = {k: v.to(embeds.device) if isinstance(v, Tensor) else v for k, v in kwargs.items()}
-        out = self.llm(inputs_embeds=embeds, **kwargs)
-        loss, num_targets = causal_lm_loss(out.logits, labels)
-        return ModelOutput(loss=loss, logits=out.logits, num_targets=num_targets)
+        if return_logits:
+            logits = self.llm(inputs_embeds=embeds, **kwargs).logits
+            loss, num_targets = causal_lm_loss(logits, labels)
+            return ModelOutput(loss=loss, logits=logits, num_targets=num_targets)
+        lm = base_model(self.llm)
+        hidden = lm.get_decoder()(inputs_embeds=embeds, **kwargs).last_hidden_state
+        loss, num_targets = lm_head_loss(hidden, labels, lm.get_output_embeddings(), self.loss_chunk)
+        return ModelOutput(loss=loss, logits=None, num_targets=num_targets)
 
     @torch.no_grad()
     def generate(
@@ -242,7 +248,9 @@ def build_model(
         model.to(dtype)
     if cfg.activation_checkpointing:
         model.set_activation_checkpointing(True)
+    if cfg.compile:
+        model.compile_blocks(cfg.compile_backend)
     return model
 
 
-__all__ = ["LlavaOVModel", "ModelOutput", "blank_media", "build_model", "causal_lm_loss"]
+__all__ = ["LlavaOVModel", "ModelOutput", "blank_media", "build_model"]

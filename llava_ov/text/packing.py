@@ -174,7 +174,8 @@ def model_inputs(batch: PackedBatch | PaddedBatch, attn_implementation: str = "s
     """Keyword arguments for a transformers causal LM (e.g. ``Qwen3ForCausalLM``) forward pass.
 
     Packed: no ``attention_mask`` (transformers must see ``None`` to detect packing), restarted
-    ``position_ids``, ``use_cache=False``; flash-attention implementations also get the varlen kwargs.
+    ``position_ids``, ``use_cache=False``; flash-attention and ``auto`` (the packed varlen attention of
+    :mod:`llava_ov.model.attention`) also get the varlen kwargs (``cu_seq_lens_q/k``, ``max_length_q/k``).
     Callers feeding ``inputs_embeds`` instead of ``input_ids`` just swap that key.
     """
     if isinstance(batch, PaddedBatch):
@@ -190,7 +191,7 @@ def model_inputs(batch: PackedBatch | PaddedBatch, attn_implementation: str = "s
         "position_ids": batch.position_ids,
         "use_cache": False,
     }
-    if "flash" in attn_implementation:
+    if attn_implementation not in ("sdpa", "eager"):  # flash / auto (packed varlen) read the boundaries
         kwargs |= {
             "cu_seq_lens_q": batch.cu_seqlens,
             "cu_seq_lens_k": batch.cu_seqlens,

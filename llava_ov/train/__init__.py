@@ -2,7 +2,8 @@
 
 Modules: ``config`` (TrainConfig / StageConfig), ``distributed`` (the only DeepSpeed code),
 ``optim`` (freezing, LoRA, per-module AdamW groups), ``schedule`` (warmup + cosine, pure in the step),
-``checkpoint`` (resumable checkpoints, stage exports), ``metrics`` (throughput, MFU, logger, loss plot),
+``checkpoint`` (resumable checkpoints, stage exports), ``flops`` (the MFU formula), ``metrics`` (throughput,
+MFU, logger, loss plot),
 ``evaluate`` (held-out accuracy per question type), ``build`` (tokenizer / data / model of a stage),
 ``trainer`` (the loop).
 """
@@ -21,7 +22,8 @@ from llava_ov.train.config import (
     load_train_config,
 )
 from llava_ov.train.evaluate import format_table, normalize_answer, summarize
-from llava_ov.train.metrics import PEAK_TFLOPS, peak_flops, plot_loss, read_metrics, train_flops
+from llava_ov.train.flops import FlopModel, flop_model
+from llava_ov.train.metrics import PEAK_TFLOPS, peak_flops, plot_loss, read_metrics
 from llava_ov.train.schedule import lr_factor, warmup_steps
 from llava_ov.train.trainer import StageResult, train
 
@@ -32,12 +34,14 @@ __all__ = [
     "CheckpointConfig",
     "DeepSpeedConfig",
     "EvalConfig",
+    "FlopModel",
     "LogConfig",
     "LoraConfig",
     "OptimConfig",
     "StageConfig",
     "StageResult",
     "TrainConfig",
+    "flop_model",
     "format_table",
     "load_train_config",
     "lr_factor",
@@ -47,6 +51,5 @@ __all__ = [
     "read_metrics",
     "summarize",
     "train",
-    "train_flops",
     "warmup_steps",
 ]

@@ -115,6 +115,8 @@ def build_stage_model(cfg: TrainConfig, name: str, stage: StageConfig, tokenizer
         model = LlavaOVModel.from_pretrained(path, llm={"attn_implementation": cfg.model.llm.attn_implementation})
     ckpt = stage.activation_checkpointing
     model.set_activation_checkpointing(cfg.model.activation_checkpointing if ckpt is None else ckpt)
+    if cfg.model.compile and not model.config.compile:  # an export loads eagerly
+        model.compile_blocks(cfg.model.compile_backend)
     return model
 
 

@@ -1,8 +1,7 @@
 """Training metrics: throughput / MFU arithmetic, and the logger (console, metrics.jsonl, wandb, PNG).
 
-MFU = achieved model FLOPs / peak FLOPs, with training FLOPs ≈ 6 · N · tokens per forward+backward:
-``6 · (N_llm + N_projector) · text_tokens + 6 · N_vision · patches`` over ``step_time · world_size ·
-peak``. Peak (dense bf16, per device) comes from ``log.peak_tflops`` or, on GPU, :data:`PEAK_TFLOPS`
+MFU = achieved model FLOPs / (``step_time · world_size · peak``), the FLOPs counted by
+:mod:`llava_ov.train.flops` (matmuls per row, within-sample attention, backward multiples). Peak (dense bf16, per device) comes from ``log.peak_tflops`` or, on GPU, :data:`PEAK_TFLOPS`
 by device name; on CPU without a configured peak MFU is ``None`` (logged as n/a).
 """
 
@@ -38,11 +37,6 @@ def peak_flops(device_name: str, configured_tflops: float | None = None) -> floa
         if key.lower() in device_name.lower():
             return tflops * 1e12
     return None
-
-
-def train_flops(params: dict[str, int], text_tokens: float, patches: float) -> float:
-    """≈ forward + backward FLOPs of a step: 6·(N_llm + N_proj)·text tokens + 6·N_vision·patches."""
-    return 6.0 * (params["llm"] + params["projector"]) * text_tokens + 6.0 * params["vision"] * patches
 
 
 def mfu(flops: float, seconds: float, world_size: int, peak: float | None) -> float | None:
@@ -223,5 +217,4 @@ __all__ = [
     "read_metrics",
     "save_figure",
     "smooth",
-    "train_flops",
 ]

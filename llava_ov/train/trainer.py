@@ -25,8 +25,9 @@ from llava_ov.train import checkpoint as C
 from llava_ov.train import distributed as D
 from llava_ov.train.config import STAGES, TrainConfig
 from llava_ov.train.evaluate import evaluate, format_table
+from llava_ov.train.flops import flop_model, squared_lengths
 from llava_ov.train.loop import StageResult, Task, run_task
-from llava_ov.train.metrics import MetricsLogger, mfu, peak_flops, plot_loss, train_flops
+from llava_ov.train.metrics import MetricsLogger, mfu, peak_flops, plot_loss
 from llava_ov.train.optim import configure_trainable, count_parameters, param_groups
 
 logger = logging.getLogger("llava_ov.train")
@@ -35,6 +36,17 @@ logger = logging.getLogger("llava_ov.train")
 def num_targets(batch: LMMBatch) -> int:
     """Tokens the loss averages over (labels shifted by one, as the model's loss does)."""
     return int((batch.text.labels[:, 1:] != IGNORE_INDEX).sum()) if batch.text is not None else 0
+
+
+def sample_sq(batch: LMMBatch) -> float:
+    """Σ sample length² of a packed or padded batch (the attention term of the FLOP count)."""
+    text = batch.text
+    if text is None:
+        return 0.0
+    if hasattr(text, "cu_seqlens"):
+        return squared_lengths(text.cu_seqlens)
+    lengths = text.attention_mask.sum(dim=1).double()
+    return float((lengths * lengths).sum())
 
 
 def step_offset(cfg: TrainConfig, name: str) -> int:
@@ -55,6 +67,7 @@ class LMMTask(Task):
         self.tokenizer = self.model.tokenizer or self.tokenizer
         configure_trainable(self.model, self.stage)
         self.params = count_parameters(self.model)
+        self.flops = flop_model(self.model)
         self.peak = peak_flops(D.device_name(env.device), self.cfg.log.peak_tflops)
 
     def param_groups(self) -> list[dict[str, Any]]:
@@ -72,13 +85,15 @@ class LMMTask(Task):
 
     def counts(self, batch: LMMBatch) -> dict[str, float]:
         return {"targets": num_targets(batch), "text_tokens": batch.num_tokens, "visual_tokens": batch.media.num_patches,
-                "llm_visual": int(batch.media.num_tokens.sum()), "samples": batch.num_samples}
+                "llm_visual": int(batch.media.num_tokens.sum()), "samples": batch.num_samples,
+                "sample_sq": sample_sq(batch), "media_sq": squared_lengths(batch.media.cu_seqlens)}
 
     def step_record(self, sums: dict[str, float], seconds: float, env: D.DistEnv) -> dict[str, Any]:
         text, patches, samples = sums["text_tokens"], sums["visual_tokens"], sums["samples"]
         return {
             "targets": int(sums["targets"]), "tokens_per_s": text / seconds, "visual_tokens_per_s": patches / seconds,
-            "mfu": mfu(train_flops(self.params, text, patches), seconds, env.world_size, self.peak),
+            "mfu": mfu(self.flops.step_flops(text, sums["targets"], sums["llm_visual"], patches, sums["sample_sq"],
+                                             sums["media_sq"]), seconds, env.world_size, self.peak),
             "samples": int(samples), "text_tokens": int(text), "visual_tokens": int(patches),
             # equal LLM tokens is not equal tower compute: both, per sample
             "llm_visual_tokens_per_sample": sums["llm_visual"] / max(samples, 1),
@@ -160,4 +175,4 @@ def train(cfg: TrainConfig) -> dict[str, StageResult]:
     return results
 
 
-__all__ = ["LMMTask", "StageResult", "num_targets", "run_stage", "train"]
+__all__ = ["LMMTask", "StageResult", "num_targets", "run_stage", "sample_sq", "train"]

@@ -33,7 +33,7 @@ def test_forward_packed_loss_and_grads(model, tokenizer):
     batch = batch_of(items, tokenizer)
     assert batch.media.num_tokens.tolist() == [8, 8]
     model.zero_grad(set_to_none=True)
-    out = model(batch)
+    out = model(batch, return_logits=True)
     labels = batch.text.labels
     assert out.num_targets == int((labels[:, 1:] != -100).sum()) > 0
     assert out.logits.shape == (1, labels.shape[1], len(tokenizer))
@@ -86,7 +86,7 @@ def test_packed_equals_padded(model, tokenizer):
     items = mixed_items(tokenizer, model.tokens_counter())
     packed, padded = batch_of(items, tokenizer), batch_of(items, tokenizer, padded=True)
     with torch.no_grad():
-        a, b = model(packed), model(padded)
+        a, b = model(packed, return_logits=True), model(padded, return_logits=True)
     assert a.num_targets == b.num_targets
     torch.testing.assert_close(a.loss, b.loss, atol=1e-5, rtol=1e-5)
     n0 = len(items[0])
@@ -99,7 +99,7 @@ def test_text_only_batch_touches_tower_with_zero_grads(model, tokenizer):
     batch = batch_of(items, tokenizer)
     assert batch.media.num_media == 0
     model.zero_grad(set_to_none=True)
-    out = model(batch)
+    out = model(batch, return_logits=True)
     out.loss.backward()
     proj_grads = [p.grad for p in model.projector.parameters()]
     assert all(g is not None and not g.any() for g in proj_grads)
@@ -108,7 +108,7 @@ def test_text_only_batch_touches_tower_with_zero_grads(model, tokenizer):
     model.zero_grad(set_to_none=True)
     model.text_only_dummy_pass = False
     try:
-        out2 = model(batch)
+        out2 = model(batch, return_logits=True)
         out2.loss.backward()
         assert all(p.grad is None for p in model.projector.parameters())
     finally:

@@ -40,12 +40,12 @@ def ckpt(model, tmp_path_factory) -> Path:
 
 def _logits(m: LlavaOVModel, batch) -> torch.Tensor:
     with torch.no_grad():
-        return m(batch).logits
+        return m(batch, return_logits=True).logits
 
 
 def test_save_load_identical_logits(model, ckpt, tokenizer):
     meta = json.loads((ckpt / "llava_ov.json").read_text())
-    assert meta["model"]["llm"] == {"path": "llm", "from_scratch": None, "attn_implementation": "sdpa",
+    assert meta["model"]["llm"] == {"path": "llm", "from_scratch": None, "attn_implementation": "auto",
                                     "tokenizer": None}
     assert meta["model"]["tower"]["path"] == "vision_tower" and meta["model"]["projector"]["path"] == "projector.safetensors"
     assert "codec" not in meta and meta["version"] == 2
@@ -53,6 +53,7 @@ def test_save_load_identical_logits(model, ckpt, tokenizer):
     assert processor.codec.mode == "frames" and processor.codec.decode.input_size == 28
     assert processor.chat == ChatFormat() and len(processor.tokenizer) == len(tokenizer)
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (ckpt / "llm").iterdir()}
+    assert "llava_ov" not in (ckpt / "llm" / "config.json").read_text()  # the LLM folder loads without our code
     loaded = LlavaOVModel.from_pretrained(ckpt).eval()
     assert loaded.token_ids == model.token_ids
     batch = batch_of(mixed_items(tokenizer, model.tokens_counter()), tokenizer)
@@ -88,7 +89,7 @@ def test_lora_is_merged_on_save(tokenizer, tmp_path):
             if "lora_B" in name:
                 p.normal_(std=0.05)
     batch = batch_of(mixed_items(tokenizer, m.tokens_counter()), tokenizer)
-    out = m(batch)
+    out = m(batch, return_logits=True)
     out.loss.backward()  # the training path works through the peft wrapper
     m.save_pretrained(tmp_path / "ck")
     assert any("lora_" in n for n, _ in m.llm.named_parameters())  # the training model keeps its adapters

@@ -77,11 +77,11 @@ def test_none_leaves_outputs_unchanged_and_sincos_changes_them(tokenizer):
     with_pos.load_state_dict(base.state_dict())
     batch = batch_of(mixed_items(tokenizer, base.tokens_counter()), tokenizer)
     with torch.no_grad():
-        ref = base(batch).logits
+        ref = base(batch, return_logits=True).logits
         # "none": the projector ignores positions even when a caller passes them
         feats = torch.randn(6, base.vision_tower.hidden_size)
         torch.testing.assert_close(base.projector(feats, _grid(6, 1, 1)), base.projector(feats), rtol=0, atol=0)
-        assert not torch.allclose(with_pos(batch).logits, ref)
+        assert not torch.allclose(with_pos(batch, return_logits=True).logits, ref)
 
 
 @pytest.mark.parametrize("merge", [1, 2])
@@ -113,4 +113,4 @@ def test_save_load_keeps_the_option(tokenizer, tmp_path):
     assert loaded.config.projector.pos_embed == "sincos3d" and loaded.projector.pos_embed == "sincos3d"
     batch = batch_of(mixed_items(tokenizer, model.tokens_counter()), tokenizer)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(batch).logits, model(batch).logits, rtol=0, atol=0)
+        torch.testing.assert_close(loaded(batch, return_logits=True).logits, model(batch, return_logits=True).logits, rtol=0, atol=0)

@@ -302,4 +302,4 @@ def test_lmm_text_only_batch_and_checkpoint_round_trip(tokenizer, tmp_path):
     loaded = LlavaOVModel.from_pretrained(model.save_pretrained(tmp_path / "ckpt")).eval()
     assert isinstance(loaded.vision_tower, Siglip2Tower) and loaded.config.tower.size == "debug"
     with torch.no_grad():
-        torch.testing.assert_close(loaded(batch).logits, model(batch).logits, rtol=0, atol=0)
+        torch.testing.assert_close(loaded(batch, return_logits=True).logits, model(batch, return_logits=True).logits, rtol=0, atol=0)

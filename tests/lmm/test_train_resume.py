@@ -109,3 +109,23 @@ def test_two_rank_zero2_on_cpu_and_resume(data_root, tmp_path):
     assert [r["step"] for r in resumed] == [3, 4]
     for a, b in zip(align[2:], resumed):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7) and _lrs(a) == _lrs(b)
+
+
+def test_compiled_blocks_with_checkpointing_resume_exactly(data_root, tmp_path):
+    """``model.compile`` (aot_eager: no code generation on CI) with activation checkpointing: the run trains,
+    resumes bitwise and matches the eager run (packs of changing length: tests/lmm/test_llm_attention.py)."""
+    common = {"stages": "[align]", "align.trainable": "[vision, projector, llm]", "align.max_steps": 4,
+              "align.evaluate": False, "checkpoint.every": 2, "model.activation_checkpointing": True,
+              "align.optim.warmup_steps": 1, "log.plot": False}
+    compiled = {**common, "model.compile": True, "model.compile_backend": "aot_eager"}
+    full_dir, resumed_dir, eager_dir = tmp_path / "full", tmp_path / "resumed", tmp_path / "eager"
+    train(tiny_config(full_dir, data_root, **compiled))
+    train(tiny_config(eager_dir, data_root, **common))
+    _copy_checkpoint(full_dir, resumed_dir, "align", 2)
+    train(tiny_config(resumed_dir, data_root, **compiled))
+    full, resumed, eager = (records(d, "align") for d in (full_dir, resumed_dir, eager_dir))
+    assert [r["step"] for r in resumed] == [3, 4]
+    assert [r["loss"] for r in full[2:]] == [r["loss"] for r in resumed]
+    assert [r["loss"] for r in full] == pytest.approx([r["loss"] for r in eager], rel=1e-4)
+    meta = (full_dir / "align" / "final" / "llava_ov.json").read_text()
+    assert '"compile": false' in meta  # an export loads eagerly

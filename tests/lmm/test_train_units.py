@@ -11,7 +11,7 @@ import torch
 from train_support import DEFAULT_YAML
 
 from encoder.config import ConfigError
-from llava_ov.train import load_train_config, lr_factor, peak_flops, summarize, train_flops, warmup_steps
+from llava_ov.train import load_train_config, lr_factor, peak_flops, summarize, warmup_steps
 from llava_ov.train.config import LoraConfig, OptimConfig, StageConfig
 from llava_ov.train.distributed import DistEnv, deepspeed_config
 from llava_ov.train.evaluate import normalize_answer
@@ -184,8 +184,37 @@ def test_peak_flops_and_mfu_arithmetic():
     assert peak_flops("NVIDIA A100-SXM4-80GB") == pytest.approx(312e12)
     assert peak_flops("cpu") is None
     assert peak_flops("cpu", 1.5) == pytest.approx(1.5e12)
-    params = {"vision": 10, "projector": 2, "llm": 100}
-    assert train_flops(params, text_tokens=5, patches=7) == 6 * 102 * 5 + 6 * 10 * 7
+
+
+def test_flop_model_counts_matmuls_attention_and_backward_passes(tokenizer):
+    from test_model_support import tiny_model
+
+    from llava_ov.train.flops import Part, flop_model
+
+    model = tiny_model(tokenizer)
+    lm = model.llm
+    c = lm.config
+    per_layer = (c.hidden_size * c.num_attention_heads * c.head_dim * 2  # q, o
+                 + c.hidden_size * c.num_key_value_heads * c.head_dim * 2  # k, v
+                 + 3 * c.hidden_size * c.intermediate_size)  # gate, up, down
+    fm = flop_model(model)
+    assert fm.llm == Part(c.num_hidden_layers * per_layer, c.num_hidden_layers * c.num_attention_heads * c.head_dim,
+                          causal=True, passes=3)
+    assert fm.lm_head.matmul_params == len(tokenizer) * c.hidden_size
+    vit = model.vision_tower.encoder.config
+    assert fm.vision.attn_width == model.vision_tower.layer_index * vit.hidden_size
+    unused = set(model.vision_tower.unused_parameter_names())
+    assert fm.vision.matmul_params < sum(p.numel() for n, p in model.vision_tower.named_parameters() if n not in unused)
+    # one step: 2 samples (3 and 5 tokens, 4 targets), 2 visual tokens, 6 patches in one media item
+    got = fm.step_flops(text_tokens=8, targets=4, visual_tokens=2, patches=6, sample_sq=9 + 25, media_sq=36)
+    want = (3 * (2 * fm.llm.matmul_params * 8 + 4 * 34 * fm.llm.attn_width * 0.5) + 3 * 2 * fm.lm_head.matmul_params * 4
+            + 3 * 2 * fm.projector.matmul_params * 2 + 3 * (2 * fm.vision.matmul_params * 6 + 4 * 36 * fm.vision.attn_width))
+    assert got == pytest.approx(want)
+    # align: only the projector trains -> the LLM passes gradients (2x), the frozen tower runs forward only (1x)
+    model.requires_grad_(False)
+    model.projector.requires_grad_(True)
+    fm = flop_model(model)
+    assert (fm.llm.passes, fm.lm_head.passes, fm.projector.passes, fm.vision.passes) == (2, 2, 3, 1)
 
 
 def test_answer_normalisation_and_summary():

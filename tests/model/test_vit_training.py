@@ -28,33 +28,50 @@ def test_backend_resolution_on_cpu():
             resolve_backend(name, q)
 
 
-def _dense_masked(q, k, v, lengths):
+def _dense_masked(q, k, v, lengths, causal=False):
     seq = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
+    allowed = seq[:, None] == seq[None, :]
+    if causal:
+        allowed = allowed.tril()
     scores = torch.einsum("ihd,jhd->hij", q, k) / q.shape[-1] ** 0.5
-    scores = scores.masked_fill(~(seq[:, None] == seq[None, :])[None], float("-inf"))
+    scores = scores.masked_fill(~allowed[None], float("-inf"))
     return torch.einsum("hij,jhd->ihd", scores.softmax(-1), v)
 
 
 @pytest.mark.parametrize("lengths", [[3, 3, 3], [5, 1, 3]])
 @pytest.mark.parametrize("backend", ["sdpa_loop", "sdpa_mask"])
-def test_attention_backends_match_dense_masked_fwd_and_grad(lengths, backend):
+@pytest.mark.parametrize("causal,kv_heads", [(False, 2), (True, 2), (True, 1)])
+def test_attention_backends_match_dense_masked_fwd_and_grad(lengths, backend, causal, kv_heads):
     torch.manual_seed(0)
     n = sum(lengths)
-    base = [torch.randn(n, 2, 16) for _ in range(3)]
+    base = [torch.randn(n, 2, 16), torch.randn(n, kv_heads, 16), torch.randn(n, kv_heads, 16)]
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
     info = SeqInfo.from_cu_seqlens(cu)
     w = torch.randn(n, 2, 16)
     results = []
-    for fn in (lambda q, k, v: varlen_attention(q, k, v, info, backend), lambda q, k, v: _dense_masked(q, k, v, lengths)):
+    for fn in (lambda q, k, v: varlen_attention(q, k, v, info, backend, causal=causal),
+               lambda q, k, v: _dense_masked(q, k, v, lengths, causal)):
         qkv = [t.clone().requires_grad_(True) for t in base]
         out = fn(*qkv)
         (out * w).sum().backward()
         results.append([out.detach()] + [t.grad for t in qkv])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    c = varlen_attention(*(t.bfloat16() for t in base), info, backend)  # upcast path under bf16
+    c = varlen_attention(*(t.bfloat16() for t in base), info, backend, causal=causal)  # upcast path under bf16
     assert c.dtype == torch.bfloat16
     torch.testing.assert_close(c.float(), results[0][0], atol=3e-2, rtol=3e-2)
+
+
+def test_seq_info_reads_lengths_only_when_asked():
+    cu = torch.tensor([0, 2, 7], dtype=torch.int32)
+    lazy = SeqInfo(cu, 5)
+    assert "lengths" not in lazy.__dict__ and lazy.num_seqs == 2  # the CUDA kernels need no host read
+    assert lazy.lengths == (2, 5) and lazy.seq_ids.tolist() == [0, 0, 1, 1, 1, 1, 1]
+    eager = SeqInfo.from_cu_seqlens(cu)
+    assert eager.__dict__["lengths"] == (2, 5) and eager.max_seqlen == 5
+    with pytest.raises(ValueError, match="not a multiple"):
+        varlen_attention(torch.randn(7, 3, 4), torch.randn(7, 2, 4), torch.randn(7, 2, 4), eager)
 
 
 def test_output_layer_semantics():

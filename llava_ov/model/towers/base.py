@@ -96,6 +96,15 @@ class VisionTower(nn.Module, ABC):
         """Parameters the LMM never uses (e.g. blocks after ``output_layer``); kept frozen."""
         return []
 
+    def blocks(self) -> list[nn.Module]:
+        """The repeated transformer blocks (each compiled on its own with ``model.compile``)."""
+        return []
+
+    def attention_width(self) -> int:
+        """Σ over the attention blocks whose output is used of heads × head_dim (the quadratic term of
+        :mod:`llava_ov.train.flops`); 0 leaves the tower's attention out of the FLOP count."""
+        return 0
+
     def freeze_unused(self) -> None:
         unused = set(self.unused_parameter_names())
         for name, p in self.named_parameters():

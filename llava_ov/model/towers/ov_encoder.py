@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from torch import nn
+
 from encoder.config import ConfigError
 from encoder.model import OVEncoder, get_config
 from llava_ov.data.dataset import MediaBatch
@@ -46,6 +48,12 @@ class OVEncoderTower(VisionTower):
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
         self.encoder.set_activation_checkpointing(enabled)
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.encoder.encoder.layers)
+
+    def attention_width(self) -> int:
+        return self.layer_index * self.encoder.config.hidden_size
 
     def unused_parameter_names(self) -> list[str]:
         """Blocks after ``output_layer``, the post-norm and the pooling head."""

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from encoder.config import ConfigError
 from llava_ov.data.dataset import MediaBatch
@@ -356,6 +356,12 @@ class Qwen3ViTTower(VisionTower):
     @property
     def hidden_size(self) -> int:
         return self.config.out_hidden_size
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.model.blocks)
+
+    def attention_width(self) -> int:
+        return self.config.depth * self.config.hidden_size
 
     def prepare(self, media: MediaBatch) -> Qwen3ViTInputs:
         """The model input of ``media`` (on the tower's device)."""

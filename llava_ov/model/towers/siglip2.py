@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from encoder.config import ConfigError
 from encoder.model.checkpoint import check_state_dict, read_state_dict, resolve_checkpoint_dir
@@ -275,6 +275,12 @@ class Siglip2Tower(VisionTower):
     def set_activation_checkpointing(self, enabled: bool) -> None:
         """Non-reentrant recomputation of the encoder blocks."""
         set_hf_checkpointing(self.vision_model, enabled)
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.vision_model.encoder.layers)
+
+    def attention_width(self) -> int:
+        return self.layer_index * self.config.hidden_size  # blocks after output_layer run but are not used
 
     def unused_parameter_names(self) -> list[str]:
         """The pooling head; with ``output_layer != -1`` also the post-norm and the blocks after it."""
