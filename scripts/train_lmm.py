@@ -18,9 +18,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=None, help=f"run config YAML (default: {DEFAULT_CONFIG.name})")
     parser.add_argument("--stage", default=None, help="run only this stage (align | sft)")
+    parser.add_argument("--prepare-data", action="store_true",
+                        help="generate (or find cached) the stages' synthetic data, then exit (no model, no GPU)")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. sft.max_steps=50 output_dir=runs/x")
     return parser.parse_args(argv)
+
+
+def prepare_stages(cfg) -> None:
+    from llava_ov.data import prepare_data
+    from llava_ov.train.build import stage_data_config
+
+    for name in cfg.stages:
+        prepare_data(stage_data_config(cfg, cfg.stage(name)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_train_config(args.config or DEFAULT_CONFIG, args.overrides, stage=args.stage)
+        if args.prepare_data:
+            prepare_stages(cfg)
+            return 0
         train(cfg)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)

@@ -169,7 +169,7 @@ def test_full_recipes_load():
     assert align.stages == ["align"] and align.align.trainable == ["projector"] and align.align.optim.lr == 1e-3
     assert align.align.optim.warmup_ratio == 0.03 and align.align.optim.schedule == "cosine"
     assert sft.stages == ["sft"] and sft.deepspeed.zero_stage == 3 and sft.sft.optim.lr == 1e-5
-    assert sft.sft.optim.lr_vision == 2e-6 and sft.model.llm.attn_implementation == "flash_attention_2"
+    assert sft.sft.optim.lr_vision == 2e-6 and sft.model.llm.attn_implementation == "auto"
     assert sft.model.activation_checkpointing and sft.deepspeed.precision == "bf16"
     assert align.model.tower.path == "lmms-lab-encoder/onevision-encoder-large"
     assert align.model.llm.path == "Qwen/Qwen3-1.7B"
