@@ -21,6 +21,7 @@ trainer's logged ``mfu``), peak memory. ``--profile`` adds GPU time by kernel fa
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 from pathlib import Path
 
@@ -288,11 +289,18 @@ def bench_full(args: argparse.Namespace) -> None:
     rows = []
     for max_tokens in [int(t) for t in args.tokens.split(",")]:
         batch = full_batch(tokenizer, model.tokens_counter(), max_tokens, patches=64 if args.tiny else 2048)
-        for _ in range(args.warmup):
-            engine_step(engine, batch, sync)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        seconds = float(np.median([engine_step(engine, batch, sync) for _ in range(args.steps)]))
+        try:
+            for _ in range(args.warmup):
+                engine_step(engine, batch, sync)
+            seconds = float(np.median([engine_step(engine, batch, sync) for _ in range(args.steps)]))
+        except torch.OutOfMemoryError:
+            engine.zero_grad()
+            gc.collect()
+            torch.cuda.empty_cache()
+            print(f"{max_tokens:>11} {batch.num_samples:>5} out of memory (try --checkpointing)", flush=True)
+            continue
         c = batch_counts(batch)
         flops = fm.step_flops(c["text"], c["targets"], c["visual"], c["patches"], c["sample_sq"], c["media_sq"])
         six_n = 6.0 * (params["llm"] + params["projector"]) * c["text"] + 6.0 * params["vision"] * c["patches"]

@@ -6,7 +6,8 @@
 #   3. the ViT packing ratio, forward and forward+backward (benchmarks/bench_vit.py)
 #   4. the main job, `deepspeed scripts/train_lmm.py` on the embedded default, with its held-out score
 #      (its synthetic data is generated on the CPUs while steps 1-3 use the GPU)
-#   5. the 16k row again with model.compile (if time is left before the deadline)
+#   5. the rows again with activation checkpointing, and the 16k row with model.compile (if time is left
+#      before the deadline)
 # Each step has its own time limit and log under $GPU_CHECK_DIR (default outputs/gpu_check); a failed
 # step does not stop the others. `--dry-run` runs every step at tiny shapes on the CPU (a few minutes),
 # so that the first GPU run does not fail on a typo.
@@ -49,7 +50,8 @@ else
 fi
 OUTDIR=(output_dir="$DIR/main_job")
 
-# 4a. the main job's data on the CPUs (low priority, a few cores left for the GPU steps' launch threads)
+# 4a. the main job's data on the CPUs while the GPU-bound steps 1-2 run (low priority, a few cores left for
+# their launch threads); the ViT step, which is partly launch-bound, waits for it
 WORKERS=$(( $(nproc) > 6 ? $(nproc) - 4 : 1 ))
 nice -n 19 "$PYTHON" scripts/train_lmm.py --prepare-data "${MAIN[@]}" data.synthetic.workers=$WORKERS \
   > "$DIR/main_job_data.log" 2>&1 &
@@ -57,10 +59,11 @@ DATA_PID=$!
 
 step parity 150 "$PYTHON" benchmarks/gpu_parity.py "${PARITY[@]}" --json "$DIR/parity.json"
 step mfu 240 "$PYTHON" benchmarks/bench_lmm.py --full "${LMM[@]}" --profile --trace "$DIR/trace_16k.json"
-step vit_packing 90 "$PYTHON" benchmarks/bench_vit.py "${VIT[@]}" --skip clip backends --train
 wait $DATA_PID
 echo "main_job_data rc=$?" | tee -a "$DIR/steps.txt"
+step vit_packing 90 "$PYTHON" benchmarks/bench_vit.py "${VIT[@]}" --skip clip backends --train
 step main_job 300 "$PYTHON" -m deepspeed.launcher.runner scripts/train_lmm.py "${MAIN[@]}" "${OUTDIR[@]}"
+step mfu_checkpointing 120 "$PYTHON" benchmarks/bench_lmm.py --full "${LMM[@]}" --checkpointing
 step mfu_compile 200 "$PYTHON" benchmarks/bench_lmm.py --full "${LMM[@]}" --tokens $COMPILE_TOKENS --compile
 
 "$PYTHON" benchmarks/gpu_check_summary.py "$DIR" | tee "$DIR/summary.md"

@@ -32,7 +32,10 @@ def main(folder: str) -> None:
         lines.append(f"| parity {name} | output {r['output']:.4f}, worst grad {r['grad']:.4f}{extra} |")
     for name, ok in parity.get("pass", {}).items():
         lines.append(f"| parity verdict {name} | {'PASS' if ok else 'FAIL'} |")
-    for label, log in (("MFU", "mfu.log"), ("MFU compile", "mfu_compile.log")):
+    for label, log in (("MFU", "mfu.log"), ("MFU checkpointing", "mfu_checkpointing.log"),
+                       ("MFU compile", "mfu_compile.log")):
+        for m in re.finditer(r"^\s*(\d+)\s+\d+ out of memory", read(d / log), flags=re.M):
+            lines.append(f"| {label} {m.group(1)} tokens/pack | out of memory |")
         for r in mfu_rows(read(d / log)):
             lines.append(f"| {label} {r[0]} tokens/pack | {r[1]} clips, {r[4]} ms/step, {r[5]} text tok/s, "
                          f"{r[6]} TFLOP/s, MFU {r[7]} (6N: {r[8]}), peak {r[9]} GiB |")

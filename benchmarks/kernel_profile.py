@@ -2,7 +2,7 @@
 
 Families (first match of the kernel name, lower-cased): communication (nccl), attention (flash / fmha /
 cudnn attention / varlen), optimizer (adam, multi_tensor), GEMM (gemm, cutlass, cublas, nvjet, xmma,
-matmul), copy/cast (copy, cast, convert), elementwise / reduction (everything else). The copy/cast
+matmul), copy/cast (copy kernels, dtype conversions), elementwise / reduction (everything else). The copy/cast
 kernels are also attributed to the aten ops that launched them, with their input shapes and dtypes, so
 each can be traced to its place in the model.
 """
@@ -17,12 +17,14 @@ FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("attention", ("flash", "fmha", "attention", "attn", "varlen", "sdpa")),
     ("optimizer", ("adam", "multi_tensor", "foreach")),
     ("gemm", ("gemm", "cutlass", "cublas", "nvjet", "xmma", "matmul", "sm90_", "sm80_")),
-    ("copy/cast", ("copy", "cast", "convert", "to_copy")),
+    ("copy/cast", ("copy", "convert", "_cast", "cast_")),
 )
 
 
 def kernel_family(name: str) -> str:
-    low = name.lower()
+    """The family of a CUDA kernel name. ``gpu_kernel_impl_nocast<...>`` is torch's template for every
+    elementwise kernel (not a cast): it is matched by its functor (a copy or not), never by "cast"."""
+    low = name.lower().replace("impl_nocast", "impl")
     for family, keys in FAMILIES:
         if any(k in low for k in keys):
             return family
@@ -52,8 +54,8 @@ def profile_step(step: Callable[[], object], trace: Path | None, top: int = 12) 
     families: dict[str, float] = {}
     kernels: dict[str, float] = {}
     for evt in prof.events():
-        if getattr(evt, "device_type", None) != torch.autograd.DeviceType.CUDA:
-            continue
+        if getattr(evt, "device_type", None) != torch.autograd.DeviceType.CUDA or getattr(evt, "is_user_annotation", False):
+            continue  # user annotations (e.g. "Optimizer.step#AdamW.step") span kernels counted on their own
         us = float(getattr(evt, "device_time", 0.0) or getattr(evt, "cuda_time", 0.0) or 0.0)
         fam = kernel_family(evt.name)
         families[fam] = families.get(fam, 0.0) + us / 1000

@@ -73,28 +73,33 @@ class SeqInfo:
         return info
 
 
-@functools.cache
+_IMPORTED: dict[str, object] = {}  # a plain memo (not functools.cache): torch.compile traces it without warnings
+
+
 def _flash_varlen_func() -> Callable | None:
-    try:
-        from flash_attn import flash_attn_varlen_func
-    except ImportError:
-        return None
-    return flash_attn_varlen_func
+    if "flash" not in _IMPORTED:
+        try:
+            from flash_attn import flash_attn_varlen_func
+        except ImportError:
+            flash_attn_varlen_func = None
+        _IMPORTED["flash"] = flash_attn_varlen_func
+    return _IMPORTED["flash"]  # type: ignore[return-value]
 
 
-@functools.cache
 def _torch_varlen_func() -> Callable | None:
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
-        return None
-    return varlen_attn
+    if "torch_varlen" not in _IMPORTED:
+        try:
+            from torch.nn.attention.varlen import varlen_attn
+        except ImportError:
+            varlen_attn = None
+        _IMPORTED["torch_varlen"] = varlen_attn
+        _IMPORTED["torch_varlen_params"] = frozenset(inspect.signature(varlen_attn).parameters) if varlen_attn else frozenset()
+    return _IMPORTED["torch_varlen"]  # type: ignore[return-value]
 
 
-@functools.cache
 def _torch_varlen_params() -> frozenset[str]:
-    fn = _torch_varlen_func()
-    return frozenset(inspect.signature(fn).parameters) if fn is not None else frozenset()
+    _torch_varlen_func()
+    return _IMPORTED["torch_varlen_params"]  # type: ignore[return-value]
 
 
 def backend_unavailable_reason(name: str, q: Tensor) -> str | None:
