@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from peak_memory import in_fresh_process, peak_added_mb
 
 from encoder.codec import CodecConfig, DecodeConfig, patchify
 from encoder.codec.decode import decode_clip
@@ -43,36 +44,16 @@ def timed_pair(base, full, repeats: int) -> tuple[float, float]:
     return min(tb), min(tf)
 
 
-def _status_kb(key: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def _peak_child(path: str, cfg: CodecConfig) -> float | None:
     import av  # noqa: F401  (imported lazily by the decoder: not the clip's memory)
 
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # the high-water mark restarts at the current RSS
-    except OSError:
-        return None
-    before = _status_kb("VmRSS")
-    patchify(path, cfg)
-    peak = _status_kb("VmHWM")
-    return None if before is None or peak is None else (peak - before) / 1024
+    return peak_added_mb(patchify, path, cfg)
 
 
 def clip_peak_mb(path: Path, cfg: CodecConfig) -> float | None:
     """Memory one patchify adds at its peak, in MB, measured in a fresh process (this one's allocator
     keeps what earlier runs freed); None where /proc lacks the counters."""
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_peak_child, (str(path), cfg))
+    return in_fresh_process(_peak_child, str(path), cfg)
 
 
 def realistic(path: Path, codec: str, width: int, height: int, frames: int) -> Path:
