@@ -120,7 +120,7 @@ def bench_cpu(args: argparse.Namespace) -> None:
         results[name] = (tokens / seconds, patches / seconds, slots / tokens)
     lengths = [len(it) for it in items]
     print(f"{len(items)} samples ({min(lengths)}-{max(lengths)} tokens), batches of {args.batch}, "
-          f"{args.steps} timed passes, {torch.get_num_threads()} threads, sdpa on CPU")
+          f"{args.steps} timed passes, {torch.get_num_threads()} threads, attn {model.config.llm.attn_implementation}")
     print(f"{'layout':<8} {'text tok/s':>11} {'visual tok/s':>13} {'slots/token':>12}")
     for name, (tps, vps, waste) in results.items():
         print(f"{name:<8} {tps:>11.0f} {vps:>13.0f} {waste:>12.2f}")

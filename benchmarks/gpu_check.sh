@@ -20,7 +20,7 @@ DIR=${GPU_CHECK_DIR:-outputs/gpu_check}
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-DEADLINE=$(( $(date +%s) + ${GPU_CHECK_SECONDS:-540} ))
+DEADLINE=$(( $(date +%s) + ${GPU_CHECK_SECONDS:-470} ))  # steps that would end later are cut or skipped
 mkdir -p "$DIR"
 : > "$DIR/steps.txt"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
