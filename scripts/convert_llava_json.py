@@ -4,8 +4,10 @@
     python scripts/convert_llava_json.py videos.json --media-root videos/ --out shards/v --precompute-codec \\
         --workers 8 --set select.budget=2048 decode.num_frames=64
 
-Records with missing or unreadable media are skipped and listed (stderr and OUT/failures.txt); the
-others are written. Exit code 1 when any record failed, 2 on bad arguments.
+Bad records (not an object, no list of turns, unknown roles) and records with missing or unreadable
+media are skipped and listed (stderr and OUT/failures.txt), with a count per reason; the others are
+written, in complete shards only. Exit code 1 when any record failed, 2 on bad arguments (an
+unreadable or unparsable JSON file, a missing media folder, bad codec settings, --workers < 1): one line.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 
 from encoder.codec import CodecConfig
 from encoder.config import ConfigError, load_config
-from llava_ov.data.convert import convert_llava_json
+from llava_ov.data.convert import ConvertError, convert_llava_json
 from llava_ov.data.shards import shard_pattern
 
 
@@ -37,19 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.workers < 1 or args.samples_per_shard < 1:
+            raise ValueError("--workers and --samples-per-shard must be >= 1")
         codec = load_config(CodecConfig, args.codec_config, args.set)
         codec.validate()
-    except (ConfigError, ValueError) as e:
+        result = convert_llava_json(
+            args.json, args.media_root, args.out, precompute_codec=args.precompute_codec, codec=codec,
+            workers=args.workers, max_samples=args.samples_per_shard, prefix=args.prefix, progress=not args.quiet,
+        )
+    except (ConfigError, ConvertError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = convert_llava_json(
-        args.json, args.media_root, args.out, precompute_codec=args.precompute_codec, codec=codec,
-        workers=args.workers, max_samples=args.samples_per_shard, prefix=args.prefix, progress=not args.quiet,
-    )
     for key, reason in result.failures:
         print(f"failed: {key}: {reason}", file=sys.stderr)
     pattern = shard_pattern(result.shards) if result.shards else "(none)"
-    print(f"wrote {result.written} samples to {pattern}; {len(result.failures)} failed")
+    reasons = ", ".join(f"{k} {n}" for k, n in sorted(result.failures_by_reason().items()))
+    print(f"wrote {result.written} samples to {pattern}; {len(result.failures)} failed" + (f" ({reasons})" if reasons else ""))
     return 1 if result.failures else 0
 
 

@@ -3,9 +3,13 @@
 Input: a JSON list of ``{"id", "image" | "video" (a path or a list of paths, relative to the media
 folder), "conversations"}`` (also JSON Lines). Each record becomes one sample: the record as
 ``.json`` plus its media files (``.jpg``, ``.mp4``...) or, with ``precompute_codec``, one ``.npz``
-:class:`PatchSelection` per media item. Records whose media is missing or unreadable are not
-written; they are listed in :attr:`ConvertResult.failures` (and ``failures.txt`` in the output
-folder). The others are written.
+:class:`PatchSelection` per media item. A record that is not an object with a list of turns, or whose
+media is missing or unreadable, is not written; it is listed in :attr:`ConvertResult.failures` (and
+``failures.txt`` in the output folder), counted by reason. The others are written.
+
+An unreadable JSON file or a missing media folder is a :class:`ConvertError` before anything is written.
+Shards are written under a temporary name and renamed when complete: an interruption never leaves a
+partial shard.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from llava_ov.data.shards import IMAGE_EXTS, MEDIA_EXTS, ShardWriter, init_worke
 Item = tuple[str, bytes, list[tuple[str, bytes]]]
 
 
+class ConvertError(ValueError):
+    """The input as a whole cannot be converted (one line: what and where)."""
+
+
 @dataclass
 class ConvertResult:
     written: int = 0
@@ -35,25 +43,49 @@ class ConvertResult:
     def ok(self) -> bool:
         return not self.failures
 
+    def failures_by_reason(self) -> dict[str, int]:
+        """Failed records per kind of reason (the text before the first colon)."""
+        counts: dict[str, int] = {}
+        for _, reason in self.failures:
+            kind = reason.split(":", 1)[0]
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
 
-def load_records(path: str | Path) -> list[dict[str, Any]]:
-    """A JSON list of records, or JSON Lines (one record per line)."""
-    text = Path(path).read_text()
-    if text.lstrip().startswith("["):
-        records = json.loads(text)
-    else:
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a list of records")
+
+def load_records(path: str | Path) -> list[Any]:
+    """A JSON list of records, or JSON Lines (one record per line); :class:`ConvertError` when the
+    file cannot be read or parsed (with the line and column)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConvertError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        if text.lstrip().startswith("["):
+            records = json.loads(text)
+        else:
+            records = []
+            for number, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise ConvertError(f"{path}: line {number}, column {e.colno}: {e.msg} (JSON Lines)") from None
+    except json.JSONDecodeError as e:
+        raise ConvertError(f"{path}: line {e.lineno}, column {e.colno}: {e.msg}") from None
     return records
 
 
 def media_paths(record: dict[str, Any]) -> list[str]:
-    """Relative media paths a record names (``image`` / ``video`` / ``images`` / ``videos``)."""
+    """Relative media paths a record names (``image`` / ``video`` / ``images`` / ``videos``);
+    ValueError when one is not a path or a list of paths."""
     out: list[str] = []
     for name in ("image", "images", "video", "videos"):
         value = record.get(name)
-        out += [value] if isinstance(value, str) else list(value or [])
+        values = [value] if isinstance(value, str) else value if isinstance(value, list) else None
+        if value is not None and (values is None or not all(isinstance(v, str) for v in values)):
+            raise ValueError(f"'{name}' must be a path or a list of paths, got {value!r}"[:200])
+        out += values or []
     return out
 
 
@@ -78,11 +110,14 @@ def convert_record(
 ) -> Item | tuple[str, str]:
     """One record → ``(key, json, media)`` or ``(key, failure reason)``."""
     try:
+        if not isinstance(record, dict):
+            raise ValueError(f"a record must be a JSON object, got {type(record).__name__}")
         parse_record(json.dumps(record))
+        paths = media_paths(record)
     except ValueError as e:
-        return key, f"bad record: {e}"
+        return key, f"bad record: {e}"[:300]
     media: list[tuple[str, bytes]] = []
-    for rel in media_paths(record):
+    for rel in paths:
         path = media_root / rel
         ext = path.suffix.lower().lstrip(".")
         if not path.is_file():
@@ -100,13 +135,14 @@ def convert_record(
     return key, json.dumps(record, ensure_ascii=False).encode(), media
 
 
-def _keys(records: list[dict[str, Any]]) -> list[str]:
-    """Unique webdataset keys from the record ids (index when absent, suffixed when repeated)."""
+def _keys(records: list[Any]) -> list[str]:
+    """Unique webdataset keys from the record ids (index when absent or not an object, suffixed when
+    repeated)."""
     seen: set[str] = set()
     keys = []
     for i, rec in enumerate(records):
         try:
-            key = sanitize_key(str(rec.get("id", f"{i:09d}")))
+            key = sanitize_key(str(rec.get("id", f"{i:09d}") if isinstance(rec, dict) else f"{i:09d}"))
         except ValueError:
             key = f"{i:09d}"
         if key in seen:
@@ -132,11 +168,13 @@ def convert_llava_json(
     prefix: str = "shard",
     progress: bool = True,
 ) -> ConvertResult:
-    """Convert (see module docstring); failures are collected, never raised."""
+    """Convert (see module docstring); per-record failures are collected, never raised."""
     from tqdm import tqdm
 
     codec = codec or CodecConfig()
     codec.validate()
+    if not Path(media_root).is_dir():
+        raise ConvertError(f"media folder not found: {media_root}")
     records = load_records(json_path)
     keys = _keys(records)
     job = partial(_job, media_root=Path(media_root), precompute=precompute_codec, codec=codec)

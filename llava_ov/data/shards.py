@@ -127,8 +127,9 @@ def init_worker_process() -> None:
 class ShardWriter:
     """Write samples to ``{out_dir}/{prefix}-NNNNNN.tar``, at most ``max_samples`` per shard.
 
-    Each shard is written under a temporary name and renamed when complete. ``paths`` lists the
-    finished shards. Use as a context manager.
+    Each shard is written under a temporary name and renamed when complete; an exception inside the
+    ``with`` block drops the shard in progress, so a failure never leaves a partial shard. ``paths``
+    lists the finished shards. Use as a context manager.
     """
 
     def __init__(self, out_dir: str | Path, prefix: str = "shard", max_samples: int = 1000) -> None:
@@ -197,11 +198,22 @@ class ShardWriter:
         self._close_current()
         return self.paths
 
+    def abort(self) -> None:
+        """Drop the shard being written (its temporary file); the finished shards stay."""
+        if self._tar is not None:
+            self._tar.close()
+            Path(str(self._current) + ".tmp").unlink(missing_ok=True)
+            self._tar = None
+
     def __enter__(self) -> ShardWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        """Complete shards only: on an exception the shard in progress is dropped, never renamed."""
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 # ----------------------------------------------------------------------------- reading

@@ -151,11 +151,19 @@ def _content_text(content: Any) -> str:
 
 
 def _raw_turns(sample: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+    name = "the conversation"
     if isinstance(sample, Mapping):
         for key in ("conversations", "messages"):
             if key in sample:
-                return sample[key]
-        raise ValueError("sample has neither 'conversations' nor 'messages'")
+                sample, name = sample[key], f"'{key}'"
+                break
+        else:
+            raise ValueError("sample has neither 'conversations' nor 'messages'")
+    if isinstance(sample, (str, bytes, Mapping)) or not isinstance(sample, Sequence):
+        raise ValueError(f"{name} must be a list of turns, got {type(sample).__name__}")
+    for i, turn in enumerate(sample):
+        if not isinstance(turn, (Mapping, Turn)):
+            raise ValueError(f"turn {i} must be an object with 'from'/'value', got {type(turn).__name__}")
     return sample
 
 

@@ -98,3 +98,64 @@ def test_all_good_exit_zero(dataset, tmp_path):
                          "--out", str(tmp_path / "o"), "--quiet"])
     assert rc == 0 and not (tmp_path / "o" / "failures.txt").exists()
     assert len(_samples(tmp_path / "o")) == 2
+
+
+def test_bad_records_are_counted_failures_and_only_good_ones_are_written(dataset, tmp_path, capsys):
+    records = json.loads((dataset / "data.json").read_text())
+    good = [r for r in records if r["id"] in ("vid", "png")]
+    bad = [
+        "just a string",
+        {"id": "conv-str", "image": "imgs/a.jpg", "conversations": "What is it?"},
+        {"id": "turn-str", "image": "imgs/a.jpg", "conversations": ["hello", "there"]},
+        {"id": "role", "conversations": [{"from": "robot", "value": "hi"}]},
+        {"id": "media-int", "image": 7, "conversations": _turns("What?", "<image>")},
+        {"id": "gone", "image": "imgs/missing.jpg", "conversations": _turns("And this?", "<image>")},
+        {"id": "broken", "video": "broken.mp4", "conversations": _turns("What moves?", "<video>")},
+    ]
+    (tmp_path / "mixed.json").write_text(json.dumps([bad[0], good[0], *bad[1:4], good[1], *bad[4:]]))
+    out = tmp_path / "o"
+    rc = _script().main([str(tmp_path / "mixed.json"), "--media-root", str(dataset / "media"), "--out", str(out),
+                         "--samples-per-shard", "1", "--quiet"])
+    assert rc == 1
+    assert [r["__key__"] for r in _samples(out)] == ["vid", "png"]
+    assert not list(out.glob("*.tmp"))
+    failures = dict(line.split("\t") for line in (out / "failures.txt").read_text().splitlines())
+    assert set(failures) == {"000000000", "conv-str", "turn-str", "role", "media-int", "gone", "broken"}
+    assert all(failures[k].startswith("bad record") for k in ("000000000", "conv-str", "turn-str", "role", "media-int"))
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary.endswith("7 failed (bad record 5, corrupt media 1, missing media 1)"), summary
+
+
+@pytest.mark.parametrize("case", ["syntax", "jsonl-syntax", "missing-json", "missing-root", "workers"])
+def test_bad_inputs_exit_2_with_one_line(dataset, tmp_path, capsys, case):
+    data, root, extra = tmp_path / "d.json", dataset / "media", []
+    data.write_text(json.dumps(json.loads((dataset / "data.json").read_text())))
+    if case == "syntax":
+        data.write_text('[{"id": "a", "conversations": [}]')
+    elif case == "jsonl-syntax":
+        data.write_text('{"id": "a"}\n{"id": \n')
+    elif case == "missing-json":
+        data = tmp_path / "nope.json"
+    elif case == "missing-root":
+        root = tmp_path / "no-media"
+    elif case == "workers":
+        extra = ["--workers", "0"]
+    out = tmp_path / "o"
+    rc = _script().main([str(data), "--media-root", str(root), "--out", str(out), "--quiet", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    expected = {"syntax": "line 1, column", "jsonl-syntax": "line 2, column", "missing-json": "cannot read",
+                "missing-root": "media folder not found",
+                "workers": "--workers"}[case]
+    assert expected in err[0]
+    assert not list(out.glob("*.tar*")) if out.exists() else True
+
+
+def test_an_interrupted_write_leaves_no_partial_shard(tmp_path):
+    from llava_ov.data.shards import ShardWriter
+
+    with pytest.raises(RuntimeError), ShardWriter(tmp_path, max_samples=2) as writer:
+        for i in range(3):
+            writer.write(f"k{i}", {"conversations": []})
+        raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-000000.tar"]  # the complete one only
