@@ -33,6 +33,17 @@ def _unknown_key(key: str, valid: list[str], where: str) -> ConfigError:
     return ConfigError(f"unknown config key '{where}{key}'{hint}; valid keys: {', '.join(sorted(valid))}")
 
 
+def _yaml(text: str, name: str) -> Any:
+    """A YAML value of the key ``name`` (ConfigError naming the key when it does not parse)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at column {where.column + 1}" if where is not None else ""
+        raise ConfigError(f"'{name}': {text!r} is not valid YAML{at} ({getattr(e, 'problem', None) or e}); "
+                          "quote values holding { } or : characters") from None
+
+
 def _coerce(value: Any, tp: Any, name: str) -> Any:
     """Convert ``value`` (from YAML or a CLI string) to the annotated type ``tp``."""
     origin = typing.get_origin(tp)
@@ -55,13 +66,13 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         return value
     if origin in (list, tuple):
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
+            value = _yaml(value, name) if value.strip().startswith("[") else value.split(",")
         (inner, *_) = typing.get_args(tp) or (Any,)
         items = [_coerce(v, inner, name) for v in value]
         return tuple(items) if origin is tuple else items
     if origin is dict or tp is dict:
         if isinstance(value, str):
-            value = yaml.safe_load(value)
+            value = _yaml(value, name)
         if not isinstance(value, dict):
             raise ConfigError(f"'{name}' must be a mapping, got {value!r}")
         return dict(value)
@@ -178,7 +189,10 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: li
         path = Path(yaml_path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
         cfg = merge(cfg, data)

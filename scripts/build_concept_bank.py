@@ -22,6 +22,8 @@ import json
 import sys
 from pathlib import Path
 
+from encoder.cli import run_cli
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from encoder.config import ConfigError
     from encoder.pretrain.bank import build_bank
     from encoder.pretrain.kmeans import KMeansConfig
-    from llava_ov.data.shards import expand_shards
+    from llava_ov.data.shards import expand_shards, missing_local_shards
     from llava_ov.pretrain.features import FeatureStats, TeacherConfig, embedding_stream, spill
 
     args = parse_args(argv)
@@ -78,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             shards = expand_shards(args.shards) if args.shards else default_shards(args.data_config, args.split)
             if not shards:
                 raise ConfigError(f"no shards match {args.shards}")
+            if args.shards and (missing := missing_local_shards(args.shards)):
+                raise ConfigError(f"{len(missing)} of the {len(shards)} shards of {args.shards!r} do not exist, "
+                                  f"e.g. {missing[0]}")
         out = args.out or (Path(shards[0]).parent / "concept_bank" if shards else Path(args.teacher_path).parent / "concept_bank")
         stats = FeatureStats()
         stream = embedding_stream(shards, teacher, stats)
@@ -101,4 +106,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

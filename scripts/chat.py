@@ -16,6 +16,7 @@ import argparse
 import sys
 import traceback
 
+from encoder.cli import run_cli
 from encoder.codec import MODES, VideoDecodeError
 from encoder.config import ConfigError, merge, parse_overrides
 from llava_ov.infer import Engine, GenerationConfig, codec_overrides
@@ -80,4 +81,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

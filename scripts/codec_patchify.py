@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from encoder.cli import run_cli
 from encoder.codec import CodecConfig, VideoDecodeError, patchify_with_canvas, render_selection
 from encoder.config import ConfigError, load_config
 
@@ -144,4 +145,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

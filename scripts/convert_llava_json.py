@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from encoder.cli import run_cli
 from encoder.codec import CodecConfig
 from encoder.config import ConfigError, load_config
 from llava_ov.data.convert import ConvertError, convert_llava_json
@@ -59,4 +60,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

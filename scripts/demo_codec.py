@@ -9,11 +9,13 @@ frames, and prints how much of the independently moving object the budget caught
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from encoder.cli import run_cli
 from encoder.codec import CodecConfig, patchify_with_canvas, render_selection
 from encoder.codec.synthetic import make_clip, object_patch_overlap
 from encoder.config import load_config
@@ -57,4 +59,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

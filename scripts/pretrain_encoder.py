@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from encoder.cli import run_cli
+
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "default.yaml"
 
 
@@ -25,19 +27,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from encoder.config import ConfigError
+    """Exit 2 with one line on a config mistake (encoder.cli.run_cli)."""
     from llava_ov.pretrain.config import load_pretrain_config
     from llava_ov.pretrain.run import pretrain
 
     args = parse_args(argv)
-    try:
-        cfg = load_pretrain_config(args.config or DEFAULT_CONFIG, args.overrides)
-        pretrain(cfg)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
+    pretrain(load_pretrain_config(args.config or DEFAULT_CONFIG, args.overrides))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from encoder.cli import run_cli
+
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train" / "default.yaml"
 
 
@@ -34,21 +36,19 @@ def prepare_stages(cfg) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from encoder.config import ConfigError
+    """Exit 2 with one line on a config mistake (encoder.cli.run_cli), checked before data or model."""
     from llava_ov.train import load_train_config, train
+    from llava_ov.train.build import check_run_paths
 
     args = parse_args(argv)
-    try:
-        cfg = load_train_config(args.config or DEFAULT_CONFIG, args.overrides, stage=args.stage)
-        if args.prepare_data:
-            prepare_stages(cfg)
-            return 0
-        train(cfg)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_train_config(args.config or DEFAULT_CONFIG, args.overrides, stage=args.stage)
+    if args.prepare_data:
+        check_run_paths(cfg)
+        prepare_stages(cfg)
+        return 0
+    train(cfg)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

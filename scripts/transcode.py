@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from encoder.cli import run_cli
 from encoder.codec.errors import VideoDecodeError
 from encoder.codec.transcode import TranscodeConfig, transcode
 
@@ -87,4 +88,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

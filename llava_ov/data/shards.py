@@ -80,6 +80,13 @@ def expand_shards(spec: str | Sequence[str]) -> list[str]:
     return urls
 
 
+def missing_local_shards(spec: str | Sequence[str]) -> list[str]:
+    """The local shard files of ``spec`` that do not exist (remote URLs are not checked); ValueError
+    when the spec matches nothing at all."""
+    return [u for u in expand_shards(spec) if not (_URL_RE.match(u) and not u.startswith("file:"))
+            and not os.path.exists(u.removeprefix("file:"))]
+
+
 def shard_pattern(paths: Sequence[str | Path]) -> str:
     """A brace pattern for ``prefix-000000.tar`` ... ``prefix-00000N.tar`` (the writer's naming)."""
     paths = [str(p) for p in paths]

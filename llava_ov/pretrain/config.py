@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from encoder.cli import check_local_path
 from encoder.config import ConfigError, load_config, merge
 from llava_ov.train.config import CheckpointConfig, DeepSpeedConfig, LogConfig, OptimConfig
 
@@ -71,6 +72,16 @@ class EncoderSection:
     overrides: dict = field(default_factory=dict)  # ViTConfig overrides
     init_from: str | None = None  # an encoder export to continue from (folder / hub id)
 
+    def validate(self) -> None:
+        """A known preset with valid overrides, and an existing ``init_from`` folder (when local)."""
+        from encoder.model import get_config
+
+        try:
+            get_config(self.size, **self.overrides)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"encoder.size={self.size!r} / encoder.overrides: {e}") from None
+        check_local_path(self.init_from, "encoder.init_from")
+
 
 @dataclass
 class PretrainStage:
@@ -124,6 +135,10 @@ class PretrainConfig:
             raise ConfigError("encoder pretraining runs ZeRO-0/1/2 (the partial-FC centres are sharded by the task)")
         self.pretrain.validate()
         self.mix.validate()
+        self.encoder.validate()
+        for name, head in heads.items():
+            if not head.build:  # a bank built before training may not exist yet
+                check_local_path(head.bank, f"heads.{name}.bank", "concept bank folder")
 
 
 def load_pretrain_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:

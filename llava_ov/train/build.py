@@ -8,9 +8,12 @@ from typing import Any
 
 import torch
 
+from encoder.cli import check_local_path
 from encoder.codec import CodecConfig
 from encoder.config import ConfigError, merge
 from llava_ov.data import DataConfig, codec_config, load_data_config, prepare_data
+from llava_ov.data.mixture import SYNTHETIC_PREFIX
+from llava_ov.data.shards import missing_local_shards
 from llava_ov.infer import LlavaOVProcessor
 from llava_ov.model import LlavaOVModel, build_model
 from llava_ov.model.budget import media_plan
@@ -62,12 +65,40 @@ def stage_data_config(cfg: TrainConfig, stage: StageConfig) -> DataConfig:
         data = merge(data, {"codec": media_plan(cfg.media, spec).codec_overrides(spec.patch_size)})
     data.validate()
     for source in data.sources + data.eval_sources:
+        check_shards(source.name, source.shards)
         codec = codec_config(data, source)
         if codec.mode not in spec.modes or codec.patch_size != spec.patch_size:
             raise ConfigError(f"source {source.name!r}: codec mode {codec.mode!r} with patch {codec.patch_size} does not fit "
                               f"tower {cfg.model.tower.name!r} (modes {list(spec.modes)}, patch {spec.patch_size}); "
                               "set media.budget (the budget rule derives both) or the data's codec section")
     return data
+
+
+def check_shards(name: str, spec: str) -> None:
+    """ConfigError when a source's local shards do not exist (synthetic and remote ones pass)."""
+    if spec.startswith(SYNTHETIC_PREFIX):
+        return
+    try:
+        missing = missing_local_shards(spec)
+    except ValueError as e:
+        raise ConfigError(f"source {name!r}: {e}") from None
+    if missing:
+        raise ConfigError(f"source {name!r}: {len(missing)} shard file(s) of {spec!r} not found, e.g. {missing[0]}")
+
+
+def check_run_paths(cfg: TrainConfig) -> None:
+    """The weights and tokenizer paths the run config names exist (local paths; hub ids pass), checked
+    when the config loads, before any data or model (a stage's data config and shards: stage_data_config)."""
+    check_local_path(cfg.model.tower.path, "model.tower.path")
+    if cfg.model.llm.from_scratch is None:
+        check_local_path(cfg.model.llm.path, "model.llm.path")
+    check_local_path(cfg.model.llm.tokenizer, "model.llm.tokenizer")
+    if cfg.tokenizer not in ("synthetic", "auto"):
+        check_local_path(cfg.tokenizer, "tokenizer")
+    for name in cfg.stages:
+        init = cfg.stage(name).init_from
+        if init not in (None, "previous") and not resolve_path(init).exists():
+            check_local_path(init, f"{name}.init_from")
 
 
 def prepare(data: DataConfig, env: D.DistEnv) -> None:
@@ -120,5 +151,5 @@ def build_stage_model(cfg: TrainConfig, name: str, stage: StageConfig, tokenizer
     return model
 
 
-__all__ = ["build_stage_model", "build_tokenizer", "init_path", "prepare", "resolve_path",
+__all__ = ["build_stage_model", "build_tokenizer", "check_run_paths", "check_shards", "init_path", "prepare", "resolve_path",
            "stage_data_config", "stage_processor"]

@@ -152,7 +152,8 @@ def setup_logging(env: D.DistEnv) -> None:
 def train(cfg: TrainConfig) -> dict[str, StageResult]:
     """Run ``cfg.stages`` in order (collective under a launcher); returns the results per stage."""
     cfg.validate()
-    for name in cfg.stages:  # fail fast on a bad data section, before any process group or model
+    B.check_run_paths(cfg)  # fail fast on a missing path or a bad data section, before any process group or model
+    for name in cfg.stages:
         B.stage_data_config(cfg, cfg.stage(name))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -142,15 +142,19 @@ def test_wrong_config_key_is_one_clear_error():
         load_train_config(DEFAULT_YAML, stage="pretrain")
 
 
-def test_entry_point_reports_config_error(capsys):
+def test_entry_point_reports_config_error(capsys, monkeypatch):
     import importlib.util
 
     from train_support import SCRIPT
 
+    from encoder.cli import run_cli
+
+    monkeypatch.delenv("RANK", raising=False)
+
     spec = importlib.util.spec_from_file_location("train_lmm_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["sft.max_stepz=3"]) == 2
+    assert run_cli(lambda: module.main(["sft.max_stepz=3"])) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown config key 'sft.max_stepz'" in err[0] and "max_steps" in err[0]
 
