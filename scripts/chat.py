@@ -3,11 +3,13 @@
     python scripts/chat.py --ckpt out/stage2 --video clip.mp4 "What happens in the video?"
     python scripts/chat.py --ckpt out/stage2 --image cat.jpg "What is this?" --max-new-tokens 64
     python scripts/chat.py --ckpt out/stage2 --video clip.mp4 --mode frames "Describe it."
+    python scripts/chat.py --ckpt out/stage2 --video clip.mp4 --set select.budget=256 "What moves?"
 
 Prompts and media go through the checkpoint's own processor (``processor.json``: chat format and
 codec settings) and the inference engine the evaluation uses; ``--mode`` / ``--set`` change the codec
-settings. Images always use the ``image`` mode. Bad media or a bad checkpoint print one error line and
-exit 1.
+settings (``--set`` takes one KEY=VALUE and may be repeated). Images always use the ``image`` mode. Bad
+media or a bad checkpoint print one error line and exit 1; a device this machine lacks, exit 2. An
+empty answer, or a mode other than the one the checkpoint was trained with, prints a warning.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import traceback
 from encoder.cli import run_cli
 from encoder.codec import MODES, VideoDecodeError
 from encoder.config import ConfigError, merge, parse_overrides
-from llava_ov.infer import Engine, GenerationConfig, codec_overrides
+from llava_ov.infer import Engine, GenerationConfig, codec_overrides, resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     media.add_argument("--video", help="video file")
     media.add_argument("--image", help="image file")
     ap.add_argument("--mode", choices=MODES, help="codec input mode (default: the checkpoint's)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="CodecConfig overrides")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a CodecConfig override (repeat for several)")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
@@ -45,14 +48,23 @@ def fail(message: str, debug: bool) -> int:
     return 1
 
 
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     path = args.video or args.image
+    resolve_device(args.device)  # a device this machine lacks: one line, exit 2 (run_cli)
     try:
         engine = Engine.from_pretrained(args.ckpt, device=args.device)
     except (ConfigError, ValueError, OSError) as e:
         return fail(str(e) if args.ckpt in str(e) else f"{args.ckpt}: {e}", args.debug)
     try:
         processor = engine.processor
+        trained = processor.codec.mode
+        if args.video and args.mode and args.mode != trained:
+            warn(f"the checkpoint was trained with mode {trained!r}; asking with --mode {args.mode!r} "
+                 "(answers may be empty or off)")
         processor.codec = codec_overrides(processor.codec, mode=args.mode)
         processor.codec = merge(processor.codec, parse_overrides(args.set))
         processor.codec.validate()
@@ -62,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(e), args.debug)
     except (ConfigError, ValueError, OSError) as e:
         return fail(f"{path or 'prompt'}: {e}", args.debug)
+    if not text.strip():
+        warn(f"empty answer (mode {processor.codec.mode!r}; the checkpoint was trained with {trained!r})")
     print(text)
     return 0
 

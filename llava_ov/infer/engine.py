@@ -77,12 +77,22 @@ def cut_at_strings(text: str, until: Sequence[str]) -> str:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """auto: ``cuda:{LOCAL_RANK}`` when CUDA is available, else CPU."""
+    """auto: ``cuda:{LOCAL_RANK}`` when CUDA is available, else CPU. ValueError for a device this
+    machine does not have (CUDA asked for without it, a GPU index out of range, an unknown name)."""
     import os
 
     if device == "auto":
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r} (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: this machine has no CUDA GPU (torch {torch.__version__})")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:

@@ -171,7 +171,14 @@ def test_chat_cli(ckpt, tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "broken.mp4" in lines[0], failed.stderr
     chat = _load_chat()  # in-process for the cheaper cases
     assert chat.main(["--ckpt", str(ckpt), "--image", str(image), "--max-new-tokens", "2", "What is this?"]) == 0
+    capsys.readouterr()
     assert chat.main(["--ckpt", str(ckpt), "--video", video, "--mode", "collage", "--max-new-tokens", "2", "Q?"]) == 0
+    warned = capsys.readouterr().err
+    assert "trained with mode 'frames'; asking with --mode 'collage'" in warned  # a mode it never saw
+    # --set takes one KEY=VALUE (repeatable): it no longer swallows the question
+    assert chat.main(["--ckpt", str(ckpt), "--video", video, "--set", "num_frames=2", "--max-new-tokens", "2",
+                      "Q?"]) == 0
+    capsys.readouterr()
     assert chat.main(["--ckpt", str(tmp_path), "--image", str(image), "Q?"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "llava_ov.json" in err[0]
@@ -179,6 +186,11 @@ def test_chat_cli(ckpt, tmp_path, capsys):
     assert chat.main(["--ckpt", str(missing), "Q?"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {missing}: no such checkpoint folder"]
+    if not torch.cuda.is_available():  # a device the machine lacks: one line, exit 2, before any loading
+        no_gpu = subprocess.run(cmd + ["--device", "cuda", "--image", str(image), "Q?"], capture_output=True,
+                                text=True, timeout=120)
+        lines = [x for x in no_gpu.stderr.splitlines() if "[WARNING]" not in x]
+        assert no_gpu.returncode == 2 and len(lines) == 1 and "has no CUDA GPU" in lines[0], no_gpu.stderr
 
 
 def test_debug_config_is_a_plain_config():
