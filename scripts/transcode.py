@@ -18,15 +18,12 @@ from tqdm import tqdm
 
 from encoder.cli import run_cli
 from encoder.codec.errors import VideoDecodeError
+from encoder.codec.pipeline import media_files
 from encoder.codec.transcode import TranscodeConfig, transcode
-
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp"}
 
 
 def find_videos(src: Path) -> list[Path]:
-    if src.is_file():
-        return [src]
-    return sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    return media_files(src, images=False)
 
 
 def _job(job: tuple[Path, Path, TranscodeConfig]) -> tuple[Path, str | None, float]:
@@ -47,12 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crf", type=int, default=23)
     ap.add_argument("--preset", default="veryfast")
     ap.add_argument("--max-side", type=int, default=None, help="downscale the longer side to this")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="parallel processes (>= 1)")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     cfg = TranscodeConfig(codec=args.codec, gop=args.gop, crf=args.crf, preset=args.preset, max_side=args.max_side)
     try:
         cfg.validate()
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -37,6 +37,19 @@ from encoder.codec.types import PatchSelection, virtual_t
 
 MODES = ("codec", "random", "frames", "collage", "image")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp"}
+
+
+def media_files(path: str | Path, images: bool = True) -> list[Path]:
+    """A file as given, or a folder's video (and, with ``images``, image) files, recursively, sorted;
+    FileNotFoundError for a path that does not exist."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(2, "No such file or folder", str(path))
+    suffixes = VIDEO_SUFFIXES | (IMAGE_SUFFIXES if images else set())
+    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
 
 @dataclass

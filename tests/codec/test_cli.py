@@ -116,3 +116,34 @@ def test_transcode_folder(media, tmp_path, codec):
     # second run skips what is done
     res = run_script("transcode.py", src, dst, "--codec", codec, "--gop", "8")
     assert "(1 already done)" in res.stderr
+
+
+def test_budget_the_context_frame_uses_up_warns_or_fails_with_strict(media, tmp_path):
+    _, good = media
+    res = run_script("codec_patchify.py", good[0], "--budget", "256", "--out", tmp_path / "a.npz")
+    assert res.returncode == 0
+    warning = [x for x in res.stderr.splitlines() if x.startswith("warning:")]
+    assert len(warning) == 1 and "budget 256 patches, the dense context frame takes 256" in warning[0]
+    assert "no patch is left for motion" in warning[0]
+    res = run_script("codec_patchify.py", good[0], "--budget", "300", "--strict", "--out", tmp_path / "b.npz")
+    assert res.returncode == 2 and "only 44 (15%) for motion" in res.stderr and not (tmp_path / "b.npz").exists()
+    res = run_script("codec_patchify.py", good[0], "--budget", "200", "--input-size", "112", "--out", tmp_path / "c.npz")
+    assert res.returncode == 0 and "warning" not in res.stderr  # 64 context + 136 motion patches
+    res = run_script("codec_patchify.py", good[0], "--budget", "100", "--out", tmp_path / "d.npz")
+    assert res.returncode == 2 and "no patch is left for motion" in res.stderr  # every input would fail
+
+
+def test_folders_expand_and_workers_are_checked(media, tmp_path):
+    _, good = media
+    folder = tmp_path / "in" / "sub"
+    folder.mkdir(parents=True)
+    for g in good[:2]:
+        (folder / Path(g).name).write_bytes(Path(g).read_bytes())
+    (folder / "notes.txt").write_text("not media")
+    res = run_script("codec_patchify.py", tmp_path / "in", "--budget", "0.2", "--input-size", "112", "--frames", "8",
+                     "--out", tmp_path / "o")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.npz")) == sorted(Path(g).stem + ".npz" for g in good[:2])
+    for workers in ("0", "-1"):
+        res = run_script("codec_patchify.py", good[0], "--workers", workers, "--out", tmp_path / "w.npz")
+        assert res.returncode == 2 and "--workers must be >= 1" in res.stderr
