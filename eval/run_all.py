@@ -3,11 +3,16 @@
     bash eval/run_all_16.sh CKPT [--tasks a,b] [--limit N] [--out DIR] [--num-processes N]
                                  [--model-args k=v,k=v] [--model NAME] [--include-path DIR]
                                  [--batch-size B] [--benchmarks FILE] [--local-data ARGS] [--dry-run]
+                                 [--check] [--allow-failed-media]
 
-Each task's output goes to OUT/<task>/ (lmms-eval's results and samples, and lmms_eval.log with
-its stdout+stderr). lmms-eval exits 0 even when a task fails, so a task counts as done only when
-a results JSON written during this run holds it (for a group: all its subtasks). Exit status: 0
-when every task succeeded, 1 when any failed, 2 for a usage error.
+Before any launch, eval/preflight.py builds each task through lmms-eval's task manager and calls its
+doc_to_visual on each document: a task whose data does not load or whose media is missing is skipped
+with one line saying what and where (``--check`` does only that and prints a table). Each task's output
+goes to OUT/<task>/ (lmms-eval's results and samples, lmms_eval.log with its stdout+stderr, and the
+plugin's failed_media.jsonl). lmms-eval exits 0 even when a task fails, so a task counts as done only
+when a results JSON written during this run holds it (for a group: all its subtasks). Exit status: 0
+when every task succeeded, 1 when any failed, 2 for a usage error, 3 when every task ran but some
+samples' media failed (0 with --allow-failed-media).
 """
 
 from __future__ import annotations
@@ -23,11 +28,15 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PREPARE_SCRIPT = HERE / "prepare_local_tasks.py"
+PREFLIGHT_SCRIPT = HERE / "preflight.py"
+OUR_MODEL = "llava_ov"  # the model whose checkpoints are LMM exports (llava_ov.json) and that writes failures=
+JUDGE_ENV = "LLAVA_OV_MMBENCH_JUDGE"  # auto (default) | openai | none
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 LOGURU_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \| \w+\s*\| \S+ - ")
 EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt))(?::\s|$)")
@@ -38,9 +47,14 @@ UNINFORMATIVE = ("RetryError", "Please set `--verbosity=DEBUG`")
 
 def load_summarize():
     """eval/summarize.py as a module (eval/ is a folder of scripts, not a package)."""
-    name = "llava_ov_eval_summarize"
+    return load_script("summarize")
+
+
+def load_script(script: str):
+    """eval/<script>.py as a module, loaded once (the tests load them under the same names)."""
+    name = f"llava_ov_eval_{script}"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "summarize.py")
+        spec = importlib.util.spec_from_file_location(name, HERE / f"{script}.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -55,7 +69,8 @@ def _positive_int(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Run the lmms-eval benchmarks on one checkpoint, then summarize.")
+    p = argparse.ArgumentParser(prog="bash eval/run_all_16.sh",
+                                description="Run the lmms-eval benchmarks on one checkpoint, then summarize.")
     p.add_argument("ckpt", help="stage export folder, passed to the model as pretrained=CKPT")
     p.add_argument("--tasks", help="comma-separated benchmark names (default: the 16 standard ones)")
     p.add_argument("--limit", type=_positive_int, help="evaluate only the first N samples of each task")
@@ -70,6 +85,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="arguments for prepare_local_tasks.py, e.g. \"--config RUN.yaml data.synthetic.out_dir=D\" "
                         "(default: the embedded default's held-out set)")
     p.add_argument("--dry-run", action="store_true", help="print each task's command, one per line, and exit")
+    p.add_argument("--check", action="store_true",
+                   help="only check that each task's data loads offline and its media exist; print a table")
+    p.add_argument("--allow-failed-media", action="store_true",
+                   help="exit 0 even when some samples' media failed (they are still counted and shown)")
     return p.parse_args(argv)
 
 
@@ -111,12 +130,38 @@ def launcher(num_processes: int) -> list[str]:
             "--master_port", str(free_port()), "-m", "lmms_eval"]
 
 
-def task_command(task: str, args: argparse.Namespace, ckpt: Path, out: Path, include: Path) -> list[str]:
+def failures_file(out: Path, task: str) -> Path:
+    return out / task / "failed_media.jsonl"
+
+
+def judge_configured(environ: dict | None = None) -> bool:
+    """Whether mmbench's API judge is to be used: LLAVA_OV_MMBENCH_JUDGE=openai|none, else (auto) when
+    the key of the API type lmms-eval would call is set."""
+    env = os.environ if environ is None else environ
+    mode = env.get(JUDGE_ENV, "auto").strip().lower() or "auto"
+    if mode not in ("auto", "openai", "none"):
+        raise ValueError(f"{JUDGE_ENV} must be auto, openai or none, got {mode!r}")
+    if mode != "auto":
+        return mode == "openai"
+    key = "AZURE_API_KEY" if env.get("API_TYPE", "openai") == "azure" else "OPENAI_API_KEY"
+    return bool(env.get(key))
+
+
+def launch_name(bench, judge: bool) -> str:
+    """The lmms-eval task run for ``bench`` (its judge-free stand-in when no judge is configured)."""
+    return bench.judge_free if bench.judge_free and not judge else bench.name
+
+
+def task_command(task: str, args: argparse.Namespace, ckpt: Path, out: Path, include: Path,
+                 run_as: str | None = None) -> list[str]:
+    """``task``: the benchmark (its output folder); ``run_as``: the lmms-eval task launched (default ``task``)."""
     model_args = f"pretrained={os.path.abspath(ckpt)}"
+    if args.model == OUR_MODEL:
+        model_args += f",failures={failures_file(out, task)}"
     if args.model_args.strip(", "):
         model_args += "," + args.model_args.strip(", ")
     cmd = [*launcher(args.num_processes), "--model", args.model, "--model_args", model_args,
-           "--tasks", task, "--batch_size", str(args.batch_size), "--output_path", str(out / task),
+           "--tasks", run_as or task, "--batch_size", str(args.batch_size), "--output_path", str(out / task),
            "--log_samples", "--include_path", str(include)]
     if args.limit:
         cmd += ["--limit", str(args.limit)]
@@ -158,7 +203,7 @@ def failure_reason(log_text: str, hf_home_dir: str | None = None) -> str:
 def check_results(bench, task_dir: Path, since: float) -> str | None:
     """None when a results JSON written since ``since`` holds the task (group: all subtasks), else why not."""
     summ = load_summarize()
-    fresh = [p for p in task_dir.rglob("*_results.json") if p.stat().st_mtime >= since - 1]
+    fresh = [p for p in summ.results_paths(task_dir) if p.stat().st_mtime >= since - 1]
     why = "no results JSON was written"
     for path in sorted(fresh, key=lambda p: p.stat().st_mtime, reverse=True):
         try:
@@ -207,55 +252,103 @@ def prepare_local(tasks: list[str], include: Path, out: Path, env: dict, extra: 
     return f"data preparation failed (rc {rc}): {failure_reason(_read(log_path))} (log: {log_path})"
 
 
+def run_preflight(names: list[str], include: Path, limit: int | None, env: dict, report: Path) -> dict | str:
+    """eval/preflight.py in a child process (task code reads HF_HOME at import): reports by task name,
+    or why the check itself failed."""
+    cmd = [sys.executable, str(PREFLIGHT_SCRIPT), "--tasks", ",".join(names), "--include-path", str(include),
+           "--report", str(report), *(["--limit", str(limit)] if limit else [])]
+    log_path = report.with_suffix(".log")
+    report.unlink(missing_ok=True)
+    rc = run_logged(cmd, log_path, env)
+    try:
+        return {r["task"]: r for r in json.loads(report.read_text(encoding="utf-8"))}
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"the preflight check failed (rc {rc}): {failure_reason(_read(log_path))} (log: {log_path})"
+
+
+def _usage_error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     summ = load_summarize()
     ckpt = Path(args.ckpt).expanduser()
-    if not args.dry_run and not ckpt.exists():
-        print(f"error: checkpoint folder not found: {ckpt}", file=sys.stderr)
-        return 2
+    ours = args.model == OUR_MODEL
+    if (ours or not (args.dry_run or args.check)) and not ckpt.is_dir():
+        return _usage_error(f"checkpoint folder not found: {ckpt}")
+    if ours and not (ckpt / "llava_ov.json").is_file():
+        return _usage_error(f"{ckpt} is not an LMM export (no llava_ov.json); pass a stage export such as "
+                            "outputs/lmm_synthetic/sft/final")
     if "," in str(ckpt):
-        print(f"error: the checkpoint path must not contain ',' (lmms-eval splits model_args on it): {ckpt}",
-              file=sys.stderr)
-        return 2
+        return _usage_error(f"the checkpoint path must not contain ',' (lmms-eval splits model_args on it): {ckpt}")
     try:
         benches = summ.load_benchmarks(args.benchmarks)
+        judge = judge_configured()
     except (OSError, ValueError) as exc:
-        print(f"error: cannot read the benchmark list: {exc}", file=sys.stderr)
-        return 2
+        return _usage_error(f"cannot read the benchmark list: {exc}" if JUDGE_ENV not in str(exc) else str(exc))
     if args.tasks:
         tasks = list(dict.fromkeys(t.strip() for t in args.tasks.split(",") if t.strip()))
     else:
         tasks = [name for name, b in benches.items() if b.section == "benchmarks"]
     unknown = [t for t in tasks if t not in benches]
     if unknown or not tasks:
-        print(f"error: unknown task(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(benches)}",
-              file=sys.stderr)
-        return 2
+        return _usage_error(f"unknown task(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(benches)}")
     out = Path(os.path.abspath(args.out)) if args.out else default_out(ckpt)
     include = Path(os.path.abspath(args.include_path))
     local = [t for t in tasks if benches[t].prepare]  # our local tasks: data written by prepare_local_tasks.py
+    run_as = {t: launch_name(benches[t], judge) for t in tasks}
 
     if args.dry_run:
         if local:
             print("# first: " + shlex.join(prepare_command(local, include, args.local_data)), file=sys.stderr)
         for task in tasks:
-            print(shlex.join(task_command(task, args, ckpt, out, include)))
+            print(shlex.join(task_command(task, args, ckpt, out, include, run_as[task])))
         return 0
 
     # each task's launcher sets up its own processes: a parent's distributed variables (e.g. this script
     # started inside a torchrun / deepspeed job) would make lmms-eval join a stale process group
     env = {k: v for k, v in os.environ.items() if k not in DIST_VARS} | {"HF_HOME": hf_home()}
+    if args.check:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            reports = run_preflight([run_as[t] for t in tasks], include, args.limit, env, Path(tmp) / "preflight.json")
+        if isinstance(reports, str):
+            print(f"error: {reports}", file=sys.stderr)
+            return 1
+        preflight = load_script("preflight")
+        print(f"HF_HOME={env['HF_HOME']}")
+        print(preflight.format_table([reports[run_as[t]] | {"task": t} for t in tasks]), end="")
+        return 0 if all(reports[run_as[t]]["status"] == "ok" for t in tasks) else 1
+
     out.mkdir(parents=True, exist_ok=True)
     print(f"evaluating {ckpt} on {len(tasks)} task(s) -> {out}", flush=True)
     for task in tasks:
-        if benches[task].caveat and not os.environ.get("OPENAI_API_KEY"):
+        if run_as[task] != task:
+            print(f"note: {task}: no API judge configured ({JUDGE_ENV}=openai with OPENAI_API_KEY to use one): "
+                  f"running {run_as[task]} (same data, the task's own rule-based matching, no network); "
+                  "the summary marks the row judge-free", file=sys.stderr)
+        elif benches[task].caveat and not judge:
             print(f"note: {benches[task].caveat}", file=sys.stderr)
     failures: dict[str, str] = {}
     if local:
         reason = prepare_local(local, include, out, env, args.local_data)
         if reason:
             failures.update(dict.fromkeys(local, reason))
+    pending = [t for t in tasks if t not in failures]
+    if pending:
+        reports = run_preflight([run_as[t] for t in pending], include, args.limit, env, out / "preflight.json")
+        for task in pending:
+            rep = reports if isinstance(reports, str) else reports.get(run_as[task])
+            if isinstance(rep, str):
+                failures[task] = rep
+            elif rep is None or rep["status"] != "ok":
+                failures[task] = f"preflight: {rep['message'] if rep else 'no report'} (not launched)"
+            elif rep["message"]:
+                print(f"note: {task}: {rep['message']}", flush=True)
+    media_failed: dict[str, int] = {}
     width = max(len(t) for t in tasks)
     for i, task in enumerate(tasks, 1):
         bench, task_dir = benches[task], out / task
@@ -264,20 +357,29 @@ def main(argv: list[str] | None = None) -> int:
         if task not in failures and (missing := missing_modules(bench)):
             failures[task] = f"python module(s) missing: {', '.join(missing)}"
         if task not in failures:
+            failures_file(out, task).unlink(missing_ok=True)  # the plugin appends: start empty
             try:
-                rc = run_logged(task_command(task, args, ckpt, out, include), log_path, env)
+                rc = run_logged(task_command(task, args, ckpt, out, include, run_as[task]), log_path, env)
             except KeyboardInterrupt:
                 print(f"\ninterrupted during {task} (log: {log_path})", file=sys.stderr)
                 return 130
-            why = check_results(bench, task_dir, start)
+            why = check_results(replace(bench, name=run_as[task]), task_dir, start)
             if why:
                 log_text = _read(log_path)
                 detail = failure_reason(log_text, env["HF_HOME"]) if log_text else why
                 failures[task] = f"{detail} [rc {rc}; {why}] (log: {log_path})"
+            counts = summ.count_failed_media(failures_file(out, task))
+            if counts:
+                media_failed[task] = sum(counts.values())
+                (task_dir / "failed_media.json").write_text(json.dumps(
+                    {"task": task, "failed": media_failed[task], "by_task": counts}, indent=1))
         status = "FAILED" if task in failures else "OK"
         print(f"[{i:>2}/{len(tasks)}] {task:<{width}}  {time.time() - start:8.1f} s  {status}", flush=True)
         if task in failures:
             print(f"FAILED {task}: {failures[task]}", flush=True)
+        if media_failed.get(task):
+            print(f"MEDIA FAILED {task}: {media_failed[task]} sample(s) answered empty "
+                  f"({failures_file(out, task)})", flush=True)
 
     summary = summ.summarize(out, benches)
     print()
@@ -290,6 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         print(f"{len(failures)} of {len(tasks)} task(s) failed: {', '.join(failures)}")
         return 1
+    if media_failed:
+        total = sum(media_failed.values())
+        allowed = " (allowed by --allow-failed-media)" if args.allow_failed_media else ""
+        print(f"all {len(tasks)} task(s) ran; {total} sample(s) with failed media in "
+              f"{', '.join(media_failed)}{allowed}")
+        return 0 if args.allow_failed_media else 3
     print(f"all {len(tasks)} task(s) succeeded")
     return 0
 

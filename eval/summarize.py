@@ -22,7 +22,8 @@ import yaml
 DEFAULT_BENCHMARKS = Path(__file__).resolve().parent / "benchmarks.yaml"
 KINDS = ("image", "video")
 SECTIONS = ("benchmarks", "variants", "local")
-CSV_FIELDS = ("benchmark", "section", "kind", "score", "samples", "count", "metric", "source", "note")
+CSV_FIELDS = ("benchmark", "section", "kind", "score", "samples", "failed_media", "count", "metric", "source", "note")
+FAILED_MEDIA = "failed_media.jsonl"  # one JSON line per sample whose media failed (written by the plugin)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Benchmark:
     requires: dict = field(default_factory=dict)
     caveat: str | None = None
     prepare: bool = False  # local task whose data eval/prepare_local_tasks.py writes
+    judge_free: str | None = None  # task run instead when no API judge is configured (same data, rule-based)
 
     @property
     def is_group(self) -> bool:
@@ -47,7 +49,7 @@ def _parse_entry(raw: object, section: str, where: str) -> Benchmark:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise ValueError(f"{where}: each entry needs a 'name'")
     name = raw["name"]
-    known = {"name", "kind", "metric", "scale", "index", "group", "requires", "caveat", "prepare"}
+    known = {"name", "kind", "metric", "scale", "index", "group", "requires", "caveat", "prepare", "judge_free"}
     extra = set(raw) - known
     if extra:
         raise ValueError(f"{where}: {name}: unknown field(s) {sorted(extra)}")
@@ -75,8 +77,11 @@ def _parse_entry(raw: object, section: str, where: str) -> Benchmark:
     prepare = raw.get("prepare", False)
     if not isinstance(prepare, bool):
         raise ValueError(f"{where}: {name}: prepare must be true or false, got {prepare!r}")
+    judge_free = raw.get("judge_free")
+    if judge_free is not None and not isinstance(judge_free, str):
+        raise ValueError(f"{where}: {name}: judge_free must be a task name, got {judge_free!r}")
     return Benchmark(name, kind, metric, float(scale), section, index, subtasks, dict(requires), raw.get("caveat"),
-                     prepare)
+                     prepare, judge_free)
 
 
 def load_benchmarks(path: str | Path | None = None) -> dict[str, Benchmark]:
@@ -126,10 +131,40 @@ def read_results_file(path: Path) -> ResultsFile:
     )
 
 
+def results_paths(folder: str | Path) -> list[Path]:
+    """lmms-eval's ``*_results.json`` files under ``folder``; not the files tasks write into
+    ``submissions/`` (e.g. mmbench's ``submissions/mmbench_en_dev_results.json``)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*_results.json")
+                  if p.is_file() and "submissions" not in p.relative_to(folder).parts[:-1])
+
+
+def count_failed_media(path: str | Path, tasks: list[str] | None = None) -> dict[str, int]:
+    """Samples with failed media per (sub)task from a ``failed_media.jsonl`` (missing file: none)."""
+    counts: dict[str, int] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return counts
+    seen = set()
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(rec, dict) or (tasks is not None and rec.get("task") not in tasks):
+            continue
+        key = (rec.get("task"), rec.get("split"), rec.get("doc_id"))
+        if key not in seen:  # one sample may hold several media
+            seen.add(key)
+            counts[str(rec.get("task"))] = counts.get(str(rec.get("task")), 0) + 1
+    return counts
+
+
 def find_results(out_dir: str | Path, notes: list[str] | None = None) -> list[ResultsFile]:
     """All readable lmms-eval results files under ``out_dir``, oldest first."""
     found = []
-    for path in sorted(Path(out_dir).rglob("*_results.json")):
+    for path in results_paths(out_dir):
         try:
             found.append(read_results_file(path))
         except (OSError, ValueError) as exc:
@@ -139,8 +174,11 @@ def find_results(out_dir: str | Path, notes: list[str] | None = None) -> list[Re
 
 
 def subtasks_of(bench: Benchmark, rf: ResultsFile | None = None) -> list[str]:
-    """The lmms-eval tasks whose results make up ``bench`` (the JSON's group_subtasks first)."""
+    """The lmms-eval tasks whose results make up ``bench`` (the JSON's group_subtasks first; for a
+    judge-free run, the task run in its place)."""
     if not bench.is_group:
+        if rf is not None and bench.judge_free and bench.name not in rf.results and bench.judge_free in rf.results:
+            return [bench.judge_free]
         return [bench.name]
     listed = rf.group_subtasks.get(bench.name) if rf is not None else None
     return list(listed) if listed else list(bench.subtasks)
@@ -180,6 +218,7 @@ class Row:
     metric: str
     source: str
     note: str = ""
+    failed_media: int = 0  # samples whose media failed (answered empty by the plugin)
 
 
 @dataclass
@@ -217,10 +256,17 @@ def score_benchmark(bench: Benchmark, rf: ResultsFile, out_dir: Path) -> Row:
         problems.insert(0, f"mean of {len(tasks)} subtasks")
     if bench.is_group and set(tasks) != set(bench.subtasks):
         problems.append(f"the JSON's group_subtasks differ from benchmarks.yaml ({len(bench.subtasks)} listed)")
+    if tasks == [bench.judge_free]:
+        problems.append(f"judge-free: {bench.judge_free}'s rule-based matching, no API judge")
     try:
         source = str(rf.path.relative_to(out_dir))
+        parts = Path(source).parts
+        failed_file = out_dir / (parts[0] if len(parts) > 1 else "") / FAILED_MEDIA
     except ValueError:
-        source = str(rf.path)
+        source, failed_file = str(rf.path), rf.path.parent / FAILED_MEDIA
+    failed = sum(count_failed_media(failed_file, tasks).values())
+    if failed:
+        problems.insert(0, f"FAILED MEDIA: {failed} sample(s) answered empty ({failed_file})")
     return Row(
         name=bench.name,
         kind=bench.kind,
@@ -231,6 +277,7 @@ def score_benchmark(bench: Benchmark, rf: ResultsFile, out_dir: Path) -> Row:
         metric=bench.metric,
         source=source,
         note="; ".join(problems),
+        failed_media=failed,
     )
 
 
@@ -250,6 +297,9 @@ def summarize(out_dir: str | Path, benchmarks: dict[str, Benchmark] | str | Path
         holding = [rf for rf in files if _holds(bench, rf)]
         if holding:
             rows.append(score_benchmark(bench, holding[-1], out_dir))
+    # a judge-free run of a benchmark is its row, not also a row of the variant it ran
+    used = {(r.source, b.judge_free) for r in rows if (b := benchmarks[r.name]).judge_free}
+    rows = [r for r in rows if (r.source, r.name) not in used]
     known = set(benchmarks)
     for bench in benchmarks.values():
         known.update(bench.subtasks)
@@ -275,19 +325,20 @@ def _fmt(score: float | None) -> str:
 
 
 def table_lines(summary: Summary) -> list[list[str]]:
-    lines = [["benchmark", "kind", "score", "samples", "metric", "note"]]
+    lines = [["benchmark", "kind", "score", "samples", "failed media", "metric", "note"]]
     for r in summary.rows:
         name = r.name if r.section == "benchmarks" else f"{r.name} ({'local' if r.section == 'local' else 'variant'})"
-        lines.append([name, r.kind, _fmt(r.score), str(r.samples), r.metric, r.note])
+        name += " (!)" if r.failed_media else ""
+        lines.append([name, r.kind, _fmt(r.score), str(r.samples), str(r.failed_media), r.metric, r.note])
     for a in summary.averages:
-        lines.append([f"{a.name} ({a.count} benchmarks)", "", _fmt(a.score), str(a.samples), "", ""])
+        lines.append([f"{a.name} ({a.count} benchmarks)", "", _fmt(a.score), str(a.samples), "", "", ""])
     return lines
 
 
 def format_markdown(summary: Summary) -> str:
     lines = table_lines(summary)
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    right = {2, 3}
+    right = {2, 3, 4}
 
     def fmt(cells: list[str]) -> str:
         padded = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
@@ -298,6 +349,10 @@ def format_markdown(summary: Summary) -> str:
     if not summary.rows:
         text.append("")
         text.append("(no results of any benchmark in benchmarks.yaml)")
+    if any(r.failed_media for r in summary.rows):
+        text.append("")
+        text.append("(!) some samples' media could not be read: they were answered empty and scored as such; "
+                    "see the note and failed_media.jsonl")
     if summary.notes:
         text.append("")
         text.extend(f"note: {n}" for n in summary.notes)
@@ -310,10 +365,11 @@ def write_csv(summary: Summary, path: str | Path) -> None:
         writer.writerow(CSV_FIELDS)
         for r in summary.rows:
             score = "" if r.score is None else round(r.score, 4)
-            writer.writerow([r.name, r.section, r.kind, score, r.samples, r.count, r.metric, r.source, r.note])
+            writer.writerow([r.name, r.section, r.kind, score, r.samples, r.failed_media, r.count, r.metric, r.source,
+                             r.note])
         for a in summary.averages:
             score = "" if a.score is None else round(a.score, 4)
-            writer.writerow([a.name, "average", "", score, a.samples, a.count, "", "", ""])
+            writer.writerow([a.name, "average", "", score, a.samples, "", a.count, "", "", ""])
 
 
 def write_outputs(summary: Summary, out_dir: str | Path, md: str | Path | None = None,

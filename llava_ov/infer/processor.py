@@ -8,9 +8,14 @@ always asked questions the way it was taught.
 
 Media items (:data:`Media`): a video file path (patchified with ``codec``, through an optional
 :class:`PatchCache`), a still-image path or a ``PIL.Image`` (``image`` mode: native resolution,
-``codec.image_max_side``), a list of ``PIL.Image`` frames (a clip: encoded to a temporary H.264 file
-and patchified like a video), or a ready :class:`PatchSelection`. Bad media raise
-:class:`VideoDecodeError` naming the file.
+``codec.image_max_side``), a clip given as frames — a folder of image files (sorted by name) or a list
+of ``PIL.Image`` frames or image paths — or a ready :class:`PatchSelection`. A clip of frames is
+uniformly sampled to the checkpoint's frame count (:func:`clip_frame_count`: ``decode.num_frames`` in
+the codec modes, ``num_frames`` in the dense ones; only the sampled files are opened), encoded to a
+temporary H.264 file and patchified like a video with ``codec`` (``frame_ids`` index the given frames;
+in the codec modes the motion is then between consecutive *sampled* frames). Folders and frame lists
+do not go through the patch cache. Bad media raise :class:`VideoDecodeError` naming the file; a
+folder without image files is "not frames".
 
 Export layout: ``processor.json`` (``{"format", "version", "codec", "chat"}``) next to ``llava_ov.json``;
 the tokenizer is the one saved in ``llm/``. Exports older than the processor (no ``processor.json``)
@@ -26,11 +31,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from encoder.codec import CodecConfig, PatchCache, PatchSelection, patchify, patchify_frames, patchify_image
+from encoder.codec import (
+    CodecConfig,
+    PatchCache,
+    PatchSelection,
+    VideoDecodeError,
+    patchify,
+    patchify_frames,
+    patchify_image,
+)
 from encoder.codec.pipeline import IMAGE_SUFFIXES
+from encoder.codec.sampling import sample_positions
 from encoder.config import merge
 from llava_ov.data.dataset import LMMItem, TokensFor, patch_tokens
 from llava_ov.text.conversation import PLACEHOLDERS, ChatFormat, TokenizedSample, build_prompt
@@ -38,7 +53,8 @@ from llava_ov.text.conversation import PLACEHOLDERS, ChatFormat, TokenizedSample
 PROCESSOR_FILE = "processor.json"
 PROCESSOR_FORMAT = "llava_ov_processor"
 PROCESSOR_VERSION = 1
-Media = Union[str, Path, "PIL.Image.Image", Sequence["PIL.Image.Image"], PatchSelection]  # noqa: F821
+Media = Union[str, Path, "PIL.Image.Image", Sequence[Union[str, Path, "PIL.Image.Image"]], PatchSelection]  # noqa: F821
+NOT_FRAMES = "not frames (a folder without image files)"
 # Codec settings a user overrides by name (lmms-eval model_args, chat.py): name -> CodecConfig key,
 # with num_frames resolved against the mode (codec: decode.num_frames; frames/collage: num_frames).
 CODEC_SHORTCUTS = {"mode": "mode", "budget": "select.budget", "input_size": "decode.input_size",
@@ -69,6 +85,48 @@ def is_image_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+def is_frame(item: Any) -> bool:
+    """A PIL image or a path with an image suffix: one frame of a clip given as frames."""
+    from PIL import Image
+
+    return isinstance(item, Image.Image) or (isinstance(item, (str, Path)) and is_image_path(item))
+
+
+def frame_files(folder: str | Path) -> list[Path]:
+    """The image files of a frame folder, sorted by name (raises :class:`VideoDecodeError` when it has none)."""
+    files = sorted((f for f in Path(folder).iterdir() if f.is_file() and is_image_path(f)), key=lambda f: f.name)
+    if not files:
+        raise VideoDecodeError(folder, NOT_FRAMES)
+    return files
+
+
+def clip_frame_count(cfg: CodecConfig) -> int:
+    """How many frames a clip is sampled to with ``cfg``: ``decode.num_frames`` (codec, random) or
+    ``num_frames`` (frames, collage, image)."""
+    return cfg.decode.num_frames if cfg.mode in ("codec", "random") else cfg.num_frames
+
+
+def sample_frames(n: int, cfg: CodecConfig) -> np.ndarray:
+    """Indices of the frames of an ``n``-frame clip that ``cfg`` samples: the decoder's uniform rule on a
+    constant frame rate (all of them when ``n`` is at most the frame count)."""
+    return sample_positions(np.arange(n, dtype=np.float64), clip_frame_count(cfg))
+
+
+def _open_frame(item: Any) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(item, Image.Image):
+        return item
+    path = Path(item)
+    if not path.is_file():
+        raise VideoDecodeError(path, "file not found")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise VideoDecodeError(path, f"not a readable image ({e})") from None
+
+
 @dataclass
 class LlavaOVProcessor:
     tokenizer: PreTrainedTokenizerBase
@@ -89,13 +147,29 @@ class LlavaOVProcessor:
         if isinstance(media, Image.Image):
             return patchify_image(media, self.image_codec())[0], "image"
         if isinstance(media, (str, Path)):
+            if Path(media).is_dir():
+                return self.load_frames(frame_files(media), str(media)), "video"
             if is_image_path(media):
                 return self._file(media, self.image_codec()), "image"
             return self._file(media, self.codec), "video"
-        if isinstance(media, Sequence) and all(isinstance(f, Image.Image) for f in media):
-            return patchify_frames(list(media), self.codec), "video"
+        if isinstance(media, Sequence) and all(is_frame(f) for f in media):
+            return self.load_frames(list(media)), "video"
         raise TypeError(f"unsupported media item {type(media).__name__}: expected a path, a PIL image, "
-                        "a list of PIL frames or a PatchSelection")
+                        "a list of frames (PIL images or image paths) or a PatchSelection")
+
+    def load_frames(self, frames: Sequence[Any], name: str = "<frames>") -> PatchSelection:
+        """A clip given as frames (PIL images or image paths) → its selection: sampled to
+        :func:`clip_frame_count`, only the sampled frames opened, encoded to H.264, patchified."""
+        if len(frames) == 0:
+            raise VideoDecodeError(name, "empty frame list")
+        picked = sample_frames(len(frames), self.codec)
+        try:
+            sel = patchify_frames([_open_frame(frames[i]) for i in picked], self.codec)
+        except VideoDecodeError as e:
+            raise e if e.path != "<frames>" else VideoDecodeError(name, e.reason) from None
+        sel.frame_ids = picked[sel.frame_ids].astype(np.int64)  # indices into the given frames
+        sel.meta |= {"path": name, "source": "frames", "num_frames_total": len(frames)}
+        return sel
 
     def image_codec(self) -> CodecConfig:
         return dataclasses.replace(self.codec, mode="image")
@@ -184,4 +258,5 @@ class LlavaOVProcessor:
         return cls(tokenizer, codec_cfg, merge(ChatFormat(), chat), cfg.token_counter(), cache)
 
 
-__all__ = ["CODEC_SHORTCUTS", "PROCESSOR_FILE", "LlavaOVProcessor", "Media", "codec_overrides", "is_image_path"]
+__all__ = ["CODEC_SHORTCUTS", "NOT_FRAMES", "PROCESSOR_FILE", "LlavaOVProcessor", "Media", "clip_frame_count",
+           "codec_overrides", "frame_files", "is_frame", "is_image_path", "sample_frames"]

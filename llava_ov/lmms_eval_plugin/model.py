@@ -5,15 +5,26 @@
 what it was trained with), ``device`` (auto: ``cuda:{local rank}`` or CPU), ``dtype`` (auto: bf16 on
 GPU, fp32 on CPU), ``attn_implementation`` (the LLM's: sdpa, eager, flash_attention_2),
 ``max_new_tokens`` (when a task sets none), ``cache_dir`` (on-disk patch selections, default
-``${LLAVA_OV_CACHE:-.cache/llava_ov}/patch_cache``; ``cache=false`` turns it off). An unknown key is
-an error. The batch size is lmms-eval's own ``--batch_size`` (it always passes it; naming it in
-``model_args`` too is a duplicate-keyword error upstream).
+``${LLAVA_OV_CACHE:-.cache/llava_ov}/patch_cache``; ``cache=false`` turns it off), ``failures`` (a
+file: one JSON line per sample whose media failed is appended as soon as it fails, ``{"task",
+"split", "doc_id", "reason", "media"}``, reason ``missing``, ``undecodable``, ``not frames`` or
+``unusable``; default: none). An unknown key is an error. The batch size is lmms-eval's own
+``--batch_size`` (it always passes it; naming it in ``model_args`` too is a duplicate-keyword error
+upstream).
 
-Visuals: video paths are patchified on the fly with the codec settings (through the cache), images
-(paths or PIL) at native resolution, a list of more than :data:`FRAME_LIST_MIN` PIL images is the
-frames of one clip; a repeated identical image is given once. A request whose media cannot be read
-gets an empty answer (``loglikelihood``: ``inf``), one warning line naming the file, and is counted;
-the task goes on.
+Visuals (:mod:`.media`): video paths are patchified on the fly with the codec settings (through the
+cache), images (paths or PIL) at native resolution; a folder of image files (sorted by name) and a
+list of more than :data:`FRAME_LIST_MIN` frames (PIL images or image paths) are one clip, sampled to
+the checkpoint's frame count and patchified like a video; a repeated identical image is given once.
+Media are loaded batch by batch, when the batch is answered (never a whole task's images at once).
+
+A sample whose media cannot be read (missing, undecodable, a folder without image files; also when
+the task's ``doc_to_visual`` raises ``OSError``/``ValueError``) gets an empty answer
+(``loglikelihood``: ``inf`` for every choice, so the task's argmin takes the first one and may even
+score it right: the task's own scoring does not know the sample failed), one warning line naming the
+task, doc and file, a line in the ``failures`` file, and is counted; the task goes on. Not every failure reaches the plugin: several upstream tasks (videomme,
+perceptiontest_val_mc, mlvu_dev) call ``sys.exit`` in their ``doc_to_visual`` when a video file is
+missing, which ends the whole lmms-eval process before the plugin sees the sample.
 
 ``loglikelihood`` returns ``(negative log-likelihood of the continuation, is_greedy)``: lmms-eval
 0.7.3's multiple-choice scoring takes the *argmin* of the first value (it expects a loss, as its own
@@ -27,6 +38,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,15 +48,20 @@ from accelerate import Accelerator
 from lmms_eval.api.instance import GenerationResult, Instance
 from lmms_eval.api.model import lmms
 from loguru import logger
-from PIL import Image
 from tqdm import tqdm
 
 from encoder.codec import PatchSelection, VideoDecodeError
 from encoder.config import ConfigError
 from llava_ov.infer import Engine, GenerationConfig
+from llava_ov.lmms_eval_plugin.media import (
+    FRAME_LIST_MIN,
+    FailureLog,
+    failure_reason,
+    media_list,
+    media_names,
+)
 from llava_ov.text.conversation import PLACEHOLDERS
 
-FRAME_LIST_MIN = 4
 CODEC_KEYS = ("mode", "budget", "num_frames", "input_size", "image_max_side")
 
 
@@ -54,27 +71,6 @@ def _default_cache_dir() -> Path:
 
 def _flag(value: Any) -> bool:
     return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def media_list(visuals: Any) -> list[Any]:
-    """lmms-eval visuals → our media items (see the module docstring)."""
-    if visuals is None:
-        return []
-    if isinstance(visuals, (str, Path, Image.Image)):
-        visuals = [visuals]
-    items = [v for v in visuals if v is not None]
-    if len(items) > FRAME_LIST_MIN and all(isinstance(v, Image.Image) for v in items):
-        return [items]  # the frames of one clip
-    unique: list[Any] = []
-    for v in items:
-        if isinstance(v, Image.Image) and any(_same_image(v, u) for u in unique):
-            continue
-        unique.append(v)
-    return unique
-
-
-def _same_image(a: Any, b: Any) -> bool:
-    return isinstance(b, Image.Image) and (a is b or (a.size == b.size and a.mode == b.mode and a.tobytes() == b.tobytes()))
 
 
 def _batch_size(value: Any) -> int:
@@ -92,10 +88,6 @@ def answer_start(continuation: str) -> str:
     return continuation[1:] if continuation.startswith(" ") and continuation.strip() else continuation
 
 
-def _media_names(media: Sequence[Any]) -> str:
-    return ", ".join(str(m) if isinstance(m, (str, Path)) else type(m).__name__ for m in media) or "no media"
-
-
 class LlavaOVLmms(lmms):
     is_simple = True
 
@@ -103,11 +95,12 @@ class LlavaOVLmms(lmms):
                  num_frames: int | None = None, input_size: int | None = None, image_max_side: int | None = None,
                  device: str | None = "auto", dtype: str = "auto", attn_implementation: str | None = None,
                  batch_size: int | str = 1, max_new_tokens: int = 128, cache: bool | str = True,
-                 cache_dir: str | None = None, max_batch_size: Any = None, **unknown: Any) -> None:
+                 cache_dir: str | None = None, failures: str | None = None, max_batch_size: Any = None,
+                 **unknown: Any) -> None:
         super().__init__()
         if unknown:
             raise ValueError(f"llava_ov: unknown model_args {sorted(unknown)}; valid: pretrained, {', '.join(CODEC_KEYS)}, "
-                             "device, dtype, attn_implementation, max_new_tokens, cache, cache_dir (batch size: --batch_size)")
+                             "device, dtype, attn_implementation, max_new_tokens, cache, cache_dir, failures (batch size: --batch_size)")
         self.accelerator = Accelerator()
         if self.accelerator.num_processes > 1:
             self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
@@ -129,10 +122,12 @@ class LlavaOVLmms(lmms):
         self.max_new_tokens = int(max_new_tokens)
         self.pretrained = str(pretrained)
         self.skipped = 0  # requests answered empty because their media could not be read
+        self.failures = FailureLog(failures)
         c = self.engine.processor.codec
         logger.info(f"llava_ov: {pretrained} on {self._device}, codec mode={c.mode} budget={c.select.budget} "
                     f"frames={c.decode.num_frames if c.mode in ('codec', 'random') else c.num_frames} input={c.decode.input_size}, "
-                    f"patch cache {cache_path or 'off'}, rank {self.rank}/{self.world_size}")
+                    f"patch cache {cache_path or 'off'}, failures {self.failures.path or 'not recorded'}, "
+                    f"rank {self.rank}/{self.world_size}")
 
     @property
     def device(self) -> torch.device:
@@ -150,9 +145,26 @@ class LlavaOVLmms(lmms):
     def _visuals(self, doc_to_visual: Any, task: str, split: str, doc_id: int) -> list[Any]:
         return media_list(doc_to_visual(self._doc(task, split, doc_id)) if doc_to_visual is not None else None)
 
-    def _skip(self, task: str, doc_id: int, media: Sequence[Any], error: str) -> None:
-        self.skipped += 1
-        logger.warning(f"llava_ov: {task} doc {doc_id}: unreadable media ({error}); empty answer [{_media_names(media)}]")
+    def _load(self, visuals: Any, task: str, split: str, doc_id: int) -> list[tuple[PatchSelection, str]] | None:
+        """The doc's media as (selection, kind) pairs, read now; None (failure recorded) when they cannot
+        be. ``visuals``: the task's ``doc_to_visual`` (called here, so a doc's images are decoded only
+        when its batch is answered) or a list of visuals a multi-round task returned."""
+        media: list[Any] = []
+        try:
+            media = self._visuals(visuals, task, split, doc_id) if callable(visuals) else media_list(visuals)
+            return [self.engine.processor.load_media(m) for m in media]
+        except (OSError, ValueError) as e:  # VideoDecodeError is a ValueError; OSError: the task's own reading
+            name = e.path if isinstance(e, VideoDecodeError) else str(getattr(e, "filename", None) or
+                                                                       (media_names(media) if media else "doc_to_visual"))
+            self._fail(task, split, doc_id, failure_reason(e), name, str(e), media)
+            return None
+
+    def _fail(self, task: str, split: str, doc_id: int, reason: str, name: str, error: str,
+              media: Sequence[Any] = ()) -> None:
+        """One sample's media failed: a warning line, a line in the failures file."""
+        logger.warning(f"llava_ov: {task} doc {doc_id}: unreadable media ({error}); empty answer "
+                       f"[{media_names(media) if media else name}]")
+        self.failures.record(task, split, doc_id, reason, name)
 
     def _report(self, kind: str, total: int, before: int) -> None:
         cache = self.engine.processor.cache
@@ -165,23 +177,34 @@ class LlavaOVLmms(lmms):
     # ----------------------------------------------------------------- lmms API
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
+        """Requests grouped by generation settings, answered ``batch_size`` at a time; each batch's media
+        are read when it is answered."""
         before, answers = self.skipped, [""] * len(requests)
         bar = self._progress(len(requests), "generate")
-        jobs: dict[str, list[tuple[int, Any, list[Any]]]] = {}
+        groups: dict[str, list[int]] = {}
         for i, req in enumerate(requests):
-            context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
-            key = json.dumps(gen_kwargs or {}, sort_keys=True, default=str)
-            jobs.setdefault(key, []).append((i, (context, doc_id, task), self._visuals(doc_to_visual, task, split, doc_id)))
-        for key, group in jobs.items():
+            groups.setdefault(json.dumps(req.args[1] or {}, sort_keys=True, default=str), []).append(i)
+        for key, indices in groups.items():
             gen = GenerationConfig.from_kwargs(json.loads(key), self.max_new_tokens)
-            for start in range(0, len(group), self.batch_size):
-                chunk = group[start:start + self.batch_size]
-                texts = self.engine.generate([(c[0], media) for _, c, media in chunk], gen, on_error="skip")
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                batch, slots = [], []
+                for i in chunk:
+                    context, _, doc_to_visual, doc_id, task, split = requests[i].args
+                    loaded = self._load(doc_to_visual, task, split, doc_id)
+                    if loaded is None:
+                        self.skipped += 1
+                        continue
+                    batch.append((context, [sel for sel, _ in loaded]))
+                    slots.append(i)
+                texts = self.engine.generate(batch, gen, on_error="skip")
                 for j, message in self.engine.failures:
-                    _, (_, doc_id, task), media = chunk[j]
-                    self._skip(task, doc_id, media, message)
-                for (i, _, _), text in zip(chunk, texts):
+                    _, _, _, doc_id, task, split = requests[slots[j]].args
+                    self.skipped += 1
+                    self._fail(task, split, doc_id, "unusable", "prompt", message)
+                for i, text in zip(slots, texts):
                     answers[i] = text
+                del batch, texts
                 bar.update(len(chunk))
         bar.close()
         self._report("generate_until", len(requests), before)
@@ -189,27 +212,37 @@ class LlavaOVLmms(lmms):
 
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
         """Every choice of a multiple-choice doc is one request; the doc's media are read once per call
-        (not once per choice) and handed to the engine as selections."""
+        (not once per choice), handed to the engine as selections and dropped after its last choice."""
         before, results = self.skipped, []
-        loaded: dict[tuple[str, str, int], list[Any] | VideoDecodeError] = {}
+        remaining = Counter((r.args[4], r.args[5], r.args[3]) for r in requests)
+        loaded: dict[tuple[str, str, int], list[PatchSelection] | None] = {}
         bar = self._progress(len(requests), "loglikelihood")
         for start in range(0, len(requests), self.batch_size):
             chunk = requests[start:start + self.batch_size]
             scored, slots, out = [], [], [None] * len(chunk)
             for j, req in enumerate(chunk):
                 context, continuation, doc_to_visual, doc_id, task, split = req.args
+                key = (task, split, doc_id)
+                if key not in loaded:
+                    pairs = self._load(doc_to_visual, task, split, doc_id)
+                    loaded[key] = None if pairs is None else [sel for sel, _ in pairs]
+                media = loaded[key]
+                remaining[key] -= 1
+                if not remaining[key]:
+                    del loaded[key]
+                if media is None:
+                    self.skipped += 1
+                    continue
                 if callable(continuation):
                     continuation = continuation(self._doc(task, split, doc_id))
-                media = self._doc_media(loaded, doc_to_visual, task, split, doc_id)
-                if isinstance(media, VideoDecodeError):
-                    self._skip(task, doc_id, [media.path], str(media))
-                    continue
                 scored.append((context, answer_start(str(continuation)), media))
-                slots.append((j, doc_id, task))
-            for (j, _, _), res in zip(slots, self.engine.loglikelihood(scored, on_error="skip")):
+                slots.append((j, doc_id, task, split))
+            for (j, *_), res in zip(slots, self.engine.loglikelihood(scored, on_error="skip")):
                 out[j] = res
             for k, message in self.engine.failures:
-                self._skip(slots[k][2], slots[k][1], [], message)
+                _, doc_id, task, split = slots[k]
+                self.skipped += 1
+                self._fail(task, split, doc_id, "unusable", "prompt", message)
             # Wrapped in GenerationResult: lmms-eval 0.7.3 turns any other non-string response into its
             # str() before scoring (unwrap_generation_output), which breaks (loss, is_greedy) pairs.
             results += [GenerationResult(text=(-r.logprob if r is not None else math.inf, bool(r and r.is_greedy)))
@@ -218,17 +251,6 @@ class LlavaOVLmms(lmms):
         bar.close()
         self._report("loglikelihood", len(requests), before)
         return results
-
-    def _doc_media(self, loaded: dict, doc_to_visual: Any, task: str, split: str, doc_id: int) -> Any:
-        """The doc's media as selections (memoised in ``loaded``), or the VideoDecodeError reading them."""
-        key = (task, split, doc_id)
-        if key not in loaded:
-            try:
-                visuals = self._visuals(doc_to_visual, task, split, doc_id)
-                loaded[key] = [self.engine.processor.load_media(v)[0] for v in visuals]
-            except VideoDecodeError as e:
-                loaded[key] = e
-        return loaded[key]
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[Any]:
         """Rounds driven by the task's ``doc_to_text(doc, previous_output=, round_idx=,
@@ -249,7 +271,7 @@ class LlavaOVLmms(lmms):
     def _multi_round(self, context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split) -> Any:
         doc = self._doc(task, split, doc_id)
         gen = GenerationConfig.from_kwargs({k: v for k, v in gen_kwargs.items() if k != "until"}, self.max_new_tokens)
-        visuals = self._visuals(doc_to_visual, task, split, doc_id)
+        visuals: Any = doc_to_visual
         turns: list[dict[str, str]] = []
         media: list[PatchSelection] = []
         outputs: list[str] = []
@@ -261,11 +283,9 @@ class LlavaOVLmms(lmms):
                 if terminal:
                     return round_results
                 outputs = list(round_results)  # as lmms-eval's own models: the task's view of the rounds
-                visuals = media_list(visuals)
-            try:
-                loaded = [self.engine.processor.load_media(v) for v in visuals or []]
-            except VideoDecodeError as e:
-                self._skip(task, doc_id, visuals, str(e))
+            loaded = self._load(visuals, task, split, doc_id)
+            if loaded is None:
+                self.skipped += 1
                 return outputs or [""]
             text = str(context)
             if loaded and not any(p in text for p in PLACEHOLDERS.values()):

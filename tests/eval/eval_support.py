@@ -79,3 +79,37 @@ def write_results(path: Path, tasks: dict, groups: dict | None = None, n_samples
     if mtime is not None:
         os.utime(path, (mtime, mtime))
     return path
+
+
+def tiny_export(folder: Path) -> Path:
+    """A tiny random LMM export (llava_ov.json, weights, processor.json) that answers in milliseconds:
+    the debug tower, a 2-layer LLM, 2 frames of 28² per video. Its answers are noise (but not empty:
+    temporalbench's aggregation crashes on an empty answer); the stand-in runs only check that every task
+    goes through end to end."""
+    import torch
+
+    from encoder.codec import CodecConfig
+    from llava_ov.infer import LlavaOVProcessor
+    from llava_ov.model import build_model, debug_config
+    from llava_ov.text.tokenizer import build_tokenizer
+
+    corpus = ["Which colour is the square? A red square on a white page.",
+              "Which way does the object move? It moves left, right, up or down.",
+              "Answer with the option's letter from the given choices directly: A B C D E."]
+    tokenizer = build_tokenizer(corpus * 4, vocab_size=400)
+    torch.manual_seed(2)
+    model = build_model(debug_config(initializer_range=0.3), tokenizer)  # non-empty greedy answers
+    # random weights may pick byte tokens of control characters, which no trained model writes and which
+    # mmbench's submission .xlsx (openpyxl) rejects: give them a zero output row (logit 0, below the
+    # best of the other tokens); the head is tied, so their input embedding is zero too
+    with torch.no_grad():
+        head = model.llm.get_output_embeddings().weight
+        for token_id in range(len(model.tokenizer)):
+            text = model.tokenizer.decode([token_id])
+            if any(ord(c) < 32 and c not in "\t\n\r" for c in text):
+                head[token_id].zero_()
+    codec = CodecConfig(mode="frames", num_frames=2)
+    codec.decode.input_size = 28
+    out = model.save_pretrained(folder)
+    LlavaOVProcessor(model.tokenizer, codec, tokens_for=model.tokens_counter()).save_pretrained(out)
+    return Path(out)

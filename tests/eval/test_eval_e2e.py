@@ -80,10 +80,11 @@ def test_one_task_fails_alone(tmp_path):
     assert res.returncode == 1, msg
     failed = [line for line in res.stdout.splitlines() if line.startswith("FAILED ")]
     assert len(failed) == 1 and failed[0].startswith("FAILED ai2d: "), msg
-    assert "not in the HF cache" in failed[0] and str(out / "ai2d" / "lmms_eval.log") in failed[0]
+    # the preflight finds it before any launch: one line, ai2d is not started
+    assert failed[0].startswith("FAILED ai2d: preflight: ") and "is not in the HF cache" in failed[0]
+    assert str(tmp_path / "hf" / "datasets") in failed[0] and not (out / "ai2d" / "lmms_eval.log").exists()
     assert "toy_text_qa_e2e" in res.stdout and "1 of 2 task(s) failed: ai2d" in res.stdout
     assert list((out / "toy_text_qa_e2e").rglob("*_results.json")), msg
-    assert (out / "ai2d" / "lmms_eval.log").stat().st_size > 0
     with open(out / "summary.csv", newline="") as f:
         rows = {r["benchmark"]: r for r in csv.DictReader(f)}
     assert "ai2d" not in rows

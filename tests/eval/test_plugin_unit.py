@@ -101,7 +101,7 @@ def test_unknown_model_arg_lists_valid_keys(ckpt, files):
     with pytest.raises(ValueError, match=r"unknown model_args \['bogus', 'temperature'\]") as info:
         LlavaOVLmms(pretrained=str(ckpt), cache_dir=str(files["dir"]), bogus=1, temperature=0.5)
     for key in ("pretrained", "mode", "budget", "num_frames", "input_size", "image_max_side", "device", "dtype",
-                "attn_implementation", "max_new_tokens", "cache", "cache_dir"):
+                "attn_implementation", "max_new_tokens", "cache", "cache_dir", "failures"):
         assert key in str(info.value)
     with pytest.raises(ValueError, match="cannot load"):
         LlavaOVLmms(pretrained=str(files["dir"] / "no_ckpt_here"), cache=False)
@@ -223,3 +223,50 @@ def test_loglikelihood_generation_results(lm, files):
     # the leading delimiter is dropped: " A red cat" scores exactly like "A red cat"
     plain = lm.loglikelihood([instance("loglikelihood", (context, "A red cat", doc_to_visual, 0, TASK, SPLIT), 0)])
     assert plain[0].text == out[0].text
+
+
+# ----------------------------------------------------------------------------- failed media, frame folders
+
+
+def test_failed_media_are_recorded_and_frame_folders_are_clips(ckpt, files, tmp_path):
+    import json
+    import os
+
+    log = tmp_path / "out" / "failures.jsonl"
+    lm2 = LlavaOVLmms(pretrained=str(ckpt), cache="false", failures=str(log))
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    empty = tmp_path / "episode"  # a folder that is not frames
+    empty.mkdir()
+    (empty / "subtitles.srt").write_text("1\n")
+    frames = tmp_path / "frames_fps3_hq"  # MVBench episodic_reasoning's layout: a folder of frames
+    frames.mkdir()
+    for i in range(6):
+        pil(20 + i).save(frames / f"{i:05d}.png")
+
+    def listing(doc):  # like mvbench_frames_doc_to_visual: the task reads the folder itself
+        return [Image.open(os.path.join(doc["dir"], f)) for f in sorted(os.listdir(doc["dir"]))]
+
+    docs = [{"visuals": [files["missing"]]}, {"visuals": [str(corrupt)]}, {"visuals": [str(empty)]},
+            {"visuals": [str(frames)]}, {"dir": str(tmp_path / "no_such_folder")}, {"visuals": [files["image"]]}]
+    lm2.task_dict = {TASK: {SPLIT: docs}}
+    reqs = [instance("generate_until", ("What happens?", {"max_new_tokens": 4}, listing if i == 4 else doc_to_visual,
+                                        i, TASK, SPLIT), i) for i in range(len(docs))]
+    answers = lm2.generate_until(reqs)
+    assert answers[:3] == ["", "", ""] and answers[4] == "" and lm2.skipped == 4
+    gen = GenerationConfig(max_new_tokens=4)
+    assert answers[3] and answers[3] == lm2.engine.generate([("What happens?", [str(frames)])], gen)[0]
+    assert answers[5] == lm2.engine.generate([("What happens?", [files["image"]])], gen)[0]
+    sel = lm2.engine.processor.load_media(str(frames))[0]
+    assert sel.frame_ids.tolist() == [0, 5] and sel.meta["source"] == "frames"  # sampled to the checkpoint's 2
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    expected = [(0, "missing", files["missing"]), (1, "undecodable", str(corrupt)), (2, "not frames", str(empty)),
+                (4, "missing", str(tmp_path / "no_such_folder"))]
+    assert lines == [{"task": TASK, "split": SPLIT, "doc_id": d, "reason": r, "media": m} for d, r, m in expected]
+    # multiple choice: a failed doc is one line however many choices it has, each choice scores inf
+    reqs = [instance("loglikelihood", ("Which?", opt, doc_to_visual, 0, TASK, SPLIT), 0) for opt in (" A", " B", " C")]
+    reqs.append(instance("loglikelihood", ("Which?", " A", doc_to_visual, 3, TASK, SPLIT), 3))
+    out = lm2.loglikelihood(reqs)
+    assert [r.text for r in out[:3]] == [(float("inf"), False)] * 3 and out[3].text[0] < float("inf")
+    assert lm2.skipped == 7 and len(log.read_text().splitlines()) == 5
+    assert json.loads(log.read_text().splitlines()[-1])["doc_id"] == 0
