@@ -21,6 +21,7 @@ from llava_ov.pretrain.features import TeacherConfig, embedding_stream, spill
 from llava_ov.pretrain.task import STAGE, PretrainTask
 from llava_ov.train import build as B
 from llava_ov.train import distributed as D
+from llava_ov.train.lock import acquire_for_run
 from llava_ov.train.loop import StageResult, run_task
 from llava_ov.train.metrics import MetricsLogger, plot_loss
 
@@ -71,23 +72,28 @@ def pretrain(cfg: PretrainConfig) -> StageResult:
     task = PretrainTask(cfg)  # config and data errors before any process group
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    env = D.init_distributed(cfg.deepspeed)
-    from llava_ov.train.trainer import setup_logging
-
-    setup_logging(env)
-    out = Path(cfg.output_dir)
-    metrics = MetricsLogger(cfg.log, out, to_dict(cfg), env.is_main)
+    lock = acquire_for_run(cfg.output_dir)  # one run per output folder (llava_ov/train/lock.py)
     try:
-        ensure_banks(task, env, metrics)
-        result = run_task(task, cfg, env, metrics)
-        if cfg.log.plot and env.is_main:
-            png = plot_loss(out / "metrics.jsonl", out / "loss_curve.png", [STAGE], "Encoder pretraining loss",
-                            "margin-softmax loss (mean over samples x labels)", chance_reference(task))
-            if png is not None:
-                metrics.write(f"loss curve: {png}")
+        env = D.init_distributed(cfg.deepspeed)
+        from llava_ov.train.trainer import setup_logging
+
+        setup_logging(env)
+        out = Path(cfg.output_dir)
+        metrics = MetricsLogger(cfg.log, out, to_dict(cfg), env.is_main)
+        try:
+            ensure_banks(task, env, metrics)
+            result = run_task(task, cfg, env, metrics)
+            if cfg.log.plot and env.is_main:
+                png = plot_loss(out / "metrics.jsonl", out / "loss_curve.png", [STAGE], "Encoder pretraining loss",
+                                "margin-softmax loss (mean over samples x labels)", chance_reference(task))
+                if png is not None:
+                    metrics.write(f"loss curve: {png}")
+        finally:
+            metrics.close()
+        D.barrier()
     finally:
-        metrics.close()
-    D.barrier()
+        if lock is not None:
+            lock.release()
     return result
 
 

@@ -26,6 +26,7 @@ from llava_ov.train import distributed as D
 from llava_ov.train.config import STAGES, TrainConfig
 from llava_ov.train.evaluate import evaluate, format_table
 from llava_ov.train.flops import flop_model, squared_lengths
+from llava_ov.train.lock import acquire_for_run
 from llava_ov.train.loop import StageResult, Task, run_task
 from llava_ov.train.metrics import MetricsLogger, mfu, peak_flops, plot_loss
 from llava_ov.train.optim import configure_trainable, count_parameters, param_groups
@@ -157,22 +158,27 @@ def train(cfg: TrainConfig) -> dict[str, StageResult]:
         B.stage_data_config(cfg, cfg.stage(name))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    env = D.init_distributed(cfg.deepspeed)
-    setup_logging(env)
-    out = Path(cfg.output_dir)
-    tokenizer = B.build_tokenizer(cfg, env)
-    metrics = MetricsLogger(cfg.log, out, to_dict(cfg), env.is_main)
-    results: dict[str, StageResult] = {}
+    lock = acquire_for_run(cfg.output_dir)  # one run per output folder (llava_ov/train/lock.py)
     try:
-        for name in cfg.stages:
-            results[name] = run_stage(cfg, name, env, tokenizer, metrics)
-        if cfg.log.plot and env.is_main:
-            png = plot_loss(out / "metrics.jsonl", out / "loss_curve.png", list(STAGES))
-            if png is not None:
-                metrics.write(f"loss curve: {png}")
+        env = D.init_distributed(cfg.deepspeed)
+        setup_logging(env)
+        out = Path(cfg.output_dir)
+        tokenizer = B.build_tokenizer(cfg, env)
+        metrics = MetricsLogger(cfg.log, out, to_dict(cfg), env.is_main)
+        results: dict[str, StageResult] = {}
+        try:
+            for name in cfg.stages:
+                results[name] = run_stage(cfg, name, env, tokenizer, metrics)
+            if cfg.log.plot and env.is_main:
+                png = plot_loss(out / "metrics.jsonl", out / "loss_curve.png", list(STAGES))
+                if png is not None:
+                    metrics.write(f"loss curve: {png}")
+        finally:
+            metrics.close()
+        D.barrier()
     finally:
-        metrics.close()
-    D.barrier()
+        if lock is not None:
+            lock.release()
     return results
 
 
