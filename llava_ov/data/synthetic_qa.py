@@ -245,13 +245,18 @@ def _write_split(cfg: SyntheticQAConfig, split: str, split_dir: Path, progress: 
 def generate_synthetic_qa(
     cfg: SyntheticQAConfig, progress: bool = True, splits: tuple[str, ...] = SPLITS
 ) -> dict[str, list[Path]]:
-    """Shards of each split (generated, or found in the cache); ``{split: [shard paths]}``."""
+    """Shards of each split (generated, or found in the cache); ``{split: [shard paths]}``.
+
+    Each split is cached under ``out_dir/<split>/<config hash>/``: a setting that changes the content
+    (a tower swap's frames, a budget, a seed) builds a sibling and leaves the others in place, so
+    switching back finds them. Old siblings are not removed (delete them by hand)."""
     cfg.validate()
     root = Path(expand_env(cfg.out_dir))
     out: dict[str, list[Path]] = {}
     with dir_lock(root):
         for split in splits:
-            split_dir, digest = root / split, config_hash(cfg, split)
+            digest = config_hash(cfg, split)
+            split_dir = root / split / digest  # a sibling per setting: a change never overwrites another's cache
             if cfg.split_size(split) == 0:
                 out[split] = []
                 continue

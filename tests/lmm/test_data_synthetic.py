@@ -94,8 +94,12 @@ def test_cache_hit_and_regeneration(tmp_path):
     assert time.perf_counter() - start < 0.5
     assert again == out and [p.stat().st_mtime_ns for p in again["train"]] == mtimes
     changed = generate_synthetic_qa(_cfg(tmp_path, num_train=10, num_heldout=5, seed=5), progress=False)
-    assert _members(changed["train"]) != before["train"]  # train seed changed: regenerated
+    assert _members(changed["train"]) != before["train"]  # train seed changed: generated...
+    assert changed["train"][0].parent != out["train"][0].parent  # ...in a sibling folder
     assert _members(changed["heldout"]) == before["heldout"]  # held-out config unchanged: cached
+    # the first setting's cache is untouched, and switching back finds it
+    assert [p.stat().st_mtime_ns for p in out["train"]] == mtimes and _members(out["train"]) == before["train"]
+    assert generate_synthetic_qa(cfg, progress=False) == out
 
 
 def _mask(frame: np.ndarray, color: str) -> np.ndarray:
