@@ -131,4 +131,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from encoder.cli import run_cli  # a user's mistake: one line, exit 2
+
+    sys.exit(run_cli(main))
