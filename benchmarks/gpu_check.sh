@@ -24,6 +24,9 @@ DEADLINE=$(( $(date +%s) + ${GPU_CHECK_SECONDS:-470} ))  # steps that would end 
 mkdir -p "$DIR"
 : > "$DIR/steps.txt"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+# each step sets up its own process group: a parent's (this script started inside a launcher or a test
+# process that ran one) would make them join a stale one or collide on its port
+unset RANK WORLD_SIZE LOCAL_RANK LOCAL_WORLD_SIZE GROUP_RANK MASTER_ADDR MASTER_PORT TORCHELASTIC_RUN_ID
 
 step() {  # step NAME LIMIT_SECONDS command...
   local name=$1 limit=$2 start rc

@@ -188,8 +188,8 @@ def test_a_bank_of_other_data_fails_before_any_step(data_root, bank, tmp_path):
     with pytest.raises(ConfigError, match="does not match the data"):
         pretrain(tiny_config(tmp_path / "run", data_root, other, **{"heads.video.build": "{}"}))
     assert not (tmp_path / "run" / "metrics.jsonl").exists() or records(tmp_path / "run") == []
-    with pytest.raises(ConfigError, match="does not exist"):
-        pretrain(tiny_config(tmp_path / "run2", data_root, tmp_path / "missing", **{"heads.video.build": "{}"}))
+    with pytest.raises(ConfigError, match="heads.video.bank=.*missing.*: no such concept bank folder"):
+        tiny_config(tmp_path / "run2", data_root, tmp_path / "missing", **{"heads.video.build": "{}"})  # at load
     from llava_ov.pretrain.config import load_pretrain_config
 
     with pytest.raises(ConfigError, match="heads is empty"):
