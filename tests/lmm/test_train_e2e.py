@@ -119,7 +119,7 @@ def test_corrupt_clip_is_skipped_and_counted(tiny_run, tmp_path, data_root):
     from llava_ov.data import ShardWriter, iter_raw_samples
 
     out, _ = tiny_run
-    train_shards = sorted((data_root / "train").glob("*.tar"))
+    train_shards = sorted((data_root / "train").rglob("*.tar"))  # train/<config hash>/shard-*.tar
     shard_dir = tmp_path / "shards"
     with ShardWriter(shard_dir, "shard", 100) as writer:
         for i, raw in enumerate(iter_raw_samples([str(p) for p in train_shards])):
