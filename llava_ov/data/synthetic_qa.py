@@ -56,7 +56,7 @@ from llava_ov.data.synthetic_scenes import (
     render,
 )
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: clips encoded without x264 mbtree (byte-reproducible; see encoder_options)
 QTYPES = ("direction", "which_moved", "appeared", "count", "color")
 ANSWERS: dict[str, tuple[str, ...]] = {
     "direction": tuple(DIRECTIONS),
