@@ -4,6 +4,9 @@
     python scripts/convert_llava_json.py videos.json --media-root videos/ --out shards/v --precompute-codec \\
         --workers 8 --set select.budget=2048 decode.num_frames=64
 
+With --precompute-codec a still image is stored under the same token cap as a clip: at most
+select.budget patches at its aspect (--set image_max_cells=N image_cell=PX for another cap).
+
 Bad records (not an object, no list of turns, unknown roles) and records with missing or unreadable
 media are skipped and listed (stderr and OUT/failures.txt), with a count per reason; the others are
 written, in complete shards only. Exit code 1 when any record failed, 2 on bad arguments (an

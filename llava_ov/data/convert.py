@@ -3,7 +3,9 @@
 Input: a JSON list of ``{"id", "image" | "video" (a path or a list of paths, relative to the media
 folder), "conversations"}`` (also JSON Lines). Each record becomes one sample: the record as
 ``.json`` plus its media files (``.jpg``, ``.mp4``...) or, with ``precompute_codec``, one ``.npz``
-:class:`PatchSelection` per media item. A record that is not an object with a list of turns, or whose
+:class:`PatchSelection` per media item (images under the same token cap as clips: at most
+``select.budget`` patches unless ``image_max_cells`` says otherwise, fitted at their aspect as the
+training loader fits them). A record that is not an object with a list of turns, or whose
 media is missing or unreadable, is not written; it is listed in :attr:`ConvertResult.failures` (and
 ``failures.txt`` in the output folder), counted by reason. The others are written.
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -172,6 +174,8 @@ def convert_llava_json(
     from tqdm import tqdm
 
     codec = codec or CodecConfig()
+    if precompute_codec and codec.image_max_cells is None:  # a still never exceeds the clips' token cap
+        codec = replace(codec, image_max_cells=codec.select.budget)
     codec.validate()
     if not Path(media_root).is_dir():
         raise ConvertError(f"media folder not found: {media_root}")

@@ -46,7 +46,8 @@ class DataStats:
     """Per-reason skip counts plus counts of samples used; lives in the main process.
 
     ``log_first``: how many skips are logged (``logging.WARNING``, with key and reason); later ones
-    are only counted.
+    are only counted. A sample skipped again (a repeating stream meets it every pass) is counted each
+    time but logged once.
     """
 
     log_first: int = 10
@@ -54,6 +55,7 @@ class DataStats:
     skipped: Counter = field(default_factory=Counter)
     by_source: Counter = field(default_factory=Counter)
     _logged: int = 0
+    _seen: set = field(default_factory=set)
 
     @property
     def total_skipped(self) -> int:
@@ -63,7 +65,8 @@ class DataStats:
         self.skipped[skip.reason] += 1
         if skip.source:
             self.by_source[skip.source] += 1
-        if self._logged < self.log_first:
+        if self._logged < self.log_first and (skip.source, skip.key, skip.reason) not in self._seen:
+            self._seen.add((skip.source, skip.key, skip.reason))
             self._logged += 1
             where = f" [{skip.source}]" if skip.source else ""
             logger.warning("skipped sample %s%s: %s (%s)", skip.key, where, skip.reason, skip.detail)

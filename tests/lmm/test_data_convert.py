@@ -85,9 +85,25 @@ def test_precompute_codec_writes_npz(dataset, tmp_path):
     assert [sorted(k for k in r if not k.startswith("__")) for r in raws] == [["json", "npz"]] * 3
     sels = [PatchSelection.from_bytes(r["npz"]) for r in raws]
     assert len(sels[1]) == 32 and sels[1].grid_hw == (4, 4)  # the video under the codec budget
-    assert sels[0].meta["mode"] == "image" and sels[0].grid_hw == (2, 4)  # 30x50 → 28x56
+    assert sels[0].meta["mode"] == "image" and len(sels[0]) <= 32  # a still under the clips' token cap
     decoded = decode_sample(raws[1], CodecConfig())  # npz: the codec config is not used
     assert decoded.kinds == ["video"] and len(decoded.media[0]) == 32
+
+
+def test_a_large_still_is_precomputed_under_the_token_cap(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "m").mkdir()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(tmp_path / "m/big.jpg")
+    (tmp_path / "d.json").write_text(json.dumps([{"id": "big", "image": "big.jpg",
+                                                  "conversations": _turns("What is it?", "<image>")}]))
+    for extra, cap in (([], 32), (["image_max_cells=12"], 12)):
+        out = tmp_path / f"out{cap}"
+        assert _script().main([str(tmp_path / "d.json"), "--media-root", str(tmp_path / "m"), "--out", str(out),
+                               "--precompute-codec", "--set", *CODEC_SET, *extra, "--quiet"]) == 0
+        sel = PatchSelection.from_bytes(_samples(out)[0]["npz"])
+        gh, gw = sel.grid_hw
+        assert len(sel) == gh * gw and cap * 0.75 <= len(sel) <= cap and gw > gh  # native size: 1,564 patches
 
 
 def test_all_good_exit_zero(dataset, tmp_path):

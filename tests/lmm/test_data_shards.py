@@ -4,6 +4,7 @@ DataLoader workers), node x worker splitting, repeat and seeded shuffling."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from collections import Counter
 
@@ -109,6 +110,18 @@ def test_skips_reach_main_process_through_workers(tmp_path, mp4, tokenizer, work
     assert dict(loader.stats.skipped) == EXPECTED_SKIPS and loader.stats.used == 3
     assert loader.stats.by_source == {"bad": 4}
     assert "corrupt" in caplog.text and "corrupt_media" in caplog.text
+
+
+def test_a_sample_skipped_on_every_pass_is_counted_each_time_and_logged_once(tmp_path, mp4, tokenizer, caplog):
+    cfg = DataConfig(sources=[SourceConfig(name="bad", shards=_bad_shard(tmp_path, mp4))], codec=CODEC_OVERRIDES,
+                     max_length=256, max_tokens=512, repeat=True, shuffle_buffer=0, num_workers=0)
+    loader = build_loader(cfg, tokenizer)
+    with caplog.at_level("WARNING", logger="llava_ov.data"):
+        keys = [k for batch in itertools.islice(loader, 12) for k in batch.keys]
+    assert keys.count("good0") >= 3  # several passes over the shard
+    assert loader.stats.skipped["corrupt_media"] >= 3
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped sample")]
+    assert sorted(line.split()[2] for line in lines) == ["badjson", "corrupt", "nomedia", "toolong"]
 
 
 def test_truncated_shard_is_a_counted_skip(tmp_path, mp4):
