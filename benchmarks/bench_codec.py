@@ -80,14 +80,28 @@ def sources(args: argparse.Namespace, tmp: Path) -> list[tuple[str, str, Path]]:
     out = []
     if args.set in ("both", "convenient"):
         for codec in ("h264", "hevc"):
-            clip = make_clip(tmp / f"src_{codec}.mp4", "pan_mover", codec=codec, width=args.width,
-                             height=args.height, num_frames=args.source_frames, gop=args.gop, seed=0)
+            clip = make_clip(
+                tmp / f"src_{codec}.mp4",
+                "pan_mover",
+                codec=codec,
+                width=args.width,
+                height=args.height,
+                num_frames=args.source_frames,
+                gop=args.gop,
+                seed=0,
+            )
             out.append(("convenient", codec, Path(clip.path)))
     if args.set in ("both", "realistic"):
         for w, h in ((360, 640), (1280, 720)):
             for codec in ("h264", "hevc"):
                 name = f"{codec} {w}x{h}"
-                out.append(("realistic", name, realistic(tmp / f"real_{codec}_{w}x{h}.mp4", codec, w, h, args.source_frames)))
+                out.append(
+                    (
+                        "realistic",
+                        name,
+                        realistic(tmp / f"real_{codec}_{w}x{h}.mp4", codec, w, h, args.source_frames),
+                    )
+                )
     return out
 
 
@@ -103,13 +117,19 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave default)")
     ap.add_argument("--set", choices=["both", "convenient", "realistic"], default="both")
-    ap.add_argument("--decode-threads", type=int, default=0,
-                    help="FFmpeg decoding threads (0 = its choice; the bitstream path always decodes with 1)")
+    ap.add_argument(
+        "--decode-threads",
+        type=int,
+        default=0,
+        help="FFmpeg decoding threads (0 = its choice; the bitstream path always decodes with 1)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch threads: {torch.get_num_threads()}, decode threads: {args.decode_threads or 'auto'}, T={args.frames}, "
-          f"best of {args.repeats} interleaved runs")
+    print(
+        f"torch threads: {torch.get_num_threads()}, decode threads: {args.decode_threads or 'auto'}, T={args.frames}, "
+        f"best of {args.repeats} interleaved runs"
+    )
     header = f"{'set':<12}{'source':<18}{'size':>6}{'motion':>11}{'decode s':>10}{'patchify s':>12}{'ratio':>8}{'kept':>7}{'peak MB':>9}"
     print(header)
     print("-" * len(header))
@@ -124,15 +144,21 @@ def main() -> None:
                     try:
                         kept = len(patchify(path, cfg))
                     except ValueError as e:  # e.g. bitstream motion on HEVC
-                        print(f"{group:<12}{name:<18}{size:>6}{motion:>11}{'':>10}{'n/a':>12}  ({str(e)[:60]})")
+                        print(
+                            f"{group:<12}{name:<18}{size:>6}{motion:>11}{'':>10}{'n/a':>12}  ({str(e)[:60]})"
+                        )
                         continue
                     peak = clip_peak_mb(path, cfg)
                     t_dec, t_full = timed_pair(
-                        lambda p=path, d=decode_only: decode_clip(p, d), lambda c=cfg, p=path: patchify(p, c), args.repeats
+                        lambda p=path, d=decode_only: decode_clip(p, d),
+                        lambda c=cfg, p=path: patchify(p, c),
+                        args.repeats,
                     )
-                    print(f"{group:<12}{name:<18}{size:>6}{motion:>11}{t_dec:>10.3f}{t_full:>12.3f}{t_full / t_dec:>8.2f}{kept:>7}"
-                          f"{'' if peak is None else f'{peak:.0f}':>9}",
-                          flush=True)
+                    print(
+                        f"{group:<12}{name:<18}{size:>6}{motion:>11}{t_dec:>10.3f}{t_full:>12.3f}{t_full / t_dec:>8.2f}{kept:>7}"
+                        f"{'' if peak is None else f'{peak:.0f}':>9}",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -36,14 +36,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--attn", default=None, help="LLM attn_implementation (e.g. flash_attention_2 on GPU)")
     ap.add_argument("--repeats", type=int, default=3, help="passes over the clips; the best one is reported")
-    ap.add_argument("--cli", action="store_true", help="also time the lmms-eval CLI end to end (cold, warm cache)")
+    ap.add_argument(
+        "--cli", action="store_true", help="also time the lmms-eval CLI end to end (cold, warm cache)"
+    )
     return ap.parse_args(argv)
 
 
 def load_docs(limit: int) -> list[dict]:
     if not (TASK_DATA / "test.jsonl").is_file():
-        subprocess.run([sys.executable, str(ROOT / "eval" / "prepare_local_tasks.py"), "--tasks", "llava_ov_motion_qa"],
-                       check=True)
+        subprocess.run(
+            [sys.executable, str(ROOT / "eval" / "prepare_local_tasks.py"), "--tasks", "llava_ov_motion_qa"],
+            check=True,
+        )
     docs = [json.loads(line) for line in (TASK_DATA / "test.jsonl").read_text().splitlines()]
     return docs[:limit]
 
@@ -63,13 +67,16 @@ def engine_table(args: argparse.Namespace, docs: list[dict]) -> dict[str, tuple[
     from encoder.codec import PatchCache
     from llava_ov.infer import Engine, GenerationConfig
 
-    engine = Engine.from_pretrained(args.ckpt, device=args.device, attn_implementation=args.attn,
-                                    batch_size=args.batch_size)
+    engine = Engine.from_pretrained(
+        args.ckpt, device=args.device, attn_implementation=args.attn, batch_size=args.batch_size
+    )
     gen = GenerationConfig(max_new_tokens=args.max_new_tokens, until=["<|im_end|>"])
     tmp = Path(tempfile.mkdtemp(prefix="bench_eval_cache_"))
     settings = {
         "on the fly (no cache)": dataclasses.replace(engine.processor, cache=None),
-        "cold cache (patchify + write)": dataclasses.replace(engine.processor, cache=PatchCache(tmp / "cold")),
+        "cold cache (patchify + write)": dataclasses.replace(
+            engine.processor, cache=PatchCache(tmp / "cold")
+        ),
         "warm cache (read)": dataclasses.replace(engine.processor, cache=PatchCache(tmp / "warm")),
     }
     for d in docs:  # fill the warm cache first
@@ -80,9 +87,10 @@ def engine_table(args: argparse.Namespace, docs: list[dict]) -> dict[str, tuple[
         totals = {name: [0.0, 0.0] for name in settings}
         if rep:
             settings["cold cache (patchify + write)"] = dataclasses.replace(
-                engine.processor, cache=PatchCache(tmp / f"cold{rep}"))
+                engine.processor, cache=PatchCache(tmp / f"cold{rep}")
+            )
         for start in range(0, len(docs), args.batch_size):
-            chunk = docs[start:start + args.batch_size]
+            chunk = docs[start : start + args.batch_size]
             for name, proc in settings.items():
                 media, model = run_setting(engine, proc, chunk, args.batch_size, gen)
                 totals[name][0] += media
@@ -99,10 +107,25 @@ def cli_table(args: argparse.Namespace) -> dict[str, float]:
     env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     out = {}
     for name in ("cold cache", "warm cache"):
-        cmd = [sys.executable, "-m", "lmms_eval", "--model", "llava_ov", "--model_args",
-               f"pretrained={args.ckpt},cache_dir={cache},device={args.device}", "--tasks", "llava_ov_motion_qa",
-               "--include_path", str(include), "--batch_size", str(args.batch_size), "--limit", str(args.limit),
-               "--output_path", str(cache / "out")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "lmms_eval",
+            "--model",
+            "llava_ov",
+            "--model_args",
+            f"pretrained={args.ckpt},cache_dir={cache},device={args.device}",
+            "--tasks",
+            "llava_ov_motion_qa",
+            "--include_path",
+            str(include),
+            "--batch_size",
+            str(args.batch_size),
+            "--limit",
+            str(args.limit),
+            "--output_path",
+            str(cache / "out"),
+        ]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True, env=env)
         out[name] = time.perf_counter() - t0
@@ -112,25 +135,35 @@ def cli_table(args: argparse.Namespace) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not Path(args.ckpt).is_dir():
-        print(f"error: {args.ckpt}: no such checkpoint folder (run `deepspeed scripts/train_lmm.py` first)",
-              file=sys.stderr)
+        print(
+            f"error: {args.ckpt}: no such checkpoint folder (run `deepspeed scripts/train_lmm.py` first)",
+            file=sys.stderr,
+        )
         return 2
     docs = load_docs(args.limit)
     n = len(docs)
-    print(f"local motion-QA task: {n} clips, batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, "
-          f"{args.ckpt}")
+    print(
+        f"local motion-QA task: {n} clips, batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, "
+        f"{args.ckpt}"
+    )
     rows = engine_table(args, docs)
     base = sum(rows["on the fly (no cache)"])
-    print(f"{'setting':<32} {'samples/s':>10} {'media+prompt s':>15} {'generate s':>11} {'media share':>12} {'speed-up':>9}")
+    print(
+        f"{'setting':<32} {'samples/s':>10} {'media+prompt s':>15} {'generate s':>11} {'media share':>12} {'speed-up':>9}"
+    )
     for name, (media, model) in rows.items():
         total = media + model
-        print(f"{name:<32} {n / total:>10.2f} {media:>15.2f} {model:>11.2f} {media / total:>11.0%} {base / total:>8.2f}x")
+        print(
+            f"{name:<32} {n / total:>10.2f} {media:>15.2f} {model:>11.2f} {media / total:>11.0%} {base / total:>8.2f}x"
+        )
     if args.cli:
         cli = cli_table(args)
         cold = cli["cold cache"]
         for name, seconds in cli.items():
-            print(f"lmms-eval CLI, {name:<17} {n / seconds:>10.2f} samples/s  {seconds:6.1f} s wall "
-                  f"(process start included)  {cold / seconds:.2f}x")
+            print(
+                f"lmms-eval CLI, {name:<17} {n / seconds:>10.2f} samples/s  {seconds:6.1f} s wall "
+                f"(process start included)  {cold / seconds:.2f}x"
+            )
     return 0
 
 

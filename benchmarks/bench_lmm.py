@@ -34,14 +34,20 @@ ROOT = Path(__file__).resolve().parents[1]
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true", help="one SFT step at full shapes (GPU, bf16)")
-    p.add_argument("--scaling", action="store_true", help="CPU: step time at 4k/8k/16k tokens per attn_implementation")
+    p.add_argument(
+        "--scaling", action="store_true", help="CPU: step time at 4k/8k/16k tokens per attn_implementation"
+    )
     p.add_argument("--attns", default="auto,sdpa", help="--scaling: attn_implementations compared")
     p.add_argument("--samples", type=int, default=24, help="CPU mode: samples in all")
     p.add_argument("--batch", type=int, default=4, help="CPU mode: samples per batch")
-    p.add_argument("--steps", type=int, default=3, help="timed passes over the batches / timed steps per --full row")
+    p.add_argument(
+        "--steps", type=int, default=3, help="timed passes over the batches / timed steps per --full row"
+    )
     p.add_argument("--budgets", default="64,128,256", help="CPU mode: codec patch budgets mixed")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    p.add_argument("--tokens", default="8192,16384,32768", help="--full / --scaling: LLM tokens per pack, one row each")
+    p.add_argument(
+        "--tokens", default="8192,16384,32768", help="--full / --scaling: LLM tokens per pack, one row each"
+    )
     p.add_argument("--attn", default="auto", help="--full: the LLM's attn_implementation (auto, sdpa, ...)")
     p.add_argument("--zero", type=int, default=2, help="--full: DeepSpeed ZeRO stage")
     p.add_argument("--warmup", type=int, default=2, help="--full: untimed steps per row")
@@ -49,7 +55,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="--full: model.compile (torch.compile per block)")
     p.add_argument("--profile", action="store_true", help="--full: one step under torch.profiler (16k row)")
     p.add_argument("--trace", default=None, help="--full --profile: Chrome trace file to write")
-    p.add_argument("--tiny", action="store_true", help="--full: tiny shapes, runs on CPU (a dry run of the path)")
+    p.add_argument(
+        "--tiny", action="store_true", help="--full: tiny shapes, runs on CPU (a dry run of the path)"
+    )
     p.add_argument("--peak-tflops", type=float, default=None, help="peak per device (default: GPU table)")
     return p.parse_args()
 
@@ -99,8 +107,10 @@ def bench_cpu(args: argparse.Namespace) -> None:
     tokenizer = build_tokenizer(tokenizer_texts(), 512)
     torch.manual_seed(0)
     model = build_model(debug_config(hidden_size=128, intermediate_size=256, head_dim=32), tokenizer)
-    items = synthetic_items(args.samples, [int(b) for b in args.budgets.split(",")], tokenizer, model.tokens_counter())
-    groups = [items[i:i + args.batch] for i in range(0, len(items), args.batch)]
+    items = synthetic_items(
+        args.samples, [int(b) for b in args.budgets.split(",")], tokenizer, model.tokens_counter()
+    )
+    groups = [items[i : i + args.batch] for i in range(0, len(items), args.batch)]
     pad = int(tokenizer.pad_token_id)
     layouts = {
         "packed": [collate_items(g) for g in groups],
@@ -119,8 +129,10 @@ def bench_cpu(args: argparse.Namespace) -> None:
         patches = args.steps * sum(b.media.num_patches for b in batches)
         results[name] = (tokens / seconds, patches / seconds, slots / tokens)
     lengths = [len(it) for it in items]
-    print(f"{len(items)} samples ({min(lengths)}-{max(lengths)} tokens), batches of {args.batch}, "
-          f"{args.steps} timed passes, {torch.get_num_threads()} threads, attn {model.config.llm.attn_implementation}")
+    print(
+        f"{len(items)} samples ({min(lengths)}-{max(lengths)} tokens), batches of {args.batch}, "
+        f"{args.steps} timed passes, {torch.get_num_threads()} threads, attn {model.config.llm.attn_implementation}"
+    )
     print(f"{'layout':<8} {'text tok/s':>11} {'visual tok/s':>13} {'slots/token':>12}")
     for name, (tps, vps, waste) in results.items():
         print(f"{name:<8} {tps:>11.0f} {vps:>13.0f} {waste:>12.2f}")
@@ -154,13 +166,21 @@ def bench_scaling(args: argparse.Namespace) -> None:
             seconds = float(np.median([train_step(model, opt, batch) for _ in range(args.steps)]))
             results.setdefault(attn, []).append(seconds)
     sizes = list(packs)
-    print(f"packed training step (forward + backward + AdamW), debug tower + 2-layer Qwen3 (128 wide), "
-          f"{torch.get_num_threads()} threads; samples of ~{packs[sizes[0]].num_tokens // packs[sizes[0]].num_samples} tokens")
-    print(f"{'attn':<8}" + "".join(f"{f'{t} tok (n={packs[t].num_samples}) s':>22}" for t in sizes)
-          + "".join(f"{f'x{t // sizes[0]} tokens':>14}" for t in sizes[1:]))
+    print(
+        f"packed training step (forward + backward + AdamW), debug tower + 2-layer Qwen3 (128 wide), "
+        f"{torch.get_num_threads()} threads; samples of ~{packs[sizes[0]].num_tokens // packs[sizes[0]].num_samples} tokens"
+    )
+    print(
+        f"{'attn':<8}"
+        + "".join(f"{f'{t} tok (n={packs[t].num_samples}) s':>22}" for t in sizes)
+        + "".join(f"{f'x{t // sizes[0]} tokens':>14}" for t in sizes[1:])
+    )
     for attn, times in results.items():
-        print(f"{attn:<8}" + "".join(f"{t:>22.3f}" for t in times)
-              + "".join(f"{f'{t / times[0]:.2f}x time':>14}" for t in times[1:]))
+        print(
+            f"{attn:<8}"
+            + "".join(f"{t:>22.3f}" for t in times)
+            + "".join(f"{f'{t / times[0]:.2f}x time':>14}" for t in times[1:])
+        )
 
 
 def sample_pack(tokenizer, tokens_for, max_tokens: int, sample_tokens: int = 1024):
@@ -171,10 +191,18 @@ def sample_pack(tokenizer, tokens_for, max_tokens: int, sample_tokens: int = 102
     items, i = [], 0
     while sum(len(x) for x in items) + sample_tokens <= max_tokens:
         words = " ".join(["the red square moves left while the blue circle stays"] * 200)
-        record = {"conversations": [{"from": "human", "value": "<video>\nWhat happens?"},
-                                    {"from": "gpt", "value": words}]}
-        item = make_item(MediaSample(f"s{i}", record, [fake_clip(rng, patches=64, grid=4)], ["video"]), tokenizer,
-                         tokens_for, max_length=sample_tokens)
+        record = {
+            "conversations": [
+                {"from": "human", "value": "<video>\nWhat happens?"},
+                {"from": "gpt", "value": words},
+            ]
+        }
+        item = make_item(
+            MediaSample(f"s{i}", record, [fake_clip(rng, patches=64, grid=4)], ["video"]),
+            tokenizer,
+            tokens_for,
+            max_length=sample_tokens,
+        )
         items.append(item)
         i += 1
     return next(pack_items(items, max_tokens, max_media_tokens=1 << 20))
@@ -183,9 +211,19 @@ def sample_pack(tokenizer, tokens_for, max_tokens: int, sample_tokens: int = 102
 # ----------------------------------------------------------------------------- GPU: full shapes
 
 
-QWEN3_1_7B = dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
-                  num_key_value_heads=8, head_dim=128, vocab_size=151936, max_position_embeddings=40960,
-                  rope_theta=1_000_000.0, tie_word_embeddings=True, rms_norm_eps=1e-6)
+QWEN3_1_7B = dict(
+    hidden_size=2048,
+    intermediate_size=6144,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    vocab_size=151936,
+    max_position_embeddings=40960,
+    rope_theta=1_000_000.0,
+    tie_word_embeddings=True,
+    rms_norm_eps=1e-6,
+)
 
 
 def fake_clip(rng: np.random.Generator, patches: int = 2048, grid: int = 16, frames: int = 64):
@@ -196,9 +234,16 @@ def fake_clip(rng: np.random.Generator, patches: int = 2048, grid: int = 16, fra
     rest = rng.choice((frames - 1) * grid * grid, size=patches - len(dense), replace=False)
     pos = dense + sorted((1 + int(i) // (grid * grid), (int(i) // grid) % grid, int(i) % grid) for i in rest)
     k = len(pos)
-    return PatchSelection(positions=np.array(pos), pixels=rng.integers(0, 255, (k, 3, 14, 14), dtype=np.uint8),
-                          scores=np.ones(k), frame_ids=np.arange(frames), frame_t=np.arange(frames),
-                          patch_size=14, grid_hw=(grid, grid), meta={"mode": "codec"})
+    return PatchSelection(
+        positions=np.array(pos),
+        pixels=rng.integers(0, 255, (k, 3, 14, 14), dtype=np.uint8),
+        scores=np.ones(k),
+        frame_ids=np.arange(frames),
+        frame_t=np.arange(frames),
+        patch_size=14,
+        grid_hw=(grid, grid),
+        meta={"mode": "codec"},
+    )
 
 
 def full_batch(tokenizer, tokens_for, max_tokens: int, patches: int = 2048):
@@ -210,11 +255,19 @@ def full_batch(tokenizer, tokens_for, max_tokens: int, patches: int = 2048):
     grid = 16 if patches >= 256 else 4
     items = []
     while sum(len(i) for i in items) < max_tokens:
-        record = {"conversations": [{"from": "human", "value": "<video>\n" + words[:600]},
-                                    {"from": "gpt", "value": words}]}
+        record = {
+            "conversations": [
+                {"from": "human", "value": "<video>\n" + words[:600]},
+                {"from": "gpt", "value": words},
+            ]
+        }
         clip = fake_clip(rng, patches=patches, grid=grid)
-        item = make_item(MediaSample(f"s{len(items)}", record, [clip], ["video"]), tokenizer, tokens_for,
-                         max_length=max_tokens)
+        item = make_item(
+            MediaSample(f"s{len(items)}", record, [clip], ["video"]),
+            tokenizer,
+            tokens_for,
+            max_length=max_tokens,
+        )
         items.append(item)
     return next(pack_items(items[:-1] or items[:1], max_tokens, max_media_tokens=1 << 20))
 
@@ -230,7 +283,9 @@ def trainer_engine(model, zero_stage: int):
     stage = StageConfig(trainable=["vision", "projector", "llm"])
     configure_trainable(model, stage)
     optimizer = build_optimizer(param_groups(model, stage.optim), stage.optim)
-    engine = D.build_engine(model, optimizer, D.deepspeed_config(ds, env, stage.grad_accum, stage.optim.grad_clip))
+    engine = D.build_engine(
+        model, optimizer, D.deepspeed_config(ds, env, stage.grad_accum, stage.optim.grad_clip)
+    )
     return engine, env
 
 
@@ -248,9 +303,14 @@ def batch_counts(batch) -> dict[str, float]:
     from llava_ov.train.flops import squared_lengths
     from llava_ov.train.trainer import num_targets, sample_sq
 
-    return {"text": batch.num_tokens, "targets": num_targets(batch), "visual": int(batch.media.num_tokens.sum()),
-            "patches": batch.media.num_patches, "sample_sq": sample_sq(batch),
-            "media_sq": squared_lengths(batch.media.cu_seqlens)}
+    return {
+        "text": batch.num_tokens,
+        "targets": num_targets(batch),
+        "visual": int(batch.media.num_tokens.sum()),
+        "patches": batch.media.num_patches,
+        "sample_sq": sample_sq(batch),
+        "media_sq": squared_lengths(batch.media.cu_seqlens),
+    }
 
 
 def bench_full(args: argparse.Namespace) -> None:
@@ -261,31 +321,46 @@ def bench_full(args: argparse.Namespace) -> None:
 
     cuda = torch.cuda.is_available()
     if not (cuda or args.tiny):
-        raise SystemExit("--full needs a GPU (bf16 full shapes do not fit a CPU run); --tiny runs the same path on CPU")
+        raise SystemExit(
+            "--full needs a GPU (bf16 full shapes do not fit a CPU run); --tiny runs the same path on CPU"
+        )
     device = torch.device("cuda" if cuda else "cpu")
     tokenizer = build_tokenizer(tokenizer_texts(), 512)
     llm = dict(TINY_QWEN3, hidden_size=128, intermediate_size=256, head_dim=32) if args.tiny else QWEN3_1_7B
-    cfg = ModelConfig(tower=TowerConfig(size="debug" if args.tiny else "large", overrides={"attn_backend": "auto"}),
-                      llm=LLMConfig(from_scratch=llm, attn_implementation=args.attn),
-                      activation_checkpointing=args.checkpointing, compile=args.compile)
+    cfg = ModelConfig(
+        tower=TowerConfig(size="debug" if args.tiny else "large", overrides={"attn_backend": "auto"}),
+        llm=LLMConfig(from_scratch=llm, attn_implementation=args.attn),
+        activation_checkpointing=args.checkpointing,
+        compile=args.compile,
+    )
     torch.manual_seed(0)
-    with torch.device(device):  # random init on the device (the trainer builds on CPU, then DeepSpeed moves it)
+    with torch.device(
+        device
+    ):  # random init on the device (the trainer builds on CPU, then DeepSpeed moves it)
         model = build_model(cfg, tokenizer)
-    params = {"vision": sum(p.numel() for p in model.vision_tower.parameters()),
-              "projector": sum(p.numel() for p in model.projector.parameters()),
-              "llm": sum(p.numel() for p in model.llm.parameters())}
+    params = {
+        "vision": sum(p.numel() for p in model.vision_tower.parameters()),
+        "projector": sum(p.numel() for p in model.projector.parameters()),
+        "llm": sum(p.numel() for p in model.llm.parameters()),
+    }
     engine, env = trainer_engine(model, args.zero)
     fm = flop_model(model)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     peak = peak_flops(torch.cuda.get_device_name(device) if cuda else "cpu", args.peak_tflops)
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
-    print(f"{name}: {sum(params.values()) / 1e9:.3f}B params (vision {params['vision'] / 1e6:.1f}M, projector "
-          f"{params['projector'] / 1e6:.1f}M, llm {params['llm'] / 1e9:.3f}B), attn_implementation={args.attn}, "
-          f"{env.dtype}, DeepSpeed ZeRO-{args.zero}, checkpointing={args.checkpointing}, compile={args.compile}")
-    print("MFU = model FLOPs (llava_ov/train/flops.py: matmuls, within-sample attention, LM head on targets) "
-          f"/ (step time x peak {'n/a' if peak is None else f'{peak / 1e12:.0f} TFLOP/s'}); 6N = the old 6*N*tokens figure")
-    print(f"{'tokens/pack':>11} {'clips':>5} {'text tok':>8} {'patches':>8} {'step ms':>8} {'text tok/s':>10} "
-          f"{'TFLOP/s':>8} {'MFU':>6} {'MFU 6N':>7} {'peak GiB':>8}")
+    print(
+        f"{name}: {sum(params.values()) / 1e9:.3f}B params (vision {params['vision'] / 1e6:.1f}M, projector "
+        f"{params['projector'] / 1e6:.1f}M, llm {params['llm'] / 1e9:.3f}B), attn_implementation={args.attn}, "
+        f"{env.dtype}, DeepSpeed ZeRO-{args.zero}, checkpointing={args.checkpointing}, compile={args.compile}"
+    )
+    print(
+        "MFU = model FLOPs (llava_ov/train/flops.py: matmuls, within-sample attention, LM head on targets) "
+        f"/ (step time x peak {'n/a' if peak is None else f'{peak / 1e12:.0f} TFLOP/s'}); 6N = the old 6*N*tokens figure"
+    )
+    print(
+        f"{'tokens/pack':>11} {'clips':>5} {'text tok':>8} {'patches':>8} {'step ms':>8} {'text tok/s':>10} "
+        f"{'TFLOP/s':>8} {'MFU':>6} {'MFU 6N':>7} {'peak GiB':>8}"
+    )
     rows = []
     for max_tokens in [int(t) for t in args.tokens.split(",")]:
         batch = full_batch(tokenizer, model.tokens_counter(), max_tokens, patches=64 if args.tiny else 2048)
@@ -302,13 +377,20 @@ def bench_full(args: argparse.Namespace) -> None:
             print(f"{max_tokens:>11} {batch.num_samples:>5} out of memory (try --checkpointing)", flush=True)
             continue
         c = batch_counts(batch)
-        flops = fm.step_flops(c["text"], c["targets"], c["visual"], c["patches"], c["sample_sq"], c["media_sq"])
-        six_n = 6.0 * (params["llm"] + params["projector"]) * c["text"] + 6.0 * params["vision"] * c["patches"]
+        flops = fm.step_flops(
+            c["text"], c["targets"], c["visual"], c["patches"], c["sample_sq"], c["media_sq"]
+        )
+        six_n = (
+            6.0 * (params["llm"] + params["projector"]) * c["text"] + 6.0 * params["vision"] * c["patches"]
+        )
         mem = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
         util = "n/a" if peak is None else f"{flops / seconds / peak:.1%}"
         util6 = "n/a" if peak is None else f"{six_n / seconds / peak:.1%}"
-        print(f"{max_tokens:>11} {batch.num_samples:>5} {c['text']:>8} {c['patches']:>8} {seconds * 1e3:>8.0f} "
-              f"{c['text'] / seconds:>10.0f} {flops / seconds / 1e12:>8.1f} {util:>6} {util6:>7} {mem:>8.1f}", flush=True)
+        print(
+            f"{max_tokens:>11} {batch.num_samples:>5} {c['text']:>8} {c['patches']:>8} {seconds * 1e3:>8.0f} "
+            f"{c['text'] / seconds:>10.0f} {flops / seconds / 1e12:>8.1f} {util:>6} {util6:>7} {mem:>8.1f}",
+            flush=True,
+        )
         rows.append((max_tokens, batch))
     if args.profile:
         from kernel_profile import profile_step

@@ -58,7 +58,11 @@ def repeat(base: Path, out: Path, times: int) -> None:
     with av.open(str(base)) as src:
         ins = src.streams.video[0]
         packets = [p for p in src.demux(ins) if p.dts is not None]
-        span = max(p.pts for p in packets) - min(p.pts for p in packets) + int(1 / (ins.average_rate * ins.time_base))
+        span = (
+            max(p.pts for p in packets)
+            - min(p.pts for p in packets)
+            + int(1 / (ins.average_rate * ins.time_base))
+        )
         with av.open(str(out), "w") as dst:
             ost = dst.add_stream_from_template(ins)
             for k in range(times):
@@ -70,7 +74,11 @@ def repeat(base: Path, out: Path, times: int) -> None:
                     dst.mux(q)
 
 
-SETTINGS = (("decode all", False, "uniform"), ("seek", True, "uniform"), ("seek + keyframe sampling", True, "auto"))
+SETTINGS = (
+    ("decode all", False, "uniform"),
+    ("seek", True, "uniform"),
+    ("seek + keyframe sampling", True, "auto"),
+)
 
 
 def measure(path: str, mode: str, setting: int, repeats: int) -> dict:
@@ -139,26 +147,55 @@ def main(argv: list[str] | None = None) -> int:
                 for k, (name, seek, _) in enumerate(SETTINGS):
                     if not seek and minutes > 10:
                         continue  # decoding every frame of an hour: minutes per call
-                    cmd = [sys.executable, __file__, "--one", str(path), mode, str(k), "--repeats", str(args.repeats)]
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        "--one",
+                        str(path),
+                        mode,
+                        str(k),
+                        "--repeats",
+                        str(args.repeats),
+                    ]
                     res = subprocess.run(cmd, capture_output=True, text=True)
                     if res.returncode != 0:
                         print(res.stderr[-2000:], file=sys.stderr)
                         return 1
                     r = json.loads(res.stdout.strip().splitlines()[-1])
-                    rows.append({"size": size, "minutes": minutes, "mode": mode, "setting": name,
-                                 "mb": round(path.stat().st_size / 1e6), **r})
+                    rows.append(
+                        {
+                            "size": size,
+                            "minutes": minutes,
+                            "mode": mode,
+                            "setting": name,
+                            "mb": round(path.stat().st_size / 1e6),
+                            **r,
+                        }
+                    )
                     print(json.dumps(rows[-1]), file=sys.stderr)
-    print("| size | minutes | file MB | index from the MP4 tables s | demux pass s |\n| --- | --- | --- | --- | --- |")
+    print(
+        "| size | minutes | file MB | index from the MP4 tables s | demux pass s |\n| --- | --- | --- | --- | --- |"
+    )
     for size, minutes, mb, t_tables, t_demux in index_rows:
         print(f"| {size} | {minutes} | {mb} | {t_tables:.3f} | {t_demux:.3f} |")
     if args.index_only:
         return 0
-    print("| size | minutes | file MB | mode | decoding | seconds | vs 1 min | peak MB |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| size | minutes | file MB | mode | decoding | seconds | vs 1 min | peak MB |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+    )
     for r in rows:
-        one = next(x for x in rows if x["size"] == r["size"] and x["mode"] == r["mode"] and x["setting"] == r["setting"]
-                   and x["minutes"] == min(args.minutes))
-        print(f"| {r['size']} | {r['minutes']} | {r['mb']} | {r['mode']} | {r['setting']} | "
-              f"{r['seconds']:.2f} | {r['seconds'] / one['seconds']:.2f}× | {r['peak_mb']:.0f} |")
+        one = next(
+            x
+            for x in rows
+            if x["size"] == r["size"]
+            and x["mode"] == r["mode"]
+            and x["setting"] == r["setting"]
+            and x["minutes"] == min(args.minutes)
+        )
+        print(
+            f"| {r['size']} | {r['minutes']} | {r['mb']} | {r['mode']} | {r['setting']} | "
+            f"{r['seconds']:.2f} | {r['seconds'] / one['seconds']:.2f}× | {r['peak_mb']:.0f} |"
+        )
     return 0
 
 

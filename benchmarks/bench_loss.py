@@ -29,7 +29,11 @@ def _cell(mode: str, tokens: int, dim: int, vocab: int) -> tuple[float | None, f
     labels = torch.randint(0, vocab, (1, tokens + 1))
 
     def step() -> None:
-        loss = causal_lm_loss(head(hidden), labels)[0] if mode == "full" else lm_head_loss(hidden, labels, head)[0]
+        loss = (
+            causal_lm_loss(head(hidden), labels)[0]
+            if mode == "full"
+            else lm_head_loss(hidden, labels, head)[0]
+        )
         loss.backward()
 
     start = time.perf_counter()
@@ -53,8 +57,11 @@ def main() -> None:
                 print(f"{tokens:>8} {mode:<8} {'skipped':>9} {logits_mb:>15.0f}")
                 continue
             mb, seconds = in_fresh_process(_cell, mode, tokens, args.dim, args.vocab)
-            print(f"{tokens:>8} {mode:<8} {mb if mb is not None else float('nan'):>9.0f} {logits_mb:>15.0f} "
-                  f"{seconds:>8.1f}", flush=True)
+            print(
+                f"{tokens:>8} {mode:<8} {mb if mb is not None else float('nan'):>9.0f} {logits_mb:>15.0f} "
+                f"{seconds:>8.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,9 @@ def one(kind: str, centres: int, dim: int, batch: int, labels: int, k: int, repe
     if kind == "dense":
         weight = torch.nn.Parameter(torch.randn(centres, dim, generator=g) * 0.01)
     else:
-        head = PartialFC(centres, dim, sample_rate=float(kind.split("@")[1]), num_labels=k, rank=0, world_size=1)
+        head = PartialFC(
+            centres, dim, sample_rate=float(kind.split("@")[1]), num_labels=k, rank=0, world_size=1
+        )
     base = peak_rss_mb()
     times = []
     for _ in range(repeats):
@@ -74,8 +76,16 @@ def kmeans_bench(points: int, dim: int, centres: int, iters: int) -> list[dict]:
         t = time.perf_counter()
         TopK(res.centres, 10, backend=backend)(x)
         assign_s = time.perf_counter() - t
-        out.append({"backend": backend, "points": points, "centres": centres, "iters": iters,
-                    "train_points_per_s": points * iters / train_s, "assign_points_per_s": points / assign_s})
+        out.append(
+            {
+                "backend": backend,
+                "points": points,
+                "centres": centres,
+                "iters": iters,
+                "train_points_per_s": points * iters / train_s,
+                "assign_points_per_s": points / assign_s,
+            }
+        )
     return out
 
 
@@ -94,13 +104,32 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.one:
-        print(json.dumps(one(args.one[0], int(args.one[1]), args.dim, args.batch, args.labels, args.k, args.repeats)))
+        print(
+            json.dumps(
+                one(args.one[0], int(args.one[1]), args.dim, args.batch, args.labels, args.k, args.repeats)
+            )
+        )
         return 0
     rows = []
     for c in args.centres:
         for kind in ("dense", "pfc@1.0", "pfc@0.1"):
-            cmd = [sys.executable, __file__, "--one", kind, str(c), "--dim", str(args.dim), "--batch", str(args.batch),
-                   "--labels", str(args.labels), "--k", str(args.k), "--repeats", str(args.repeats)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                kind,
+                str(c),
+                "--dim",
+                str(args.dim),
+                "--batch",
+                str(args.batch),
+                "--labels",
+                str(args.labels),
+                "--k",
+                str(args.k),
+                "--repeats",
+                str(args.repeats),
+            ]
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode != 0:
                 print(res.stderr[-1000:], file=sys.stderr)
@@ -110,10 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     print("| centres | head | step (fwd+bwd) s | vs dense | peak MB |\n| --- | --- | --- | --- | --- |")
     for r in rows:
         dense = next(d for d in rows if d["centres"] == r["centres"] and d["kind"] == "dense")
-        print(f"| {r['centres']:,} | {r['kind']} | {r['seconds']:.4f} | {r['seconds'] / dense['seconds']:.2f}x | "
-              f"{r['peak_mb']:.0f} |")
+        print(
+            f"| {r['centres']:,} | {r['kind']} | {r['seconds']:.4f} | {r['seconds'] / dense['seconds']:.2f}x | "
+            f"{r['peak_mb']:.0f} |"
+        )
     km = kmeans_bench(args.kmeans_points, args.dim, args.kmeans_centres, args.kmeans_iters)
-    print(f"\nk-means: {args.kmeans_points:,} points, dim {args.dim}, {args.kmeans_centres} centres, {args.kmeans_iters} iterations")
+    print(
+        f"\nk-means: {args.kmeans_points:,} points, dim {args.dim}, {args.kmeans_centres} centres, {args.kmeans_iters} iterations"
+    )
     print("| backend | train points/s (x iters) | top-10 assignment points/s |\n| --- | --- | --- |")
     for r in km:
         print(f"| {r['backend']} | {r['train_points_per_s']:,.0f} | {r['assign_points_per_s']:,.0f} |")

@@ -46,16 +46,25 @@ def main() -> None:
     for name, size in zip(TOWERS, args.sizes):
         cfg = TowerConfig(name=name, size=size, output_layer=-1 if name == "qwen3_vit" else -2)
         towers[name] = (cfg, build_tower(cfg).to(device).eval())
-        print(f"{name:<10} {size:<7} {sum(p.numel() for p in towers[name][1].parameters()) / 1e6:7.1f}M parameters")
+        print(
+            f"{name:<10} {size:<7} {sum(p.numel() for p in towers[name][1].parameters()) / 1e6:7.1f}M parameters"
+        )
     with tempfile.TemporaryDirectory() as tmp:
-        clip = make_clip(Path(tmp) / "clip.mp4", "pan_mover", width=224, height=224, num_frames=64, seed=0).path
-        print(f"\n{'budget':>6} {'tower':<10} {'input':<22} {'LLM tokens':>10} {'tower patches':>13} {'seconds':>8} {'vs OV':>6}")
+        clip = make_clip(
+            Path(tmp) / "clip.mp4", "pan_mover", width=224, height=224, num_frames=64, seed=0
+        ).path
+        print(
+            f"\n{'budget':>6} {'tower':<10} {'input':<22} {'LLM tokens':>10} {'tower patches':>13} {'seconds':>8} {'vs OV':>6}"
+        )
         for budget in args.budgets:
             batches = {}
             for name, (cfg, _) in towers.items():
                 spec = tower_spec(cfg)
-                plan = (plan_codec(spec, budget, 64, 224) if name == "ov_encoder"
-                        else balanced_frames(spec, budget, 64, max_side=448))
+                plan = (
+                    plan_codec(spec, budget, 64, 224)
+                    if name == "ov_encoder"
+                    else balanced_frames(spec, budget, 64, max_side=448)
+                )
                 sel = patchify(clip, merge(CodecConfig(), plan.codec_overrides(spec.patch_size)))
                 counter = TokenCounter(1, spec.frames_per_token, spec.merge)
                 batches[name] = (plan, pack_media([sel], ["video"], [counter(sel)]))
@@ -70,8 +79,10 @@ def main() -> None:
                         best[name] = min(best[name], time.perf_counter() - t0)
             for name, (plan, media) in batches.items():
                 what = f"{plan.mode} {plan.num_frames}f {plan.height}px"
-                print(f"{budget:>6} {name:<10} {what:<22} {int(media.num_tokens[0]):>10} {media.num_patches:>13} "
-                      f"{best[name]:>8.3f} {best[name] / best['ov_encoder']:>5.2f}x")
+                print(
+                    f"{budget:>6} {name:<10} {what:<22} {int(media.num_tokens[0]):>10} {media.num_patches:>13} "
+                    f"{best[name]:>8.3f} {best[name] / best['ov_encoder']:>5.2f}x"
+                )
 
 
 if __name__ == "__main__":

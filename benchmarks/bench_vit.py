@@ -57,7 +57,9 @@ def codec_clip(k: int, frames: int, size: int, patch: int, seed: int = 0) -> Pac
     g = torch.Generator().manual_seed(seed)
     grid = size // patch
     per_frame = grid * grid
-    dense = pack_videos(torch.randint(0, 256, (1, 3, frames, size, size), dtype=torch.uint8, generator=g), patch)
+    dense = pack_videos(
+        torch.randint(0, 256, (1, 3, frames, size, size), dtype=torch.uint8, generator=g), patch
+    )
     rest = per_frame + torch.randperm((frames - 1) * per_frame, generator=g)[: k - per_frame]
     idx = torch.cat([torch.arange(per_frame), rest.sort().values])
     cu = cu_seqlens_from_lengths([idx.numel()])
@@ -69,13 +71,19 @@ def mixed_pack(lengths: list[int], patch: int, seed: int = 0) -> PackedInput:
     n = sum(lengths)
     pixels = torch.randint(0, 256, (n, 3, patch, patch), dtype=torch.uint8, generator=g)
     positions = torch.stack(
-        [torch.randint(0, 64, (n,), generator=g), torch.randint(0, 32, (n,), generator=g),
-         torch.randint(0, 32, (n,), generator=g)], 1
+        [
+            torch.randint(0, 64, (n,), generator=g),
+            torch.randint(0, 32, (n,), generator=g),
+            torch.randint(0, 32, (n,), generator=g),
+        ],
+        1,
     ).to(torch.int32)
     return PackedInput(pixels, positions, cu_seqlens_from_lengths(lengths))
 
 
-def padded_forward(model: OVEncoder, packed: PackedInput, lengths: list[int], masked: bool = True) -> torch.Tensor:
+def padded_forward(
+    model: OVEncoder, packed: PackedInput, lengths: list[int], masked: bool = True
+) -> torch.Tensor:
     """The same encoder as a classic padded batch [B, L_max] with a key-padding mask.
 
     ``masked=False`` drops the mask (wrong results for padded rows, but the cheapest padded kernel):
@@ -124,8 +132,10 @@ def bench_dense_vs_codec(model: OVEncoder, args, device: torch.device) -> None:
         t = timeit(run_model(model, packed), device, args.repeats, warmup)
         n = packed.pixels.shape[0]
         rows.append((name, n, t))
-    print(f"\n## 1. one {args.frames}-frame {args.size}x{args.size} clip, config={args.config}, "
-          f"{device.type}/{args.dtype}, backend={model.config.attn_backend}")
+    print(
+        f"\n## 1. one {args.frames}-frame {args.size}x{args.size} clip, config={args.config}, "
+        f"{device.type}/{args.dtype}, backend={model.config.attn_backend}"
+    )
     print(f"{'input':<8}{'tokens':>8}{'forward s':>12}{'tokens/s':>12}")
     for name, n, t in rows:
         print(f"{name:<8}{n:>8}{t:>12.3f}{n / t:>12.0f}")
@@ -134,6 +144,7 @@ def bench_dense_vs_codec(model: OVEncoder, args, device: torch.device) -> None:
 
 def as_step(forward: Callable[[], torch.Tensor], train: bool) -> Callable[[], object]:
     """Forward only (no autograd), or forward + backward of the output's sum (parameter gradients)."""
+
     def fn() -> object:
         if not train:
             with torch.no_grad():
@@ -145,39 +156,61 @@ def as_step(forward: Callable[[], torch.Tensor], train: bool) -> Callable[[], ob
 
 
 def bench_packed_vs_padded(model: OVEncoder, args, device: torch.device, train: bool = False) -> None:
-    lengths = args.lengths or ([256, 512, 1024, 2048, 384, 768, 128, 1536] if device.type == "cuda"
-                               else [64, 128, 256, 512, 96, 192, 32, 384])
+    lengths = args.lengths or (
+        [256, 512, 1024, 2048, 384, 768, 128, 1536]
+        if device.type == "cuda"
+        else [64, 128, 256, 512, 96, 192, 32, 384]
+    )
     packed = mixed_pack(lengths, model.config.patch_size).to(device)
     real, padded_tokens = sum(lengths), len(lengths) * max(lengths)
     repeats = max(args.repeats, 3)  # cheap enough to repeat; medians tame noisy shared CPUs
 
     def run_packed() -> torch.Tensor:
-        return model(packed.pixels, packed.positions, packed.cu_seqlens, validate=False, output_layer=-1,
-                     return_pooled=False).hidden_states
+        return model(
+            packed.pixels,
+            packed.positions,
+            packed.cu_seqlens,
+            validate=False,
+            output_layer=-1,
+            return_pooled=False,
+        ).hidden_states
 
     t_packed = timeit(as_step(run_packed, train), device, repeats, args.warmup)
-    t_padded = timeit(as_step(lambda: padded_forward(model, packed, lengths), train), device, repeats, args.warmup)
-    t_nomask = timeit(as_step(lambda: padded_forward(model, packed, lengths, masked=False), train), device, repeats,
-                      args.warmup)
+    t_padded = timeit(
+        as_step(lambda: padded_forward(model, packed, lengths), train), device, repeats, args.warmup
+    )
+    t_nomask = timeit(
+        as_step(lambda: padded_forward(model, packed, lengths, masked=False), train),
+        device,
+        repeats,
+        args.warmup,
+    )
     model.zero_grad(set_to_none=True)
     ideal = padded_tokens / real
     gain = min(t_padded, t_nomask) / t_packed
     what = "forward + backward" if train else "forward"
     print(f"\n## 2{'b' if train else ''}. packed varlen vs padded batch ({what}), lengths={lengths}")
     print(f"{'layout':<16}{'tokens':>8}{'computed':>10}{'step s':>12}{'real tokens/s':>15}")
-    for name, n, t in (("packed varlen", real, t_packed), ("padded + mask", padded_tokens, t_padded),
-                       ("padded, no mask", padded_tokens, t_nomask)):
+    for name, n, t in (
+        ("packed varlen", real, t_packed),
+        ("padded + mask", padded_tokens, t_padded),
+        ("padded, no mask", padded_tokens, t_nomask),
+    ):
         print(f"{name:<16}{real:>8}{n:>10}{t:>12.4f}{real / t:>15.0f}")
-    print(f"speed-up vs the faster padded run {gain:.2f}x, ideal (padded/real tokens) {ideal:.2f}x, "
-          f"ratio {gain / ideal:.2f} ({what}; target >= 0.95)")
+    print(
+        f"speed-up vs the faster padded run {gain:.2f}x, ideal (padded/real tokens) {ideal:.2f}x, "
+        f"ratio {gain / ideal:.2f} ({what}; target >= 0.95)"
+    )
 
 
 def bench_backends(model: OVEncoder, args, device: torch.device) -> None:
     p = model.config.patch_size
     probe = torch.empty(1, 1, 1, device=device, dtype=DTYPES[args.dtype])
     lengths = args.lengths or [256, 512, 1024, 2048, 384, 768, 128, 1536]
-    packs = {"codec K": codec_clip(args.k, args.frames, args.size, p).to(device),
-             "mixed": mixed_pack(lengths, p).to(device)}
+    packs = {
+        "codec K": codec_clip(args.k, args.frames, args.size, p).to(device),
+        "mixed": mixed_pack(lengths, p).to(device),
+    }
     print(f"\n## 3. attention backends on {device} ({args.dtype}), forward seconds")
     print(f"{'backend':<14}" + "".join(f"{name:>12}" for name in packs))
     original = model.config.attn_backend
@@ -196,7 +229,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="base", help="debug | base | large | huge")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default: float32 on cpu, bf16 on cuda")
+    ap.add_argument(
+        "--dtype", default=None, choices=sorted(DTYPES), help="default: float32 on cpu, bf16 on cuda"
+    )
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--repeats", type=int, default=None, help="default: 1 on cpu, 10 on cuda")
     ap.add_argument("--warmup", type=int, default=None, help="default: 1 on cpu, 3 on cuda")
@@ -220,8 +255,10 @@ def main() -> None:
     with torch.device(device):
         model = OVEncoder(get_config(args.config, attn_backend=args.backend))
     model = model.to(dtype=DTYPES[args.dtype]).eval()
-    print(f"config={args.config} params={model.num_parameters() / 1e6:.1f}M device={device} "
-          f"dtype={args.dtype} threads={torch.get_num_threads()} torch={torch.__version__}")
+    print(
+        f"config={args.config} params={model.num_parameters() / 1e6:.1f}M device={device} "
+        f"dtype={args.dtype} threads={torch.get_num_threads()} torch={torch.__version__}"
+    )
     if "clip" not in args.skip:
         bench_dense_vs_codec(model, args, device)
     if "packing" not in args.skip:

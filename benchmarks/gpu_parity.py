@@ -77,7 +77,10 @@ def llm_errors(width: dict, lengths: list[int], device) -> dict[str, dict[str, f
 
     def run(attn, layout, dtype):
         model = _qwen3(width, attn, dtype, device)
-        kwargs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in model_inputs(layouts[layout], attn).items()}
+        kwargs = {
+            k: v.to(device) if torch.is_tensor(v) else v
+            for k, v in model_inputs(layouts[layout], attn).items()
+        }
         loss = model(**kwargs).loss
         loss.backward()
         grads = {n: p.grad.float() for n, p in model.named_parameters()}
@@ -86,9 +89,15 @@ def llm_errors(width: dict, lengths: list[int], device) -> dict[str, dict[str, f
 
     ref_loss, ref_grads = run("sdpa", "padded", torch.float32)
     out = {}
-    for name, (attn, layout) in {"packed auto": ("auto", "packed"), "padded sdpa": ("sdpa", "padded")}.items():
+    for name, (attn, layout) in {
+        "packed auto": ("auto", "packed"),
+        "padded sdpa": ("sdpa", "padded"),
+    }.items():
         loss, grads = run(attn, layout, torch.bfloat16)
-        out[name] = {"output": rel(loss, ref_loss), "grad": max(rel(grads[k], ref_grads[k]) for k in ref_grads)}
+        out[name] = {
+            "output": rel(loss, ref_loss),
+            "grad": max(rel(grads[k], ref_grads[k]) for k in ref_grads),
+        }
     return out
 
 
@@ -112,10 +121,17 @@ def loss_errors(targets: int, dim: int, vocab: int, device) -> dict[str, float]:
             base = torch.cuda.memory_allocated()
         loss = fn(h)
         loss.backward()
-        peaks.append((torch.cuda.max_memory_allocated() - base) / 2**30 if device.type == "cuda" else float("nan"))
+        peaks.append(
+            (torch.cuda.max_memory_allocated() - base) / 2**30 if device.type == "cuda" else float("nan")
+        )
         results.append((loss.detach(), h.grad, head.weight.grad))
     (a, ha, wa), (b, hb, wb) = results
-    return {"output": rel(b, a), "grad": max(rel(hb, ha), rel(wb, wa)), "full_gib": peaks[0], "chunked_gib": peaks[1]}
+    return {
+        "output": rel(b, a),
+        "grad": max(rel(hb, ha), rel(wb, wa)),
+        "full_gib": peaks[0],
+        "chunked_gib": peaks[1],
+    }
 
 
 def main() -> None:
@@ -128,19 +144,39 @@ def main() -> None:
     fast = "auto"
     if args.tiny:
         vit_lengths, llm_lengths = [5, 17, 33, 1], [1, 7, 30, 12, 3]
-        width = dict(vocab_size=211, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, head_dim=16, tie_word_embeddings=True)
+        width = dict(
+            vocab_size=211,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            tie_word_embeddings=True,
+        )
         loss_shape = (300, 32, 5003)
     else:
         vit_lengths, llm_lengths = [128, 512, 2048, 1024, 37], [1, 37, 512, 1023, 2048, 3]
-        width = dict(vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=2,
-                     num_attention_heads=16, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True)
+        width = dict(
+            vocab_size=151936,
+            hidden_size=2048,
+            intermediate_size=6144,
+            num_hidden_layers=2,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=128,
+            tie_word_embeddings=True,
+        )
         loss_shape = (8192, 2048, 151936)
     results: dict[str, dict[str, float]] = {}
-    for label, (heads, kv, dim, causal, lengths) in {"vit varlen": (16, 16, 64, False, vit_lengths),
-                                                     "llm varlen (GQA, causal)": (16, 8, 128, True, llm_lengths)}.items():
+    for label, (heads, kv, dim, causal, lengths) in {
+        "vit varlen": (16, 16, 64, False, vit_lengths),
+        "llm varlen (GQA, causal)": (16, 8, 128, True, llm_lengths),
+    }.items():
         results[f"{label} [{fast}]"] = attention_errors(lengths, heads, kv, dim, causal, device, fast)
-        results[f"{label} [sdpa bf16]"] = attention_errors(lengths, heads, kv, dim, causal, device, "sdpa_loop")
+        results[f"{label} [sdpa bf16]"] = attention_errors(
+            lengths, heads, kv, dim, causal, device, "sdpa_loop"
+        )
     for name, errs in llm_errors(width, llm_lengths, device).items():
         results[f"qwen3 2-layer, {name}"] = errs
     results["chunked loss vs full logits"] = loss_errors(*loss_shape, device)
@@ -149,12 +185,16 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:<44}{r['output']:>10.4f}{r['grad']:>10.4f}")
     mem = results["chunked loss vs full logits"]
-    print(f"loss peak memory at {loss_shape[0]} targets, V={loss_shape[2]}: full logits {mem['full_gib']:.2f} GiB, "
-          f"chunked {mem['chunked_gib']:.2f} GiB")
+    print(
+        f"loss peak memory at {loss_shape[0]} targets, V={loss_shape[2]}: full logits {mem['full_gib']:.2f} GiB, "
+        f"chunked {mem['chunked_gib']:.2f} GiB"
+    )
     verdicts = {}
-    for fast_key, ref_key in ((f"vit varlen [{fast}]", "vit varlen [sdpa bf16]"),
-                              (f"llm varlen (GQA, causal) [{fast}]", "llm varlen (GQA, causal) [sdpa bf16]"),
-                              ("qwen3 2-layer, packed auto", "qwen3 2-layer, padded sdpa")):
+    for fast_key, ref_key in (
+        (f"vit varlen [{fast}]", "vit varlen [sdpa bf16]"),
+        (f"llm varlen (GQA, causal) [{fast}]", "llm varlen (GQA, causal) [sdpa bf16]"),
+        ("qwen3 2-layer, packed auto", "qwen3 2-layer, padded sdpa"),
+    ):
         worst, yard = max(results[fast_key].values()), max(results[ref_key].values())
         verdicts[fast_key] = worst <= max(2 * yard, 1e-2)
     verdicts["chunked loss vs full logits"] = max(mem["output"], mem["grad"]) <= 2e-2

@@ -54,7 +54,9 @@ def profile_step(step: Callable[[], object], trace: Path | None, top: int = 12) 
     families: dict[str, float] = {}
     kernels: dict[str, float] = {}
     for evt in prof.events():
-        if getattr(evt, "device_type", None) != torch.autograd.DeviceType.CUDA or getattr(evt, "is_user_annotation", False):
+        if getattr(evt, "device_type", None) != torch.autograd.DeviceType.CUDA or getattr(
+            evt, "is_user_annotation", False
+        ):
             continue  # user annotations (e.g. "Optimizer.step#AdamW.step") span kernels counted on their own
         us = float(getattr(evt, "device_time", 0.0) or getattr(evt, "cuda_time", 0.0) or 0.0)
         fam = kernel_family(evt.name)
@@ -67,8 +69,11 @@ def profile_step(step: Callable[[], object], trace: Path | None, top: int = 12) 
     print(f"top {top} kernels:")
     for name, ms in sorted(kernels.items(), key=lambda kv: -kv[1])[:top]:
         print(f"  {ms:>8.1f} ms  [{kernel_family(name)}] {name[:110]}")
-    ops = [e for e in prof.key_averages(group_by_input_shape=True)
-           if e.key == "aten::copy_" and _device_time_us(e) > 0]  # the op under .to / .contiguous / casts
+    ops = [
+        e
+        for e in prof.key_averages(group_by_input_shape=True)
+        if e.key == "aten::copy_" and _device_time_us(e) > 0
+    ]  # the op under .to / .contiguous / casts
     ops.sort(key=lambda e: -_device_time_us(e))
     print(f"copy/cast ops by GPU time (top {top}; input shapes):")
     for e in ops[:top]:

@@ -74,4 +74,12 @@ def check_local_path(value: str | None, key: str, kind: str = "folder") -> None:
         raise ConfigError(f"{key}={value!r}: no such {kind} (a local path; hub ids look like 'org/name')")
 
 
-__all__ = ["DEBUG_ENV", "USER_ERRORS", "check_local_path", "is_main_rank", "looks_local", "one_line", "run_cli"]
+__all__ = [
+    "DEBUG_ENV",
+    "USER_ERRORS",
+    "check_local_path",
+    "is_main_rank",
+    "looks_local",
+    "one_line",
+    "run_cli",
+]

@@ -40,8 +40,10 @@ def _yaml(text: str, name: str) -> Any:
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" at column {where.column + 1}" if where is not None else ""
-        raise ConfigError(f"'{name}': {text!r} is not valid YAML{at} ({getattr(e, 'problem', None) or e}); "
-                          "quote values holding { } or : characters") from None
+        raise ConfigError(
+            f"'{name}': {text!r} is not valid YAML{at} ({getattr(e, 'problem', None) or e}); "
+            "quote values holding { } or : characters"
+        ) from None
 
 
 def _coerce(value: Any, tp: Any, name: str) -> Any:
@@ -181,8 +183,12 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None,
-                base: T | None = None) -> T:
+def load_config(
+    cls: type[T],
+    yaml_path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: T | None = None,
+) -> T:
     """Defaults of ``cls`` (or ``base``) ← YAML file ← CLI overrides, all strict."""
     cfg = base if base is not None else cls()
     if yaml_path is not None:

@@ -22,7 +22,13 @@ import os
 import sys
 from pathlib import Path
 
-OK, NO_DATASET, NO_MEDIA_DIR, NO_MEDIA, ERROR = "ok", "dataset missing", "media folder missing", "media missing", "error"
+OK, NO_DATASET, NO_MEDIA_DIR, NO_MEDIA, ERROR = (
+    "ok",
+    "dataset missing",
+    "media folder missing",
+    "media missing",
+    "error",
+)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -89,8 +95,11 @@ def check_task(tm, name: str, hf_home: str, limit: int | None = None) -> dict:
     dirs = {leaf: _media_dir(tm, leaf, hf_home) for leaf in leaves}
     absent = sorted({d for d in dirs.values() if d and not os.path.exists(d)})
     if absent:
-        report.update(status=NO_MEDIA_DIR, message=f"media folder {absent[0]} does not exist (lmms-eval would "
-                                                     "download the whole video repository; offline it fails)")
+        report.update(
+            status=NO_MEDIA_DIR,
+            message=f"media folder {absent[0]} does not exist (lmms-eval would "
+            "download the whole video repository; offline it fails)",
+        )
         return report
     from lmms_eval.tasks import get_task_dict
 
@@ -103,9 +112,12 @@ def check_task(tm, name: str, hf_home: str, limit: int | None = None) -> dict:
             cause = _root_cause(exc)
             text = _one_line(cause)
             if "Couldn't reach" in text or "OfflineMode" in text or "Couldn't find cache" in text:
-                report.update(status=NO_DATASET, message=f"{leaf}: the dataset is not in the HF cache "
-                                                         f"({os.path.join(hf_home, 'datasets')}) and the hub "
-                                                         f"is offline: {text}")
+                report.update(
+                    status=NO_DATASET,
+                    message=f"{leaf}: the dataset is not in the HF cache "
+                    f"({os.path.join(hf_home, 'datasets')}) and the hub "
+                    f"is offline: {text}",
+                )
             else:
                 report.update(status=ERROR, message=f"{leaf}: the task does not build: {text}")
             return report
@@ -126,12 +138,17 @@ def check_task(tm, name: str, hf_home: str, limit: int | None = None) -> dict:
                     report["warnings"].append({"task": leaf, "doc_id": doc_id, "media": path})
     if report["missing"]:
         first = report["missing"][0]
-        report.update(status=NO_MEDIA, message=f"{len(report['missing'])} of {report['docs']} document(s) "
-                                               f"lack media, e.g. {first['task']} doc {first['doc_id']}: {first['reason']}")
+        report.update(
+            status=NO_MEDIA,
+            message=f"{len(report['missing'])} of {report['docs']} document(s) "
+            f"lack media, e.g. {first['task']} doc {first['doc_id']}: {first['reason']}",
+        )
     elif report["warnings"]:
         first = report["warnings"][0]
-        report["message"] = (f"{len(report['warnings'])} media path(s) do not exist (answered empty, counted as "
-                             f"failed media), e.g. {first['media']}")
+        report["message"] = (
+            f"{len(report['warnings'])} media path(s) do not exist (answered empty, counted as "
+            f"failed media), e.g. {first['media']}"
+        )
     return report
 
 
@@ -152,10 +169,21 @@ def format_line(r: dict) -> str:
 
 def format_table(reports: list[dict]) -> str:
     rows = [["task", "status", "docs", "missing", "detail"]]
-    rows += [[r["task"], r["status"], str(r["docs"]), str(len(r["missing"]) or len(r["warnings"]) or ""),
-              r["message"]] for r in reports]
+    rows += [
+        [
+            r["task"],
+            r["status"],
+            str(r["docs"]),
+            str(len(r["missing"]) or len(r["warnings"]) or ""),
+            r["message"],
+        ]
+        for r in reports
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] for row in rows) + "\n"
+    return (
+        "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] for row in rows)
+        + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,10 +25,15 @@ TASK_FOLDER = "llava_ov"  # the folder under the tasks dir holding the YAMLs, ut
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks-dir", type=Path, default=HERE / "tasks", help="lmms-eval include path (default eval/tasks)")
+    ap.add_argument(
+        "--tasks-dir", type=Path, default=HERE / "tasks", help="lmms-eval include path (default eval/tasks)"
+    )
     ap.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
-    ap.add_argument("--config", default=str(ROOT / "configs" / "train" / "default.yaml"),
-                    help="run config whose eval sources become llava_ov_motion_qa (default: the embedded default)")
+    ap.add_argument(
+        "--config",
+        default=str(ROOT / "configs" / "train" / "default.yaml"),
+        help="run config whose eval sources become llava_ov_motion_qa (default: the embedded default)",
+    )
     ap.add_argument("--stills", type=int, default=60, help="images of the shapes tasks")
     ap.add_argument("--seed", type=int, default=7, help="seed of the shapes stills")
     ap.add_argument("overrides", nargs="*", help="run config overrides, e.g. data.synthetic.num_heldout=20")
@@ -48,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     folder = args.tasks_dir / TASK_FOLDER
     if not (folder / "utils.py").is_file():
-        print(f"error: {folder} holds no local task definitions (copy eval/tasks/{TASK_FOLDER} there)", file=sys.stderr)
+        print(
+            f"error: {folder} holds no local task definitions (copy eval/tasks/{TASK_FOLDER} there)",
+            file=sys.stderr,
+        )
         return 2
     data = folder / "data"
     try:

@@ -59,8 +59,15 @@ def run_overrides(args: argparse.Namespace, tower: str | None, mode: str | None)
     if tower:
         out.append(f"tower.name={tower}")
         out += [f"tower.{k}={v}" for k, v in TOWER_DEFAULTS.get(tower, {}).items()]
-    flags = {"tower.path": args.tower_path, "media.mode": mode, "media.budget": args.budget,
-             "epochs": args.epochs, "seed": args.seed, "data.root": args.data, "data.shards": args.shards}
+    flags = {
+        "tower.path": args.tower_path,
+        "media.mode": mode,
+        "media.budget": args.budget,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "data.root": args.data,
+        "data.shards": args.shards,
+    }
     out += [f"{k}={v}" for k, v in flags.items() if v is not None]
     if args.data:
         out.append("data.source=folder")
@@ -124,8 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(results))
     if args.compare:
         summary = Path(args.out or configs[0].output_dir) / "comparison.json"
-        keys = ("name", "tower", "mode", "budget", "llm_tokens", "tower_tokens", "top1", "per_class",
-                "chance", "n_train", "n_heldout", "seconds")
+        keys = (
+            "name",
+            "tower",
+            "mode",
+            "budget",
+            "llm_tokens",
+            "tower_tokens",
+            "top1",
+            "per_class",
+            "chance",
+            "n_train",
+            "n_heldout",
+            "seconds",
+        )
         summary.write_text(json.dumps([{k: r[k] for k in keys} for r in results], indent=1))
     return 0
 

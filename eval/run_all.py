@@ -35,13 +35,24 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PREPARE_SCRIPT = HERE / "prepare_local_tasks.py"
 PREFLIGHT_SCRIPT = HERE / "preflight.py"
-OUR_MODEL = "llava_ov"  # the model whose checkpoints are LMM exports (llava_ov.json) and that writes failures=
+OUR_MODEL = (
+    "llava_ov"  # the model whose checkpoints are LMM exports (llava_ov.json) and that writes failures=
+)
 JUDGE_ENV = "LLAVA_OV_MMBENCH_JUDGE"  # auto (default) | openai | none
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 LOGURU_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \| \w+\s*\| \S+ - ")
 EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt))(?::\s|$)")
-DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
-             "TORCHELASTIC_RUN_ID", "ACCELERATE_USE_CPU")
+DIST_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "ACCELERATE_USE_CPU",
+)
 UNINFORMATIVE = ("RetryError", "Please set `--verbosity=DEBUG`")
 
 
@@ -69,26 +80,43 @@ def _positive_int(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bash eval/run_all_16.sh",
-                                description="Run the lmms-eval benchmarks on one checkpoint, then summarize.")
+    p = argparse.ArgumentParser(
+        prog="bash eval/run_all_16.sh",
+        description="Run the lmms-eval benchmarks on one checkpoint, then summarize.",
+    )
     p.add_argument("ckpt", help="stage export folder, passed to the model as pretrained=CKPT")
     p.add_argument("--tasks", help="comma-separated benchmark names (default: the 16 standard ones)")
     p.add_argument("--limit", type=_positive_int, help="evaluate only the first N samples of each task")
     p.add_argument("--out", help="output folder (default: outputs/eval/<last parts of the ckpt path>)")
-    p.add_argument("--num-processes", type=_positive_int, default=1, help=">1: several processes split the requests (accelerate launch on GPUs, torchrun on CPU)")
+    p.add_argument(
+        "--num-processes",
+        type=_positive_int,
+        default=1,
+        help=">1: several processes split the requests (accelerate launch on GPUs, torchrun on CPU)",
+    )
     p.add_argument("--model-args", default="", help="extra k=v,k=v appended to pretrained=CKPT")
     p.add_argument("--model", default="llava_ov", help="lmms-eval model name (default llava_ov)")
     p.add_argument("--include-path", default=str(HERE / "tasks"), help="folder of extra task YAMLs")
     p.add_argument("--batch-size", type=_positive_int, default=1)
     p.add_argument("--benchmarks", help="benchmark list (default: eval/benchmarks.yaml)")
-    p.add_argument("--local-data", default="", metavar="ARGS",
-                   help="arguments for prepare_local_tasks.py, e.g. \"--config RUN.yaml data.synthetic.out_dir=D\" "
-                        "(default: the embedded default's held-out set)")
+    p.add_argument(
+        "--local-data",
+        default="",
+        metavar="ARGS",
+        help='arguments for prepare_local_tasks.py, e.g. "--config RUN.yaml data.synthetic.out_dir=D" '
+        "(default: the embedded default's held-out set)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print each task's command, one per line, and exit")
-    p.add_argument("--check", action="store_true",
-                   help="only check that each task's data loads offline and its media exist; print a table")
-    p.add_argument("--allow-failed-media", action="store_true",
-                   help="exit 0 even when some samples' media failed (they are still counted and shown)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="only check that each task's data loads offline and its media exist; print a table",
+    )
+    p.add_argument(
+        "--allow-failed-media",
+        action="store_true",
+        help="exit 0 even when some samples' media failed (they are still counted and shown)",
+    )
     return p.parse_args(argv)
 
 
@@ -122,12 +150,28 @@ def launcher(num_processes: int) -> list[str]:
         exe = bindir / "accelerate"
         found = str(exe) if exe.exists() else shutil.which("accelerate")
         prefix = [found, "launch"] if found else [sys.executable, "-m", "accelerate.commands.launch"]
-        return [*prefix, "--num_processes", str(num_processes), "--main_process_port", str(free_port()),
-                "-m", "lmms_eval"]
+        return [
+            *prefix,
+            "--num_processes",
+            str(num_processes),
+            "--main_process_port",
+            str(free_port()),
+            "-m",
+            "lmms_eval",
+        ]
     exe = bindir / "torchrun"
     prefix = [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
-    return ["env", "ACCELERATE_USE_CPU=1", *prefix, "--nproc_per_node", str(num_processes),
-            "--master_port", str(free_port()), "-m", "lmms_eval"]
+    return [
+        "env",
+        "ACCELERATE_USE_CPU=1",
+        *prefix,
+        "--nproc_per_node",
+        str(num_processes),
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "lmms_eval",
+    ]
 
 
 def failures_file(out: Path, task: str) -> Path:
@@ -152,17 +196,31 @@ def launch_name(bench, judge: bool) -> str:
     return bench.judge_free if bench.judge_free and not judge else bench.name
 
 
-def task_command(task: str, args: argparse.Namespace, ckpt: Path, out: Path, include: Path,
-                 run_as: str | None = None) -> list[str]:
+def task_command(
+    task: str, args: argparse.Namespace, ckpt: Path, out: Path, include: Path, run_as: str | None = None
+) -> list[str]:
     """``task``: the benchmark (its output folder); ``run_as``: the lmms-eval task launched (default ``task``)."""
     model_args = f"pretrained={os.path.abspath(ckpt)}"
     if args.model == OUR_MODEL:
         model_args += f",failures={failures_file(out, task)}"
     if args.model_args.strip(", "):
         model_args += "," + args.model_args.strip(", ")
-    cmd = [*launcher(args.num_processes), "--model", args.model, "--model_args", model_args,
-           "--tasks", run_as or task, "--batch_size", str(args.batch_size), "--output_path", str(out / task),
-           "--log_samples", "--include_path", str(include)]
+    cmd = [
+        *launcher(args.num_processes),
+        "--model",
+        args.model,
+        "--model_args",
+        model_args,
+        "--tasks",
+        run_as or task,
+        "--batch_size",
+        str(args.batch_size),
+        "--output_path",
+        str(out / task),
+        "--log_samples",
+        "--include_path",
+        str(include),
+    ]
     if args.limit:
         cmd += ["--limit", str(args.limit)]
     return cmd
@@ -171,8 +229,15 @@ def task_command(task: str, args: argparse.Namespace, ckpt: Path, out: Path, inc
 def prepare_command(tasks: list[str], include: Path, extra: str = "") -> list[str]:
     """``extra``: further arguments of prepare_local_tasks.py (e.g. ``--config RUN.yaml key=value``: the
     run whose held-out set the motion-QA task is)."""
-    return [sys.executable, str(PREPARE_SCRIPT), "--tasks-dir", str(include), "--tasks", ",".join(tasks),
-            *shlex.split(extra)]
+    return [
+        sys.executable,
+        str(PREPARE_SCRIPT),
+        "--tasks-dir",
+        str(include),
+        "--tasks",
+        ",".join(tasks),
+        *shlex.split(extra),
+    ]
 
 
 def _clean(line: str) -> str:
@@ -219,8 +284,11 @@ def check_results(bench, task_dir: Path, since: float) -> str | None:
 
 
 def missing_modules(bench) -> list[str]:
-    return [f"{mod} (pip install {pkg})" for mod, pkg in bench.requires.items()
-            if importlib.util.find_spec(mod) is None]
+    return [
+        f"{mod} (pip install {pkg})"
+        for mod, pkg in bench.requires.items()
+        if importlib.util.find_spec(mod) is None
+    ]
 
 
 def run_logged(cmd: list[str], log_path: Path, env: dict) -> int:
@@ -255,8 +323,17 @@ def prepare_local(tasks: list[str], include: Path, out: Path, env: dict, extra: 
 def run_preflight(names: list[str], include: Path, limit: int | None, env: dict, report: Path) -> dict | str:
     """eval/preflight.py in a child process (task code reads HF_HOME at import): reports by task name,
     or why the check itself failed."""
-    cmd = [sys.executable, str(PREFLIGHT_SCRIPT), "--tasks", ",".join(names), "--include-path", str(include),
-           "--report", str(report), *(["--limit", str(limit)] if limit else [])]
+    cmd = [
+        sys.executable,
+        str(PREFLIGHT_SCRIPT),
+        "--tasks",
+        ",".join(names),
+        "--include-path",
+        str(include),
+        "--report",
+        str(report),
+        *(["--limit", str(limit)] if limit else []),
+    ]
     log_path = report.with_suffix(".log")
     report.unlink(missing_ok=True)
     rc = run_logged(cmd, log_path, env)
@@ -279,25 +356,35 @@ def main(argv: list[str] | None = None) -> int:
     if (ours or not (args.dry_run or args.check)) and not ckpt.is_dir():
         return _usage_error(f"checkpoint folder not found: {ckpt}")
     if ours and not (ckpt / "llava_ov.json").is_file():
-        return _usage_error(f"{ckpt} is not an LMM export (no llava_ov.json); pass a stage export such as "
-                            "outputs/lmm_synthetic/sft/final")
+        return _usage_error(
+            f"{ckpt} is not an LMM export (no llava_ov.json); pass a stage export such as "
+            "outputs/lmm_synthetic/sft/final"
+        )
     if "," in str(ckpt):
-        return _usage_error(f"the checkpoint path must not contain ',' (lmms-eval splits model_args on it): {ckpt}")
+        return _usage_error(
+            f"the checkpoint path must not contain ',' (lmms-eval splits model_args on it): {ckpt}"
+        )
     try:
         benches = summ.load_benchmarks(args.benchmarks)
         judge = judge_configured()
     except (OSError, ValueError) as exc:
-        return _usage_error(f"cannot read the benchmark list: {exc}" if JUDGE_ENV not in str(exc) else str(exc))
+        return _usage_error(
+            f"cannot read the benchmark list: {exc}" if JUDGE_ENV not in str(exc) else str(exc)
+        )
     if args.tasks:
         tasks = list(dict.fromkeys(t.strip() for t in args.tasks.split(",") if t.strip()))
     else:
         tasks = [name for name, b in benches.items() if b.section == "benchmarks"]
     unknown = [t for t in tasks if t not in benches]
     if unknown or not tasks:
-        return _usage_error(f"unknown task(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(benches)}")
+        return _usage_error(
+            f"unknown task(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(benches)}"
+        )
     out = Path(os.path.abspath(args.out)) if args.out else default_out(ckpt)
     include = Path(os.path.abspath(args.include_path))
-    local = [t for t in tasks if benches[t].prepare]  # our local tasks: data written by prepare_local_tasks.py
+    local = [
+        t for t in tasks if benches[t].prepare
+    ]  # our local tasks: data written by prepare_local_tasks.py
     run_as = {t: launch_name(benches[t], judge) for t in tasks}
 
     if args.dry_run:
@@ -314,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            reports = run_preflight([run_as[t] for t in tasks], include, args.limit, env, Path(tmp) / "preflight.json")
+            reports = run_preflight(
+                [run_as[t] for t in tasks], include, args.limit, env, Path(tmp) / "preflight.json"
+            )
         if isinstance(reports, str):
             print(f"error: {reports}", file=sys.stderr)
             return 1
@@ -327,9 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"evaluating {ckpt} on {len(tasks)} task(s) -> {out}", flush=True)
     for task in tasks:
         if run_as[task] != task:
-            print(f"note: {task}: no API judge configured ({JUDGE_ENV}=openai with OPENAI_API_KEY to use one): "
-                  f"running {run_as[task]} (same data, the task's own rule-based matching, no network); "
-                  "the summary marks the row judge-free", file=sys.stderr)
+            print(
+                f"note: {task}: no API judge configured ({JUDGE_ENV}=openai with OPENAI_API_KEY to use one): "
+                f"running {run_as[task]} (same data, the task's own rule-based matching, no network); "
+                "the summary marks the row judge-free",
+                file=sys.stderr,
+            )
         elif benches[task].caveat and not judge:
             print(f"note: {benches[task].caveat}", file=sys.stderr)
     failures: dict[str, str] = {}
@@ -339,7 +431,9 @@ def main(argv: list[str] | None = None) -> int:
             failures.update(dict.fromkeys(local, reason))
     pending = [t for t in tasks if t not in failures]
     if pending:
-        reports = run_preflight([run_as[t] for t in pending], include, args.limit, env, out / "preflight.json")
+        reports = run_preflight(
+            [run_as[t] for t in pending], include, args.limit, env, out / "preflight.json"
+        )
         for task in pending:
             rep = reports if isinstance(reports, str) else reports.get(run_as[task])
             if isinstance(rep, str):
@@ -371,15 +465,19 @@ def main(argv: list[str] | None = None) -> int:
             counts = summ.count_failed_media(failures_file(out, task))
             if counts:
                 media_failed[task] = sum(counts.values())
-                (task_dir / "failed_media.json").write_text(json.dumps(
-                    {"task": task, "failed": media_failed[task], "by_task": counts}, indent=1))
+                (task_dir / "failed_media.json").write_text(
+                    json.dumps({"task": task, "failed": media_failed[task], "by_task": counts}, indent=1)
+                )
         status = "FAILED" if task in failures else "OK"
         print(f"[{i:>2}/{len(tasks)}] {task:<{width}}  {time.time() - start:8.1f} s  {status}", flush=True)
         if task in failures:
             print(f"FAILED {task}: {failures[task]}", flush=True)
         if media_failed.get(task):
-            print(f"MEDIA FAILED {task}: {media_failed[task]} sample(s) answered empty "
-                  f"({failures_file(out, task)})", flush=True)
+            print(
+                f"MEDIA FAILED {task}: {media_failed[task]} sample(s) answered empty "
+                f"({failures_file(out, task)})",
+                flush=True,
+            )
 
     summary = summ.summarize(out, benches)
     print()
@@ -395,8 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     if media_failed:
         total = sum(media_failed.values())
         allowed = " (allowed by --allow-failed-media)" if args.allow_failed_media else ""
-        print(f"all {len(tasks)} task(s) ran; {total} sample(s) with failed media in "
-              f"{', '.join(media_failed)}{allowed}")
+        print(
+            f"all {len(tasks)} task(s) ran; {total} sample(s) with failed media in "
+            f"{', '.join(media_failed)}{allowed}"
+        )
         return 0 if args.allow_failed_media else 3
     print(f"all {len(tasks)} task(s) succeeded")
     return 0

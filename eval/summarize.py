@@ -22,7 +22,18 @@ import yaml
 DEFAULT_BENCHMARKS = Path(__file__).resolve().parent / "benchmarks.yaml"
 KINDS = ("image", "video")
 SECTIONS = ("benchmarks", "variants", "local")
-CSV_FIELDS = ("benchmark", "section", "kind", "score", "samples", "failed_media", "count", "metric", "source", "note")
+CSV_FIELDS = (
+    "benchmark",
+    "section",
+    "kind",
+    "score",
+    "samples",
+    "failed_media",
+    "count",
+    "metric",
+    "source",
+    "note",
+)
 FAILED_MEDIA = "failed_media.jsonl"  # one JSON line per sample whose media failed (written by the plugin)
 
 
@@ -49,7 +60,18 @@ def _parse_entry(raw: object, section: str, where: str) -> Benchmark:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise ValueError(f"{where}: each entry needs a 'name'")
     name = raw["name"]
-    known = {"name", "kind", "metric", "scale", "index", "group", "requires", "caveat", "prepare", "judge_free"}
+    known = {
+        "name",
+        "kind",
+        "metric",
+        "scale",
+        "index",
+        "group",
+        "requires",
+        "caveat",
+        "prepare",
+        "judge_free",
+    }
     extra = set(raw) - known
     if extra:
         raise ValueError(f"{where}: {name}: unknown field(s) {sorted(extra)}")
@@ -80,8 +102,19 @@ def _parse_entry(raw: object, section: str, where: str) -> Benchmark:
     judge_free = raw.get("judge_free")
     if judge_free is not None and not isinstance(judge_free, str):
         raise ValueError(f"{where}: {name}: judge_free must be a task name, got {judge_free!r}")
-    return Benchmark(name, kind, metric, float(scale), section, index, subtasks, dict(requires), raw.get("caveat"),
-                     prepare, judge_free)
+    return Benchmark(
+        name,
+        kind,
+        metric,
+        float(scale),
+        section,
+        index,
+        subtasks,
+        dict(requires),
+        raw.get("caveat"),
+        prepare,
+        judge_free,
+    )
 
 
 def load_benchmarks(path: str | Path | None = None) -> dict[str, Benchmark]:
@@ -135,8 +168,11 @@ def results_paths(folder: str | Path) -> list[Path]:
     """lmms-eval's ``*_results.json`` files under ``folder``; not the files tasks write into
     ``submissions/`` (e.g. mmbench's ``submissions/mmbench_en_dev_results.json``)."""
     folder = Path(folder)
-    return sorted(p for p in folder.rglob("*_results.json")
-                  if p.is_file() and "submissions" not in p.relative_to(folder).parts[:-1])
+    return sorted(
+        p
+        for p in folder.rglob("*_results.json")
+        if p.is_file() and "submissions" not in p.relative_to(folder).parts[:-1]
+    )
 
 
 def count_failed_media(path: str | Path, tasks: list[str] | None = None) -> dict[str, int]:
@@ -177,7 +213,12 @@ def subtasks_of(bench: Benchmark, rf: ResultsFile | None = None) -> list[str]:
     """The lmms-eval tasks whose results make up ``bench`` (the JSON's group_subtasks first; for a
     judge-free run, the task run in its place)."""
     if not bench.is_group:
-        if rf is not None and bench.judge_free and bench.name not in rf.results and bench.judge_free in rf.results:
+        if (
+            rf is not None
+            and bench.judge_free
+            and bench.name not in rf.results
+            and bench.judge_free in rf.results
+        ):
             return [bench.judge_free]
         return [bench.name]
     listed = rf.group_subtasks.get(bench.name) if rf is not None else None
@@ -255,7 +296,9 @@ def score_benchmark(bench: Benchmark, rf: ResultsFile, out_dir: Path) -> Row:
     elif bench.is_group:
         problems.insert(0, f"mean of {len(tasks)} subtasks")
     if bench.is_group and set(tasks) != set(bench.subtasks):
-        problems.append(f"the JSON's group_subtasks differ from benchmarks.yaml ({len(bench.subtasks)} listed)")
+        problems.append(
+            f"the JSON's group_subtasks differ from benchmarks.yaml ({len(bench.subtasks)} listed)"
+        )
     if tasks == [bench.judge_free]:
         problems.append(f"judge-free: {bench.judge_free}'s rule-based matching, no API judge")
     try:
@@ -312,8 +355,11 @@ def summarize(out_dir: str | Path, benchmarks: dict[str, Benchmark] | str | Path
         notes.append(f"ignored (not in benchmarks.yaml): {', '.join(ignored)}")
     standard = [r for r in rows if r.section == "benchmarks" and r.score is not None]
     averages = []
-    for label, kinds in (("video average", ("video",)), ("image/document average", ("image",)),
-                         ("overall average", KINDS)):
+    for label, kinds in (
+        ("video average", ("video",)),
+        ("image/document average", ("image",)),
+        ("overall average", KINDS),
+    ):
         chosen = [r for r in standard if r.kind in kinds]
         score = sum(r.score for r in chosen) / len(chosen) if chosen else None
         averages.append(Average(label, score, len(chosen), sum(r.samples for r in chosen)))
@@ -327,7 +373,11 @@ def _fmt(score: float | None) -> str:
 def table_lines(summary: Summary) -> list[list[str]]:
     lines = [["benchmark", "kind", "score", "samples", "failed media", "metric", "note"]]
     for r in summary.rows:
-        name = r.name if r.section == "benchmarks" else f"{r.name} ({'local' if r.section == 'local' else 'variant'})"
+        name = (
+            r.name
+            if r.section == "benchmarks"
+            else f"{r.name} ({'local' if r.section == 'local' else 'variant'})"
+        )
         name += " (!)" if r.failed_media else ""
         lines.append([name, r.kind, _fmt(r.score), str(r.samples), str(r.failed_media), r.metric, r.note])
     for a in summary.averages:
@@ -351,8 +401,10 @@ def format_markdown(summary: Summary) -> str:
         text.append("(no results of any benchmark in benchmarks.yaml)")
     if any(r.failed_media for r in summary.rows):
         text.append("")
-        text.append("(!) some samples' media could not be read: they were answered empty and scored as such; "
-                    "see the note and failed_media.jsonl")
+        text.append(
+            "(!) some samples' media could not be read: they were answered empty and scored as such; "
+            "see the note and failed_media.jsonl"
+        )
     if summary.notes:
         text.append("")
         text.extend(f"note: {n}" for n in summary.notes)
@@ -365,15 +417,28 @@ def write_csv(summary: Summary, path: str | Path) -> None:
         writer.writerow(CSV_FIELDS)
         for r in summary.rows:
             score = "" if r.score is None else round(r.score, 4)
-            writer.writerow([r.name, r.section, r.kind, score, r.samples, r.failed_media, r.count, r.metric, r.source,
-                             r.note])
+            writer.writerow(
+                [
+                    r.name,
+                    r.section,
+                    r.kind,
+                    score,
+                    r.samples,
+                    r.failed_media,
+                    r.count,
+                    r.metric,
+                    r.source,
+                    r.note,
+                ]
+            )
         for a in summary.averages:
             score = "" if a.score is None else round(a.score, 4)
             writer.writerow([a.name, "average", "", score, a.samples, "", a.count, "", "", ""])
 
 
-def write_outputs(summary: Summary, out_dir: str | Path, md: str | Path | None = None,
-                  csv_path: str | Path | None = None) -> tuple[Path, Path]:
+def write_outputs(
+    summary: Summary, out_dir: str | Path, md: str | Path | None = None, csv_path: str | Path | None = None
+) -> tuple[Path, Path]:
     md_path = Path(md) if md else Path(out_dir) / "summary.md"
     csv_file = Path(csv_path) if csv_path else Path(out_dir) / "summary.csv"
     md_path.parent.mkdir(parents=True, exist_ok=True)

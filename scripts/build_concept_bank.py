@@ -27,19 +27,31 @@ from encoder.cli import run_cli
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shards", nargs="+", default=None, help="webdataset shards / patterns (default: the synthetic train split)")
-    ap.add_argument("--data-config", default="data_configs/synthetic_motion_qa.yaml",
-                    help="with no --shards: the data config whose synthetic split is used")
+    ap.add_argument(
+        "--shards",
+        nargs="+",
+        default=None,
+        help="webdataset shards / patterns (default: the synthetic train split)",
+    )
+    ap.add_argument(
+        "--data-config",
+        default="data_configs/synthetic_motion_qa.yaml",
+        help="with no --shards: the data config whose synthetic split is used",
+    )
     ap.add_argument("--split", default="train", help="with no --shards: the synthetic split")
     ap.add_argument("--out", type=Path, default=None, help="bank folder (default: SHARD_DIR/concept_bank)")
     ap.add_argument("--teacher", default="pixels", help="pixels | ov_encoder | tower | npy")
     ap.add_argument("--tower", default="siglip2", help="--teacher tower: siglip2 | qwen3_vit | ov_encoder")
-    ap.add_argument("--teacher-path", default=None, help="ov_encoder export / tower weights (folder, hub id) / .npy")
+    ap.add_argument(
+        "--teacher-path", default=None, help="ov_encoder export / tower weights (folder, hub id) / .npy"
+    )
     ap.add_argument("--keys", default=None, help="npy: sample keys, one per line")
     ap.add_argument("--frames", type=int, default=8, help="video frames per embedding (concatenated)")
     ap.add_argument("--input-size", type=int, default=112, help="frame side the teacher sees")
     ap.add_argument("--pool", type=int, default=4, help="pixels teacher: pooled grid side")
-    ap.add_argument("--centre", action="store_true", help="pixels teacher: subtract each clip's mean frame first")
+    ap.add_argument(
+        "--centre", action="store_true", help="pixels teacher: subtract each clip's mean frame first"
+    )
     ap.add_argument("--centres", type=int, default=64, help="k-means centres")
     ap.add_argument("--topk", type=int, default=10, help="nearest centres stored per sample")
     ap.add_argument("--iters", type=int, default=20)
@@ -68,28 +80,49 @@ def main(argv: list[str] | None = None) -> int:
     from llava_ov.pretrain.features import FeatureStats, TeacherConfig, embedding_stream, spill
 
     args = parse_args(argv)
-    teacher = TeacherConfig(kind=args.teacher, path=args.teacher_path, tower=args.tower, keys=args.keys, frames=args.frames,
-                            input_size=args.input_size, pool=args.pool, centre=args.centre)
-    km = KMeansConfig(num_centres=args.centres, topk=args.topk, iters=args.iters, redo=args.redo,
-                      backend=args.backend, seed=args.seed)
+    teacher = TeacherConfig(
+        kind=args.teacher,
+        path=args.teacher_path,
+        tower=args.tower,
+        keys=args.keys,
+        frames=args.frames,
+        input_size=args.input_size,
+        pool=args.pool,
+        centre=args.centre,
+    )
+    km = KMeansConfig(
+        num_centres=args.centres,
+        topk=args.topk,
+        iters=args.iters,
+        redo=args.redo,
+        backend=args.backend,
+        seed=args.seed,
+    )
     try:
         teacher.validate()
         km.validate()
         shards: list[str] = []
         if args.teacher != "npy":
-            shards = expand_shards(args.shards) if args.shards else default_shards(args.data_config, args.split)
+            shards = (
+                expand_shards(args.shards) if args.shards else default_shards(args.data_config, args.split)
+            )
             if not shards:
                 raise ConfigError(f"no shards match {args.shards}")
             if args.shards and (missing := missing_local_shards(args.shards)):
-                raise ConfigError(f"{len(missing)} of the {len(shards)} shards of {args.shards!r} do not exist, "
-                                  f"e.g. {missing[0]}")
-        out = args.out or (Path(shards[0]).parent / "concept_bank" if shards else Path(args.teacher_path).parent / "concept_bank")
+                raise ConfigError(
+                    f"{len(missing)} of the {len(shards)} shards of {args.shards!r} do not exist, "
+                    f"e.g. {missing[0]}"
+                )
+        out = args.out or (
+            Path(shards[0]).parent / "concept_bank"
+            if shards
+            else Path(args.teacher_path).parent / "concept_bank"
+        )
         stats = FeatureStats()
         stream = embedding_stream(shards, teacher, stats)
         if args.teacher != "npy":  # the teacher runs once; both k-means passes read the spilled blocks
             stream = spill(stream, out.with_name(out.name + ".features"), progress=not args.no_progress)
-        meta = {"teacher": teacher.name,
-                "teacher_config": vars(teacher), "shards": [str(s) for s in shards]}
+        meta = {"teacher": teacher.name, "teacher_config": vars(teacher), "shards": [str(s) for s in shards]}
         summary = build_bank(stream, km, out, meta, progress=not args.no_progress)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -97,11 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     summary["skipped_samples"] = stats.skipped
     (out / "bank.json").write_text(json.dumps(summary, indent=1))
     cs = summary["cluster_size"]
-    print(f"concept bank {out}: {summary['num_samples']} samples → {summary['num_centres']} centres "
-          f"({summary['backend']}), top-{summary['topk']} labels; cluster size min/median/max "
-          f"{cs['min']}/{cs['median']:.0f}/{cs['max']}, empty {summary['empty_clusters']}, re-seeded "
-          f"{summary['reseeded_in_training']}; skipped {sum(stats.skipped.values())} samples; "
-          f"{summary['points_per_s']['assign']:.0f} samples/s assigned")
+    print(
+        f"concept bank {out}: {summary['num_samples']} samples → {summary['num_centres']} centres "
+        f"({summary['backend']}), top-{summary['topk']} labels; cluster size min/median/max "
+        f"{cs['min']}/{cs['median']:.0f}/{cs['max']}, empty {summary['empty_clusters']}, re-seeded "
+        f"{summary['reseeded_in_training']}; skipped {sum(stats.skipped.values())} samples; "
+        f"{summary['points_per_s']['assign']:.0f} samples/s assigned"
+    )
     return 0
 
 

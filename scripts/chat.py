@@ -27,13 +27,20 @@ from llava_ov.infer import Engine, GenerationConfig, codec_overrides, resolve_de
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("question", help="the question to ask")
-    ap.add_argument("--ckpt", required=True, help="checkpoint folder written by a training stage (its final export)")
+    ap.add_argument(
+        "--ckpt", required=True, help="checkpoint folder written by a training stage (its final export)"
+    )
     media = ap.add_mutually_exclusive_group()
     media.add_argument("--video", help="video file")
     media.add_argument("--image", help="image file")
     ap.add_argument("--mode", choices=MODES, help="codec input mode (default: the checkpoint's)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a CodecConfig override (repeat for several)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a CodecConfig override (repeat for several)",
+    )
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
@@ -63,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
         processor = engine.processor
         trained = processor.codec.mode
         if args.video and args.mode and args.mode != trained:
-            warn(f"the checkpoint was trained with mode {trained!r}; asking with --mode {args.mode!r} "
-                 "(answers may be empty or off)")
+            warn(
+                f"the checkpoint was trained with mode {trained!r}; asking with --mode {args.mode!r} "
+                "(answers may be empty or off)"
+            )
         processor.codec = codec_overrides(processor.codec, mode=args.mode)
         processor.codec = merge(processor.codec, parse_overrides(args.set))
         processor.codec.validate()

@@ -35,7 +35,9 @@ def parse_budget(text: str) -> int | float:
             return float(text[:-1]) / 100.0
         return float(text) if "." in text or "e" in text.lower() else int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"budget must be a count (2048) or a fraction (0.125, 12.5%), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"budget must be a count (2048) or a fraction (0.125, 12.5%), got {text!r}"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,8 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--frames", type=int, help="sampled frames (codec mode, default 64)")
     ap.add_argument("--png", action="store_true", help="also write a picture of the selection (.png)")
     ap.add_argument("--workers", type=int, default=1, help="parallel processes (>= 1)")
-    ap.add_argument("--min-motion-share", type=float, default=0.25,
-                    help="warn when less than this share of the budget is left after the context frame")
+    ap.add_argument(
+        "--min-motion-share",
+        type=float,
+        default=0.25,
+        help="warn when less than this share of the budget is left after the context frame",
+    )
     ap.add_argument("--strict", action="store_true", help="that budget warning is an error (exit 2)")
     ap.add_argument("--config", help="YAML file with CodecConfig fields")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
@@ -82,11 +88,19 @@ def motion_share_problem(cfg: CodecConfig, min_share: float) -> tuple[str, bool]
     motion = total - per_frame
     if motion / max(total, 1) >= min_share:
         return None
-    where = (f"budget {total} patches, the dense context frame takes {per_frame} "
-             f"({cfg.decode.input_size} px / {cfg.patch_size} px patches)")
+    where = (
+        f"budget {total} patches, the dense context frame takes {per_frame} "
+        f"({cfg.decode.input_size} px / {cfg.patch_size} px patches)"
+    )
     if motion <= 0:
-        return f"{where}: no patch is left for motion; raise --budget above {per_frame} or lower --input-size", motion < 0
-    return f"{where}: only {motion} ({motion / total:.0%}) for motion, below --min-motion-share {min_share:.0%}", False
+        return (
+            f"{where}: no patch is left for motion; raise --budget above {per_frame} or lower --input-size",
+            motion < 0,
+        )
+    return (
+        f"{where}: only {motion} ({motion / total:.0%}) for motion, below --min-motion-share {min_share:.0%}",
+        False,
+    )
 
 
 def output_paths(inputs: list[str], out: str) -> list[Path]:
@@ -95,7 +109,9 @@ def output_paths(inputs: list[str], out: str) -> list[Path]:
     if len(inputs) == 1 and out_path.suffix == ".npz":
         return [out_path]
     if out_path.suffix == ".npz":
-        raise ValueError(f"--out {out} names one .npz file but {len(inputs)} inputs were given; pass a directory")
+        raise ValueError(
+            f"--out {out} names one .npz file but {len(inputs)} inputs were given; pass a directory"
+        )
     seen: dict[str, int] = {}
     paths = []
     for inp in inputs:
@@ -134,7 +150,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
         cfg = make_config(args)
         cfg.validate()
-        inputs = [str(f) for item in args.inputs for f in (media_files(item) if Path(item).is_dir() else [item])]
+        inputs = [
+            str(f) for item in args.inputs for f in (media_files(item) if Path(item).is_dir() else [item])
+        ]
         if not inputs:
             raise ValueError(f"no video or image files under {' '.join(args.inputs)}")
         outs = output_paths(inputs, args.out)

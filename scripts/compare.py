@@ -27,12 +27,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=None, help="output folder (default outputs/compare[_quick])")
     ap.add_argument("--budgets", type=int, nargs="+", default=None, help="LLM visual tokens per clip")
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
-    ap.add_argument("--variants", nargs="+", default=None, help="names (default: all five), e.g. 'SigLIP2 frames'")
+    ap.add_argument(
+        "--variants", nargs="+", default=None, help="names (default: all five), e.g. 'SigLIP2 frames'"
+    )
     ap.add_argument("--quick", action="store_true", help="tiny models, a few steps, one budget and seed")
-    ap.add_argument("--lrs", nargs="+", default=None, metavar="LR",
-                    help="SFT peak LRs searched per variant ('recipe' = default.yaml's 1e-3; default: recipe 3e-4 1e-4; --quick: recipe)")
-    ap.add_argument("--tune-budget", type=int, default=None, help="budget of the LR search (default: the middle one)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="run config overrides for every run")
+    ap.add_argument(
+        "--lrs",
+        nargs="+",
+        default=None,
+        metavar="LR",
+        help="SFT peak LRs searched per variant ('recipe' = default.yaml's 1e-3; default: recipe 3e-4 1e-4; --quick: recipe)",
+    )
+    ap.add_argument(
+        "--tune-budget", type=int, default=None, help="budget of the LR search (default: the middle one)"
+    )
+    ap.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="run config overrides for every run"
+    )
     return ap.parse_args(argv)
 
 
@@ -49,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         budgets=tuple(args.budgets or ((128,) if args.quick else (96, 128, 256))),
         seeds=tuple(args.seeds or ((0,) if args.quick else (0, 1))),
         variants=tuple(by_name[n] for n in args.variants) if args.variants else VARIANTS,
-        extra=list(args.set), quick=args.quick, tune_budget=args.tune_budget,
+        extra=list(args.set),
+        quick=args.quick,
+        tune_budget=args.tune_budget,
     )
     if args.lrs or args.quick:
         try:

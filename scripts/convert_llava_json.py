@@ -28,9 +28,13 @@ from llava_ov.data.shards import shard_pattern
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("json", help="LLaVA-style JSON list (or JSON Lines) of records")
-    ap.add_argument("--media-root", required=True, help="folder the records' image/video paths are relative to")
+    ap.add_argument(
+        "--media-root", required=True, help="folder the records' image/video paths are relative to"
+    )
     ap.add_argument("--out", required=True, help="output folder for shard-NNNNNN.tar")
-    ap.add_argument("--precompute-codec", action="store_true", help="store codec patches (.npz), not the media")
+    ap.add_argument(
+        "--precompute-codec", action="store_true", help="store codec patches (.npz), not the media"
+    )
     ap.add_argument("--codec-config", help="YAML with CodecConfig fields (for --precompute-codec)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="CodecConfig overrides")
     ap.add_argument("--workers", type=int, default=1, help="parallel processes")
@@ -48,8 +52,15 @@ def main(argv: list[str] | None = None) -> int:
         codec = load_config(CodecConfig, args.codec_config, args.set)
         codec.validate()
         result = convert_llava_json(
-            args.json, args.media_root, args.out, precompute_codec=args.precompute_codec, codec=codec,
-            workers=args.workers, max_samples=args.samples_per_shard, prefix=args.prefix, progress=not args.quiet,
+            args.json,
+            args.media_root,
+            args.out,
+            precompute_codec=args.precompute_codec,
+            codec=codec,
+            workers=args.workers,
+            max_samples=args.samples_per_shard,
+            prefix=args.prefix,
+            progress=not args.quiet,
         )
     except (ConfigError, ConvertError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -58,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"failed: {key}: {reason}", file=sys.stderr)
     pattern = shard_pattern(result.shards) if result.shards else "(none)"
     reasons = ", ".join(f"{k} {n}" for k, n in sorted(result.failures_by_reason().items()))
-    print(f"wrote {result.written} samples to {pattern}; {len(result.failures)} failed" + (f" ({reasons})" if reasons else ""))
+    print(
+        f"wrote {result.written} samples to {pattern}; {len(result.failures)} failed"
+        + (f" ({reasons})" if reasons else "")
+    )
     return 1 if result.failures else 0
 
 

@@ -19,10 +19,14 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=None, help=f"run config YAML (default: {DEFAULT_CONFIG.name})")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. pretrain.max_steps=50 output_dir=runs/x")
+    parser.add_argument(
+        "overrides", nargs="*", help="config overrides, e.g. pretrain.max_steps=50 output_dir=runs/x"
+    )
     return parser.parse_args(argv)
 
 

@@ -17,13 +17,20 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train" / "de
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=None, help=f"run config YAML (default: {DEFAULT_CONFIG.name})")
     parser.add_argument("--stage", default=None, help="run only this stage (align | sft)")
-    parser.add_argument("--prepare-data", action="store_true",
-                        help="generate (or find cached) the stages' synthetic data, then exit (no model, no GPU)")
+    parser.add_argument(
+        "--prepare-data",
+        action="store_true",
+        help="generate (or find cached) the stages' synthetic data, then exit (no model, no GPU)",
+    )
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. sft.max_steps=50 output_dir=runs/x")
+    parser.add_argument(
+        "overrides", nargs="*", help="config overrides, e.g. sft.max_steps=50 output_dir=runs/x"
+    )
     return parser.parse_args(argv)
 
 

@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="parallel processes (>= 1)")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
-    cfg = TranscodeConfig(codec=args.codec, gop=args.gop, crf=args.crf, preset=args.preset, max_side=args.max_side)
+    cfg = TranscodeConfig(
+        codec=args.codec, gop=args.gop, crf=args.crf, preset=args.preset, max_side=args.max_side
+    )
     try:
         cfg.validate()
         if args.workers < 1:
@@ -78,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(1)
         if pool:
             pool.shutdown()
-    print(f"transcoded {len(jobs) - len(failures)}/{len(jobs)} ({len(videos) - len(jobs)} already done)", file=sys.stderr)
+    print(
+        f"transcoded {len(jobs) - len(failures)}/{len(jobs)} ({len(videos) - len(jobs)} already done)",
+        file=sys.stderr,
+    )
     if failures:
         args.dst.mkdir(parents=True, exist_ok=True)
         (args.dst / "failures.txt").write_text("\n".join(failures) + "\n")

@@ -47,7 +47,12 @@ def test_unknown_key_suggests_the_close_one():
 
 @pytest.mark.parametrize(
     "override,match",
-    [("inner.steps=1.5", "integer"), ("flag=maybe", "boolean"), ("inner.lr=fast", "number"), ("noequals", "key=value")],
+    [
+        ("inner.steps=1.5", "integer"),
+        ("flag=maybe", "boolean"),
+        ("inner.lr=fast", "number"),
+        ("noequals", "key=value"),
+    ],
 )
 def test_bad_values(override, match):
     with pytest.raises(ConfigError, match=match):
@@ -70,7 +75,9 @@ def test_parse_overrides_nests():
 
 @dataclass
 class WithMapping:
-    codec: dict = field(default_factory=lambda: {"mode": "codec", "select": {"budget": 2048, "context": "first"}})
+    codec: dict = field(
+        default_factory=lambda: {"mode": "codec", "select": {"budget": 2048, "context": "first"}}
+    )
     name: str = "x"
 
 

@@ -66,7 +66,9 @@ class PatchCache:
         try:
             st = os.stat(path)
         except OSError as e:
-            raise VideoDecodeError(path, "file not found" if isinstance(e, FileNotFoundError) else str(e)) from None
+            raise VideoDecodeError(
+                path, "file not found" if isinstance(e, FileNotFoundError) else str(e)
+            ) from None
         key = (os.fspath(path), st.st_size, st.st_mtime_ns)
         if key not in self._memo:
             self._memo[key] = content_hash(path)

@@ -75,7 +75,9 @@ class DecodeConfig:
         if self.aspect not in ASPECTS:
             raise ValueError(f"aspect must be one of {ASPECTS}, got {self.aspect!r}")
         if self.aspect == "native" and (self.max_cells < 1 or self.cell < 1):
-            raise ValueError(f"aspect 'native' needs max_cells >= 1 and cell >= 1, got {self.max_cells}, {self.cell}")
+            raise ValueError(
+                f"aspect 'native' needs max_cells >= 1 and cell >= 1, got {self.max_cells}, {self.cell}"
+            )
         if self.motion not in MOTIONS:
             raise ValueError(f"motion must be one of {MOTIONS}, got {self.motion!r}")
         if self.sampling not in SAMPLINGS:
@@ -315,7 +317,11 @@ def _decode_pass(path: str, cfg: DecodeConfig, index: _Index, wanted: np.ndarray
             if len(keys) and borrow is None:
                 nxt = next((t for t in order if t > idx), None)
                 need = -1 if nxt is None else nxt - int(want_motion)
-                k = int(keys[np.searchsorted(keys, need, side="right") - 1]) if need >= 0 and keys[0] <= need else -1
+                k = (
+                    int(keys[np.searchsorted(keys, need, side="right") - 1])
+                    if need >= 0 and keys[0] <= need
+                    else -1
+                )
                 if k > idx + 1 and _seek_to(container, stream, index, k):
                     frames = _frames(container, stream)
                     prev, prev_idx, prev_luma = None, k - 1, None
@@ -447,7 +453,9 @@ def decode_clip(path: str | os.PathLike, cfg: DecodeConfig | None = None) -> Dec
         raise VideoDecodeError(path, f"no video frames in window [{cfg.start}, {cfg.end}]")
     wanted = window[sample_positions(index.times[window], cfg.num_frames)]
     if index.has_pts:
-        wanted = snap_to_keyframes(index.keyframe, window, wanted, cfg.sampling, with_reference=cfg.motion != "none")
+        wanted = snap_to_keyframes(
+            index.keyframe, window, wanted, cfg.sampling, with_reference=cfg.motion != "none"
+        )
     try:
         samples, meta = _decode_pass(path, cfg, index, wanted, use_mvs)
     except (av.FFmpegError, OSError) as exc:  # e.g. a pixel format swscale cannot convert

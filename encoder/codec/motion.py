@@ -170,7 +170,9 @@ def resize_motion_field(
     factors = np.array([g.scaled_w / g.src_w, g.scaled_h / g.src_h], dtype=np.float32)
     rows = field.take(ys, axis=0).astype(np.float32, copy=False)
     direct = (
-        out is not None and not (g.rot_k or g.top or g.left) and (g.scaled_h, g.scaled_w) == (g.out_h, g.out_w)
+        out is not None
+        and not (g.rot_k or g.top or g.left)
+        and (g.scaled_h, g.scaled_w) == (g.out_h, g.out_w)
     )
     if direct:  # common "resize" case: write straight into the caller's buffer
         np.take(rows, xs, axis=1, out=out)

@@ -165,13 +165,16 @@ def container_index(path: str, container, stream) -> tuple[np.ndarray, np.ndarra
         return None
 
 
-def _agree(records: list[tuple[int, int, bool]], pts: np.ndarray, sizes: np.ndarray, keys: np.ndarray,
-           at: int) -> bool:
+def _agree(
+    records: list[tuple[int, int, bool]], pts: np.ndarray, sizes: np.ndarray, keys: np.ndarray, at: int
+) -> bool:
     """The demuxed (pts, size, key) records equal the tables' entries from decode index ``at`` on."""
     if at < 0 or at + len(records) > len(pts):
         return False
     got = np.array([(p, z, k) for p, z, k in records], dtype=np.int64).reshape(-1, 3)
-    want = np.stack([pts[at:at + len(records)], sizes[at:at + len(records)], keys[at:at + len(records)]], 1)
+    want = np.stack(
+        [pts[at : at + len(records)], sizes[at : at + len(records)], keys[at : at + len(records)]], 1
+    )
     return bool(np.array_equal(got, want))
 
 

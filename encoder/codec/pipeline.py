@@ -37,7 +37,20 @@ from encoder.codec.types import PatchSelection, virtual_t
 
 MODES = ("codec", "random", "frames", "collage", "image")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp"}
+VIDEO_SUFFIXES = {
+    ".mp4",
+    ".mkv",
+    ".mov",
+    ".avi",
+    ".webm",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".flv",
+    ".wmv",
+    ".3gp",
+}
 
 
 def media_files(path: str | Path, images: bool = True) -> list[Path]:
@@ -69,20 +82,30 @@ class CodecConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.patch_size not in (14, 16):
             raise ValueError(f"patch_size must be 14 or 16, got {self.patch_size}")
-        if self.mode != "image" and self.decode.input_size % self.patch_size and self.decode.aspect != "native":
+        if (
+            self.mode != "image"
+            and self.decode.input_size % self.patch_size
+            and self.decode.aspect != "native"
+        ):
             raise ValueError(
                 f"input_size {self.decode.input_size} is not a multiple of patch_size {self.patch_size}"
             )
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
         if self.decode.aspect == "native" and self.mode in ("codec", "random"):
-            raise ValueError(f"aspect 'native' is for the dense modes; {self.mode!r} selects on the square grid")
+            raise ValueError(
+                f"aspect 'native' is for the dense modes; {self.mode!r} selects on the square grid"
+            )
         if self.decode.aspect == "native" and self.decode.cell % self.patch_size:
-            raise ValueError(f"decode.cell {self.decode.cell} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(
+                f"decode.cell {self.decode.cell} is not a multiple of patch_size {self.patch_size}"
+            )
         if self.image_max_cells is not None and self.image_max_cells < 1:
             raise ValueError(f"image_max_cells must be >= 1, got {self.image_max_cells}")
         if self.image_cell is not None and self.image_cell % self.patch_size:
-            raise ValueError(f"image_cell {self.image_cell} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(
+                f"image_cell {self.image_cell} is not a multiple of patch_size {self.patch_size}"
+            )
 
 
 @dataclass
@@ -242,8 +265,9 @@ def _round_to_patch(n: int, p: int) -> int:
     return max(p, int(round(n / p)) * p)
 
 
-def load_image(source: str | Path | Any, max_side: int | None = None, patch: int = 14,
-               fit: tuple[int, int] | None = None) -> np.ndarray:
+def load_image(
+    source: str | Path | Any, max_side: int | None = None, patch: int = 14, fit: tuple[int, int] | None = None
+) -> np.ndarray:
     """RGB uint8 [H, W, 3] with EXIF orientation applied, resized to multiples of ``patch``; with
     ``fit`` = (max_cells, cell), to the largest aspect-kept grid of at most max_cells cell-pixel squares
     (after ``max_side``). ``source``: an image file or an in-memory ``PIL.Image``."""
@@ -295,7 +319,9 @@ def patchify_image(source: str | Path | Any, cfg: CodecConfig | None = None) -> 
     return sel, Canvas(img[None], np.zeros(1, np.int32))
 
 
-def patchify_frames(frames: Sequence[Any], cfg: CodecConfig | None = None, fps: float = 8.0) -> PatchSelection:
+def patchify_frames(
+    frames: Sequence[Any], cfg: CodecConfig | None = None, fps: float = 8.0
+) -> PatchSelection:
     """A clip given as decoded frames (``PIL.Image`` s or RGB uint8 arrays, e.g. what a benchmark hands
     over instead of a file): encoded losslessly-close to a temporary H.264 file (all frames resized to
     the first one's size, ``fps`` frames per second) and patchified as a video with ``cfg``, so the
@@ -309,13 +335,21 @@ def patchify_frames(frames: Sequence[Any], cfg: CodecConfig | None = None, fps: 
 
     if len(frames) == 0:
         raise VideoDecodeError("<frames>", "empty frame list")
-    arrays = [np.asarray(f.convert("RGB") if isinstance(f, Image.Image) else f, dtype=np.uint8) for f in frames]
+    arrays = [
+        np.asarray(f.convert("RGB") if isinstance(f, Image.Image) else f, dtype=np.uint8) for f in frames
+    ]
     h, w = arrays[0].shape[:2]
     h, w = h - h % 2, w - w % 2  # 4:2:0 needs even sizes
     if h < 2 or w < 2:
         raise VideoDecodeError("<frames>", f"frames of {arrays[0].shape[:2]} pixels are too small")
-    clip = np.stack([np.asarray(Image.fromarray(a).resize((w, h), Image.Resampling.BILINEAR))
-                     if a.shape[:2] != (h, w) else a for a in arrays])
+    clip = np.stack(
+        [
+            np.asarray(Image.fromarray(a).resize((w, h), Image.Resampling.BILINEAR))
+            if a.shape[:2] != (h, w)
+            else a
+            for a in arrays
+        ]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "frames.mp4"
         write_video(path, clip, codec="h264", fps=fps, gop=max(1, len(clip)), crf=12)

@@ -25,7 +25,9 @@ import torch
 CAMERA_MODES = ("median", "similarity", "none")
 FUSION_MODES = ("mean", "max", "geomean")
 DEFAULT_STAT_POINTS = 4096  # 64 x 64 pixels per frame for the per-frame statistics
-FIT_POINTS = 1024  # at most this many pixels per frame enter the similarity fit (2048 and 512 select the same)
+FIT_POINTS = (
+    1024  # at most this many pixels per frame enter the similarity fit (2048 and 512 select the same)
+)
 _EPS = 1e-6  # a percentile at or below this counts as zero (see normalize_per_frame)
 _SIGMA_FLOOR = 0.05  # px: the robust fit's residual scale never drops below this (MVs are 1/4-pel)
 _HUBER_K = 1.345

@@ -21,14 +21,15 @@ def sample_positions(times: np.ndarray, t: int) -> np.ndarray:
     return pos
 
 
-def snap_to_keyframes(keyframe: np.ndarray, window: np.ndarray, wanted: np.ndarray, sampling: str,
-                      with_reference: bool = True) -> np.ndarray:
+def snap_to_keyframes(
+    keyframe: np.ndarray, window: np.ndarray, wanted: np.ndarray, sampling: str, with_reference: bool = True
+) -> np.ndarray:
     """``sampling`` keyframe / auto: each sampled frame (presentation index) moved to the frame after its
     nearest keyframe (the keyframe itself without ``with_reference``) when that is within a quarter of
     the sample spacing; auto only when samples lie more than two GOPs apart. ``keyframe``: bool [N]."""
     if sampling == "uniform" or len(wanted) < 2:
         return wanted
-    keys = np.flatnonzero(keyframe[window[0]:window[-1] + 1]) + window[0]
+    keys = np.flatnonzero(keyframe[window[0] : window[-1] + 1]) + window[0]
     spacing = float(np.median(np.diff(wanted)))
     if len(keys) < 2 or (sampling == "auto" and spacing <= 2 * float(np.median(np.diff(keys)))):
         return wanted

@@ -238,7 +238,12 @@ def fallback_patches(candidates: np.ndarray, per_frame: int, k: int) -> np.ndarr
 
 
 def _grouped_top_k(
-    flat: np.ndarray, labels: np.ndarray, candidates: np.ndarray, weights: np.ndarray, per_frame: int, k: int,
+    flat: np.ndarray,
+    labels: np.ndarray,
+    candidates: np.ndarray,
+    weights: np.ndarray,
+    per_frame: int,
+    k: int,
     eligible: np.ndarray | None = None,
 ) -> np.ndarray:
     """Allocate k over groups (``labels`` per frame) by ``weights``, then top-k inside each group.
@@ -308,8 +313,9 @@ def select_patches(
     elif cfg.mode == "buckets":
         labels = (np.arange(t) * min(int(cfg.num_buckets), t)) // t
         counts = np.bincount(labels[candidates], minlength=int(labels.max()) + 1)
-        chosen = _grouped_top_k(flat, labels, candidates, counts.astype(np.float64), per_frame, remaining,
-                                eligible)
+        chosen = _grouped_top_k(
+            flat, labels, candidates, counts.astype(np.float64), per_frame, remaining, eligible
+        )
     else:
         bits, span = frame_bit_costs(packet_sizes, frame_ids)
         groups = bitcost_groups(bits, span, cfg.max_groups)
@@ -327,7 +333,9 @@ def select_patches(
         is_context=np.isin(fi, ctx),
         fallback=bool(static),
         groups=groups,
-        capped=isinstance(cfg.budget, (int, np.integer)) and not isinstance(cfg.budget, bool) and cfg.budget > t * per_frame,
+        capped=isinstance(cfg.budget, (int, np.integer))
+        and not isinstance(cfg.budget, bool)
+        and cfg.budget > t * per_frame,
     )
 
 
@@ -347,6 +355,13 @@ def random_patches(sel: Selection, scores: np.ndarray, rng: np.random.Generator)
     drawn = _frame_patches(pool, per_frame)[rng.choice(len(pool) * per_frame, size=k, replace=False)]
     idx = np.sort(np.concatenate([flat_ctx, drawn]))
     fi, row, col = np.unravel_index(idx, s.shape)
-    return Selection(frame_index=fi.astype(np.int64), row=row.astype(np.int64), col=col.astype(np.int64),
-                     score=s.reshape(-1)[idx].astype(np.float32), is_context=np.isin(fi, ctx_frames),
-                     fallback=sel.fallback, groups=sel.groups, capped=sel.capped)
+    return Selection(
+        frame_index=fi.astype(np.int64),
+        row=row.astype(np.int64),
+        col=col.astype(np.int64),
+        score=s.reshape(-1)[idx].astype(np.float32),
+        is_context=np.isin(fi, ctx_frames),
+        fallback=sel.fallback,
+        groups=sel.groups,
+        capped=sel.capped,
+    )

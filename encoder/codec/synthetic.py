@@ -223,7 +223,7 @@ def _render_handheld(rng: np.random.Generator, width: int, height: int, n: int):
         data = (a, b, cx + tx[i] - a * u0 - b * v0, d, e, cy + ty[i] - d * u0 - e * v0)
         frame = np.asarray(bg.transform((width, height), Image.AFFINE, data, resample=Image.BILINEAR))
         frames[i] = frame
-        frames[i, oy[i]:oy[i] + size, ox[i]:ox[i] + size] = obj
+        frames[i, oy[i] : oy[i] + size, ox[i] : ox[i] + size] = obj
         boxes[i] = (ox[i], oy[i], ox[i] + size, oy[i] + size)
     velocity = np.zeros((n, 2), dtype=np.float32)
     velocity[1:] = np.stack([np.diff(ox), np.diff(oy)], 1)
@@ -281,7 +281,9 @@ def make_clip(
     )
 
 
-def object_patch_overlap(clip: SyntheticClip, frame_ids: np.ndarray, input_size: int, patch: int) -> np.ndarray:
+def object_patch_overlap(
+    clip: SyntheticClip, frame_ids: np.ndarray, input_size: int, patch: int
+) -> np.ndarray:
     """float [T, G, G]: the fraction of each patch of the S×S input (``aspect="resize"``) covered by the
     object's box in each given frame (0 where the object is absent). Ground truth for selection tests."""
     g = input_size // patch

@@ -38,8 +38,16 @@ class TranscodeConfig:
             raise ValueError(f"gop must be >= 1, got {self.gop}")
 
 
-def encoder_options(codec: str, *, gop: int, bframes: int = 0, refs: int = 1, crf: float | None = None,
-                    preset: str | None = None, reproducible: bool = False) -> dict[str, str]:
+def encoder_options(
+    codec: str,
+    *,
+    gop: int,
+    bframes: int = 0,
+    refs: int = 1,
+    crf: float | None = None,
+    preset: str | None = None,
+    reproducible: bool = False,
+) -> dict[str, str]:
     """libx264 / libx265 options for a fixed GOP: no scene-cut keyframes, ``bframes`` B-frames, ``refs``
     references. ``reproducible`` pins the encoder to one thread (and, for x264, turns macroblock-tree rate
     control off) so the output is byte-identical."""
@@ -130,8 +138,9 @@ def transcode(src: str | Path, dst: str | Path, cfg: TranscodeConfig | None = No
         tmp.unlink(missing_ok=True)
         raise VideoDecodeError(src, f"transcode failed after {frames} frames ({e})") from None
     tmp.replace(dst)
-    return TranscodeResult(str(src), str(dst), frames, time.perf_counter() - t0, src.stat().st_size,
-                           dst.stat().st_size)
+    return TranscodeResult(
+        str(src), str(dst), frames, time.perf_counter() - t0, src.stat().st_size, dst.stat().st_size
+    )
 
 
 def _open_output(out, cfg: TranscodeConfig, rate: Fraction, width: int, height: int):

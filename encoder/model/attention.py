@@ -73,7 +73,9 @@ class SeqInfo:
         return info
 
 
-_IMPORTED: dict[str, object] = {}  # a plain memo (not functools.cache): torch.compile traces it without warnings
+_IMPORTED: dict[
+    str, object
+] = {}  # a plain memo (not functools.cache): torch.compile traces it without warnings
 
 
 def _flash_varlen_func() -> Callable | None:
@@ -93,7 +95,9 @@ def _torch_varlen_func() -> Callable | None:
         except ImportError:
             varlen_attn = None
         _IMPORTED["torch_varlen"] = varlen_attn
-        _IMPORTED["torch_varlen_params"] = frozenset(inspect.signature(varlen_attn).parameters) if varlen_attn else frozenset()
+        _IMPORTED["torch_varlen_params"] = (
+            frozenset(inspect.signature(varlen_attn).parameters) if varlen_attn else frozenset()
+        )
     return _IMPORTED["torch_varlen"]  # type: ignore[return-value]
 
 
@@ -147,7 +151,9 @@ def _flash(q: Tensor, k: Tensor, v: Tensor, info: SeqInfo, causal: bool, scale: 
     return fn(q, k, v, cu, cu, m, m, dropout_p=0.0, softmax_scale=scale, causal=causal)  # GQA native
 
 
-def _torch_varlen(q: Tensor, k: Tensor, v: Tensor, info: SeqInfo, causal: bool, scale: float | None) -> Tensor:
+def _torch_varlen(
+    q: Tensor, k: Tensor, v: Tensor, info: SeqInfo, causal: bool, scale: float | None
+) -> Tensor:
     fn, params = _torch_varlen_func(), _torch_varlen_params()
     kwargs: dict = {}
     if "is_causal" in params:  # torch <= 2.11
@@ -173,13 +179,19 @@ def _upcast_on_cpu(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Ten
     return q, k, v
 
 
-def _sdpa(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float | None, mask: Tensor | None = None) -> Tensor:
+def _sdpa(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float | None, mask: Tensor | None = None
+) -> Tensor:
     """SDPA on ``[B, L, H, d]`` tensors (kv heads repeated for GQA), back in that layout."""
     heads = q.shape[2]
     k, v = (_repeat_kv(t.flatten(0, 1), heads).view(*t.shape[:2], heads, t.shape[-1]) for t in (k, v))
     # 4-D [B, H, L, d] inputs: 3-D ones miss the fused CPU kernel and fall back to the math path
-    out = F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)), attn_mask=mask,
-                                         is_causal=causal and mask is None, scale=scale)
+    out = F.scaled_dot_product_attention(
+        *(t.transpose(1, 2) for t in (q, k, v)),
+        attn_mask=mask,
+        is_causal=causal and mask is None,
+        scale=scale,
+    )
     return out.transpose(1, 2)
 
 
@@ -191,8 +203,10 @@ def _sdpa_loop(q: Tensor, k: Tensor, v: Tensor, info: SeqInfo, causal: bool, sca
         b, n = len(lengths), q.shape[0]
         out = _sdpa(*(t.view(b, n // b, *t.shape[1:]) for t in (q, k, v)), causal, scale)
         return out.reshape(q.shape).to(dtype)
-    outs = [_sdpa(qs[None], ks[None], vs[None], causal, scale)[0]
-            for qs, ks, vs in zip(*(x.split(lengths) for x in (q, k, v)))]
+    outs = [
+        _sdpa(qs[None], ks[None], vs[None], causal, scale)[0]
+        for qs, ks, vs in zip(*(x.split(lengths) for x in (q, k, v)))
+    ]
     return torch.cat(outs).to(dtype)
 
 
@@ -213,8 +227,15 @@ _BACKENDS: dict[str, Callable[[Tensor, Tensor, Tensor, SeqInfo, bool, float | No
 }
 
 
-def varlen_attention(q: Tensor, k: Tensor, v: Tensor, info: SeqInfo, backend: str = "auto",
-                     causal: bool = False, scale: float | None = None) -> Tensor:
+def varlen_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    info: SeqInfo,
+    backend: str = "auto",
+    causal: bool = False,
+    scale: float | None = None,
+) -> Tensor:
     """Packed attention within each sequence; ``backend`` as in the module docstring (or ``auto``);
     ``scale`` defaults to ``head_dim ** -0.5``."""
     if q.shape[1] % k.shape[1]:

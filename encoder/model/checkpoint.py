@@ -51,10 +51,26 @@ _HF_FIELDS = (
 _EXTRA_FIELDS = ("rope_split", "rope_mode", "image_mean", "image_std")
 # Generic HF / remote-code keys that carry no architecture information.
 _IGNORED_HF_KEYS = {
-    "architectures", "auto_map", "model_type", "torch_dtype", "dtype", "transformers_version",
-    "_name_or_path", "output_hidden_states", "output_attentions", "return_dict", "use_return_dict",
-    "attention_dropout", "_attn_implementation", "_attn_implementation_autoset", "tie_word_embeddings",
-    "id2label", "label2id", "problem_type", "chunk_size_feed_forward", "is_encoder_decoder",
+    "architectures",
+    "auto_map",
+    "model_type",
+    "torch_dtype",
+    "dtype",
+    "transformers_version",
+    "_name_or_path",
+    "output_hidden_states",
+    "output_attentions",
+    "return_dict",
+    "use_return_dict",
+    "attention_dropout",
+    "_attn_implementation",
+    "_attn_implementation_autoset",
+    "tie_word_embeddings",
+    "id2label",
+    "label2id",
+    "problem_type",
+    "chunk_size_feed_forward",
+    "is_encoder_decoder",
 }
 _STRIP_PREFIXES = ("vision_model.", "onevision_encoder.", "model.")
 
@@ -72,7 +88,9 @@ def config_from_hf_dict(d: dict[str, Any], **overrides: Any) -> ViTConfig:
     Released configs have no ``rope_mode`` -> ``compatible`` (the rule their weights were trained with).
     """
     if d.get("attention_dropout", 0.0):
-        log.warning("attention_dropout=%s in config.json is ignored (no attention dropout)", d["attention_dropout"])
+        log.warning(
+            "attention_dropout=%s in config.json is ignored (no attention dropout)", d["attention_dropout"]
+        )
     if "rope_temporal_size" in d and d["rope_temporal_size"] is None:
         raise ValueError("rope_temporal_size=None (per-clip frame count) is not supported; need a fixed grid")
     fields = {k: d[k] for k in _HF_FIELDS + _EXTRA_FIELDS if k in d}
@@ -127,8 +145,10 @@ def resolve_checkpoint_dir(name_or_path: str | Path) -> Path:
     try:
         return Path(snapshot_download(repo_id=text, allow_patterns=patterns))
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, auth: one clear line
-        raise ValueError(f"{text}: not a local folder, and fetching it from the Hugging Face hub failed "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise ValueError(
+            f"{text}: not a local folder, and fetching it from the Hugging Face hub failed "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
 
 
 def read_state_dict(directory: Path) -> dict[str, Tensor]:
@@ -155,7 +175,7 @@ def read_state_dict(directory: Path) -> dict[str, Tensor]:
 def _strip_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
     for prefix in _STRIP_PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
-            return {k[len(prefix):]: v for k, v in state.items()}
+            return {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 

@@ -85,7 +85,9 @@ class ViTConfig:
         if self.hidden_act != "gelu":
             raise ValueError(f"only exact GELU ('gelu') is supported, got hidden_act={self.hidden_act!r}")
         if self.layer_norm_type not in ("layer_norm", "rms_norm"):
-            raise ValueError(f"layer_norm_type must be 'layer_norm' or 'rms_norm', got {self.layer_norm_type!r}")
+            raise ValueError(
+                f"layer_norm_type must be 'layer_norm' or 'rms_norm', got {self.layer_norm_type!r}"
+            )
         if self.rope_mode not in ("compatible", "clean"):
             raise ValueError(f"rope_mode must be 'compatible' or 'clean', got {self.rope_mode!r}")
         if self.attn_backend not in ATTN_BACKENDS:

@@ -44,7 +44,9 @@ class ProbeAttention(nn.Module):
             q, k, v = q.float(), k.float(), v.float()
             scores = (k * q).sum(-1) * hd**-0.5  # [N, H]
             weights = segment_softmax(scores, info.seq_ids, info.num_seqs)
-            pooled = scores.new_zeros(info.num_seqs, h, hd).index_add_(0, info.seq_ids, weights[..., None] * v)
+            pooled = scores.new_zeros(info.num_seqs, h, hd).index_add_(
+                0, info.seq_ids, weights[..., None] * v
+            )
         return self.out_proj(pooled.reshape(info.num_seqs, d).to(x.dtype))
 
 

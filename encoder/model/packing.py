@@ -83,7 +83,9 @@ def pack_images(images: Tensor | Sequence[Tensor], patch_size: int = 14) -> Pack
     if isinstance(images, Tensor) and images.dim() == 3:
         images = images[None]
     if isinstance(images, Tensor) and images.dim() != 4:
-        raise ValueError(f"images must be [B, C, H, W] or a list of [C, H, W], got shape {tuple(images.shape)}")
+        raise ValueError(
+            f"images must be [B, C, H, W] or a list of [C, H, W], got shape {tuple(images.shape)}"
+        )
     pieces = []
     for img in images:
         if img.dim() != 3:
@@ -98,7 +100,9 @@ def pack_videos(
 ) -> PackedInput:
     """Dense videos ``[B, C, T, H, W]`` or a list of ``[C, T, H, W]``; every patch of every frame."""
     if isinstance(videos, Tensor) and videos.dim() != 5:
-        raise ValueError(f"videos must be [B, C, T, H, W] or a list of [C, T, H, W], got {tuple(videos.shape)}")
+        raise ValueError(
+            f"videos must be [B, C, T, H, W] or a list of [C, T, H, W], got {tuple(videos.shape)}"
+        )
     pieces = []
     for vid in videos:
         if vid.dim() != 4:
@@ -120,9 +124,7 @@ def pack_selections(selections: Sequence[Any], patch_size: int | None = None) ->
         pixels = torch.as_tensor(sel.pixels)
         positions = torch.as_tensor(sel.positions).to(torch.int32)
         if pixels.shape[0] != positions.shape[0]:
-            raise ValueError(
-                f"selection {i}: {pixels.shape[0]} patches but {positions.shape[0]} positions"
-            )
+            raise ValueError(f"selection {i}: {pixels.shape[0]} patches but {positions.shape[0]} positions")
         pieces.append((pixels, positions))
     return _pack(pieces)
 
@@ -168,7 +170,9 @@ def validate_packed(
 
 def _validate_cu_seqlens(cu_seqlens: Tensor, n: int) -> None:
     if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
-        raise ValueError(f"cu_seqlens must be 1-D with B + 1 >= 2 entries, got shape {tuple(cu_seqlens.shape)}")
+        raise ValueError(
+            f"cu_seqlens must be 1-D with B + 1 >= 2 entries, got shape {tuple(cu_seqlens.shape)}"
+        )
     if cu_seqlens.is_floating_point():
         raise ValueError(f"cu_seqlens must be integers, got {cu_seqlens.dtype}")
     cu = [int(c) for c in cu_seqlens.tolist()]

@@ -19,11 +19,11 @@ import torch
 from torch import Tensor
 
 
-def axis_inv_freqs(axis_sizes: tuple[int, int, int], theta: float, device: torch.device | None = None) -> list[Tensor]:
+def axis_inv_freqs(
+    axis_sizes: tuple[int, int, int], theta: float, device: torch.device | None = None
+) -> list[Tensor]:
     """Per-axis inverse frequencies ``theta ** (-i / n)`` for i < n, fp32."""
-    return [
-        1.0 / theta ** (torch.arange(n, dtype=torch.float32, device=device) / n) for n in axis_sizes
-    ]
+    return [1.0 / theta ** (torch.arange(n, dtype=torch.float32, device=device) / n) for n in axis_sizes]
 
 
 def rope_angles(positions: Tensor, axis_sizes: tuple[int, int, int], theta: float) -> Tensor:

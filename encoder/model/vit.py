@@ -136,7 +136,9 @@ class OVEncoder(nn.Module):
         keep = self._resolve_layer(output_layer)
         full = keep in (None, cfg.num_hidden_layers) or (return_pooled and self.head is not None)
         info = SeqInfo.from_cu_seqlens(cu_seqlens, device=pixels.device)
-        cos, sin = rope_cos_sin(positions.to(pixels.device), cfg.rope_axis_sizes, cfg.rope_theta, cfg.rope_mode)
+        cos, sin = rope_cos_sin(
+            positions.to(pixels.device), cfg.rope_axis_sizes, cfg.rope_theta, cfg.rope_mode
+        )
 
         x = self.layernorm_pre(self.embeddings(self.normalize_pixels(pixels)))
         x, kept = self.encoder(

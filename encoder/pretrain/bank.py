@@ -44,10 +44,15 @@ class ConceptBank:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise ConfigError(f"concept bank folder {self.root} does not exist (build it with scripts/build_concept_bank.py)")
-        label_bank = (self.root / "bank.json").is_file() and \
-            json.loads((self.root / "bank.json").read_text()).get("kind") == "labels"
-        missing = [f for f in FILES if not (self.root / f).is_file() and not (label_bank and f == "centres.npy")]
+            raise ConfigError(
+                f"concept bank folder {self.root} does not exist (build it with scripts/build_concept_bank.py)"
+            )
+        label_bank = (self.root / "bank.json").is_file() and json.loads(
+            (self.root / "bank.json").read_text()
+        ).get("kind") == "labels"
+        missing = [
+            f for f in FILES if not (self.root / f).is_file() and not (label_bank and f == "centres.npy")
+        ]
         if missing:
             raise ConfigError(f"concept bank {self.root} is incomplete: missing {missing}")
         self.manifest: dict[str, Any] = json.loads((self.root / "bank.json").read_text())
@@ -57,11 +62,17 @@ class ConceptBank:
             self.centres = np.load(self.root / "centres.npy", mmap_mode="r")
         self.labels = np.load(self.root / "labels.npy", mmap_mode="r")
         self.keys = (self.root / "keys.txt").read_text().splitlines()
-        if self.centres.ndim != 2 or len(self.centres) == 0 or (not label_bank and self.centres.shape[1] == 0):
+        if (
+            self.centres.ndim != 2
+            or len(self.centres) == 0
+            or (not label_bank and self.centres.shape[1] == 0)
+        ):
             raise ConfigError(f"concept bank {self.root} has no centres (centres.npy {self.centres.shape})")
         if self.labels.ndim != 2 or len(self.labels) != len(self.keys):
-            raise ConfigError(f"concept bank {self.root}: labels.npy {self.labels.shape} does not match "
-                              f"{len(self.keys)} keys")
+            raise ConfigError(
+                f"concept bank {self.root}: labels.npy {self.labels.shape} does not match "
+                f"{len(self.keys)} keys"
+            )
         if len(self.labels) and (int(self.labels.max()) >= len(self.centres) or int(self.labels.min()) < -1):
             raise ConfigError(f"concept bank {self.root}: a label is outside its {len(self.centres)} centres")
         self._row = {k: i for i, k in enumerate(self.keys)}
@@ -93,8 +104,10 @@ class ConceptBank:
         keys = list(keys)
         missing = [k for k in keys if k not in self._row]
         if missing:
-            raise ConfigError(f"the concept bank {self.root} does not match the data: {len(missing)} of {len(keys)} "
-                              f"samples have no labels there (e.g. {missing[0]!r}); rebuild the bank for this data")
+            raise ConfigError(
+                f"the concept bank {self.root} does not match the data: {len(missing)} of {len(keys)} "
+                f"samples have no labels there (e.g. {missing[0]!r}); rebuild the bank for this data"
+            )
 
 
 def _replace_folder(tmp: Path, out: Path) -> None:
@@ -104,8 +117,13 @@ def _replace_folder(tmp: Path, out: Path) -> None:
     tmp.rename(out)
 
 
-def write_label_bank(out: str | Path, keys: list[str], labels: list[list[int]], num_classes: int,
-                     meta: dict[str, Any] | None = None) -> ConceptBank:
+def write_label_bank(
+    out: str | Path,
+    keys: list[str],
+    labels: list[list[int]],
+    num_classes: int,
+    meta: dict[str, Any] | None = None,
+) -> ConceptBank:
     """A bank whose labels are given (e.g. each image's OCR words as ids into a ``num_classes``-word
     vocabulary; rows padded with -1 to the longest), written atomically like :func:`build_bank`."""
     if num_classes < 1:
@@ -113,7 +131,7 @@ def write_label_bank(out: str | Path, keys: list[str], labels: list[list[int]], 
     width = max((len(row) for row in labels), default=0)
     arr = np.full((len(keys), max(width, 1)), -1, np.int32)
     for i, row in enumerate(labels):
-        arr[i, :len(row)] = row
+        arr[i, : len(row)] = row
     if len(keys) != len(labels):
         raise ConfigError(f"{len(keys)} keys but {len(labels)} label rows")
     if arr.size and (arr.max() >= num_classes or arr.min() < -1):
@@ -123,15 +141,30 @@ def write_label_bank(out: str | Path, keys: list[str], labels: list[list[int]], 
     tmp.mkdir(parents=True, exist_ok=True)
     np.save(tmp / "labels.npy", arr)
     (tmp / "keys.txt").write_text("".join(k + "\n" for k in keys))
-    (tmp / "bank.json").write_text(json.dumps({"kind": "labels", "num_samples": len(keys), "num_centres": num_classes,
-                                               "topk": int(arr.shape[1]), "keys_digest": keys_digest(keys),
-                                               **(meta or {})}, indent=1))
+    (tmp / "bank.json").write_text(
+        json.dumps(
+            {
+                "kind": "labels",
+                "num_samples": len(keys),
+                "num_centres": num_classes,
+                "topk": int(arr.shape[1]),
+                "keys_digest": keys_digest(keys),
+                **(meta or {}),
+            },
+            indent=1,
+        )
+    )
     _replace_folder(tmp, out)
     return ConceptBank(out)
 
 
-def build_bank(stream: Stream, cfg: KMeansConfig, out: str | Path, meta: dict[str, Any] | None = None,
-               progress: bool = True) -> dict[str, Any]:
+def build_bank(
+    stream: Stream,
+    cfg: KMeansConfig,
+    out: str | Path,
+    meta: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """k-means over the stream's embeddings, every sample's top-k centres, the bank folder written
     atomically (``out.tmp`` renamed); returns the summary also stored in ``bank.json``."""
     out = Path(out)
@@ -157,8 +190,10 @@ def build_bank(stream: Stream, cfg: KMeansConfig, out: str | Path, meta: dict[st
         idx, sim = nearest(x)
         n = len(idx)
         if n != len(block_keys) or row + n > total:
-            raise ConfigError("the embedding stream changed between its two passes (or a block's keys and rows differ)")
-        labels[row:row + n] = idx
+            raise ConfigError(
+                "the embedding stream changed between its two passes (or a block's keys and rows differ)"
+            )
+        labels[row : row + n] = idx
         keys.extend(block_keys)
         if n:
             sizes += np.bincount(idx[:, 0], minlength=cfg.num_centres)
@@ -172,15 +207,29 @@ def build_bank(stream: Stream, cfg: KMeansConfig, out: str | Path, meta: dict[st
     del labels
     seconds = time.perf_counter() - t0
     summary = {
-        "num_samples": total, "num_centres": cfg.num_centres, "dim": int(result.centres.shape[1]), "topk": cfg.topk,
-        "backend": result.backend, "num_train": result.num_train, "reseeded_in_training": result.reseeded,
+        "num_samples": total,
+        "num_centres": cfg.num_centres,
+        "dim": int(result.centres.shape[1]),
+        "topk": cfg.topk,
+        "backend": result.backend,
+        "num_train": result.num_train,
+        "reseeded_in_training": result.reseeded,
         "empty_clusters": int((sizes == 0).sum()),
-        "cluster_size": {"min": int(sizes.min()), "median": float(statistics.median(sizes.tolist())),
-                         "max": int(sizes.max())},
+        "cluster_size": {
+            "min": int(sizes.min()),
+            "median": float(statistics.median(sizes.tolist())),
+            "max": int(sizes.max()),
+        },
         "mean_top1_cosine": sum(sims) / max(total, 1),
         "seconds": {"train": round(t_train, 3), "total": round(seconds, 3)},
-        "points_per_s": {"train": result.num_train * cfg.iters / max(t_train, 1e-9), "assign": total / max(seconds - t_train, 1e-9)},
-        "keys_digest": keys_digest(keys), "kmeans": asdict(cfg), **result.stats, **(meta or {}),
+        "points_per_s": {
+            "train": result.num_train * cfg.iters / max(t_train, 1e-9),
+            "assign": total / max(seconds - t_train, 1e-9),
+        },
+        "keys_digest": keys_digest(keys),
+        "kmeans": asdict(cfg),
+        **result.stats,
+        **(meta or {}),
     }
     (tmp / "keys.txt").write_text("".join(k + "\n" for k in keys))
     (tmp / "bank.json").write_text(json.dumps(summary, indent=1))

@@ -101,7 +101,7 @@ def sample_stream(chunks: Chunks, size: int, seed: int) -> tuple[np.ndarray, int
 def _torch_assign(x: torch.Tensor, centres: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     best, sim = [], []
     for i in range(0, len(x), chunk):
-        s = x[i:i + chunk] @ centres.t()
+        s = x[i : i + chunk] @ centres.t()
         v, j = s.max(1)
         best.append(j)
         sim.append(v)
@@ -154,9 +154,20 @@ def train_faiss(x: np.ndarray, cfg: KMeansConfig) -> KMeansResult:
     import faiss
 
     d, k = x.shape[1], cfg.num_centres
-    gpu = cfg.gpu if cfg.gpu is not None else (hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0)
-    args = {"niter": cfg.iters, "nredo": cfg.redo, "seed": cfg.seed, "spherical": True, "gpu": bool(gpu), "verbose": False,
-            "max_points_per_centroid": cfg.max_points_per_centre}
+    gpu = (
+        cfg.gpu
+        if cfg.gpu is not None
+        else (hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0)
+    )
+    args = {
+        "niter": cfg.iters,
+        "nredo": cfg.redo,
+        "seed": cfg.seed,
+        "spherical": True,
+        "gpu": bool(gpu),
+        "verbose": False,
+        "max_points_per_centroid": cfg.max_points_per_centre,
+    }
     x = normalize(x)
     if k >= cfg.two_level_from:
         from faiss.contrib.clustering import two_level_clustering
@@ -168,8 +179,12 @@ def train_faiss(x: np.ndarray, cfg: KMeansConfig) -> KMeansResult:
         return KMeansResult(normalize(centres), "faiss-two-level", len(x), stats={"coarse": nc1})
     km = faiss.Kmeans(d, k, **args)
     km.train(x)
-    return KMeansResult(normalize(km.centroids), "faiss-gpu" if gpu else "faiss", len(x),
-                        stats={"objective": float(km.obj[-1]) / len(x) if len(km.obj) else None})
+    return KMeansResult(
+        normalize(km.centroids),
+        "faiss-gpu" if gpu else "faiss",
+        len(x),
+        stats={"objective": float(km.obj[-1]) / len(x) if len(km.obj) else None},
+    )
 
 
 def train_kmeans(chunks: Chunks, cfg: KMeansConfig) -> tuple[KMeansResult, int]:
@@ -183,14 +198,16 @@ def train_kmeans(chunks: Chunks, cfg: KMeansConfig) -> tuple[KMeansResult, int]:
     return result, total
 
 
-def topk_torch(x: np.ndarray, centres: torch.Tensor, topk: int, max_elems: int = 1 << 25) -> tuple[np.ndarray, np.ndarray]:
+def topk_torch(
+    x: np.ndarray, centres: torch.Tensor, topk: int, max_elems: int = 1 << 25
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by dot product, the centres taken in blocks (at most ``max_elems`` scores at once)."""
     xt = torch.from_numpy(x)
     block = max(topk, max_elems // max(len(x), 1))
     best_s = torch.full((len(x), 0), float("-inf"))
     best_i = torch.zeros((len(x), 0), dtype=torch.long)
     for j in range(0, len(centres), block):
-        s = xt @ centres[j:j + block].t()
+        s = xt @ centres[j : j + block].t()
         v, i = s.topk(min(topk, s.shape[1]), dim=1)
         best_s, order = torch.cat([best_s, v], 1).topk(min(topk, best_s.shape[1] + v.shape[1]), dim=1)
         best_i = torch.cat([best_i, i + j], 1).gather(1, order)
@@ -215,7 +232,7 @@ class TopK:
         """int32 [n, topk] centre ids (best first), float32 [n, topk] cosines."""
         ids, sims = [], []
         for i in range(0, len(x), self.chunk):
-            block = normalize(x[i:i + self.chunk])
+            block = normalize(x[i : i + self.chunk])
             if self.index is not None:
                 s, j = self.index.search(block, self.topk)
                 j, s = j.astype(np.int32), s.astype(np.float32)
@@ -228,5 +245,19 @@ class TopK:
         return np.concatenate(ids), np.concatenate(sims)
 
 
-__all__ = ["BACKENDS", "Chunks", "KMeansConfig", "KMeansResult", "TopK", "faiss_available", "normalize",
-           "kmeans_pp", "resolve_backend", "sample_stream", "topk_torch", "train_faiss", "train_kmeans", "train_torch"]
+__all__ = [
+    "BACKENDS",
+    "Chunks",
+    "KMeansConfig",
+    "KMeansResult",
+    "TopK",
+    "faiss_available",
+    "normalize",
+    "kmeans_pp",
+    "resolve_backend",
+    "sample_stream",
+    "topk_torch",
+    "train_faiss",
+    "train_kmeans",
+    "train_torch",
+]

@@ -77,7 +77,7 @@ class _GatherRows(torch.autograd.Function):
         grad = grad.contiguous()
         dist.all_reduce(grad)  # every rank's logits touched every row
         start = sum(ctx.sizes[: ctx.rank])
-        return grad[start:start + ctx.sizes[ctx.rank]].clone(), None
+        return grad[start : start + ctx.sizes[ctx.rank]].clone(), None
 
 
 class _SumOverRanks(torch.autograd.Function):
@@ -133,9 +133,18 @@ class PartialFCOutput:
 class PartialFC(nn.Module):
     """This rank's shard of a ``num_classes`` × ``dim`` bank and the sharded margin softmax over it."""
 
-    def __init__(self, num_classes: int, dim: int, sample_rate: float = 1.0, scale: float = 64.0,
-                 margin: float = 0.3, num_labels: int = 8, rank: int | None = None, world_size: int | None = None,
-                 init: Tensor | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        dim: int,
+        sample_rate: float = 1.0,
+        scale: float = 64.0,
+        margin: float = 0.3,
+        num_labels: int = 8,
+        rank: int | None = None,
+        world_size: int | None = None,
+        init: Tensor | None = None,
+    ) -> None:
         super().__init__()
         if not 0.0 < sample_rate <= 1.0:
             raise ConfigError(f"sample_rate must be in (0, 1], got {sample_rate}")
@@ -150,8 +159,10 @@ class PartialFC(nn.Module):
         local = self.end - self.start
         if init is not None:  # the full bank (e.g. the k-means centres): keep this rank's rows
             if tuple(init.shape) != (num_classes, dim):
-                raise ConfigError(f"initial centres {tuple(init.shape)} do not match the bank ({num_classes}, {dim})")
-            weight = init[self.start:self.end].detach().clone().float()
+                raise ConfigError(
+                    f"initial centres {tuple(init.shape)} do not match the bank ({num_classes}, {dim})"
+                )
+            weight = init[self.start : self.end].detach().clone().float()
         else:
             weight = torch.randn(local, dim) * 0.01
         self.weight = nn.Parameter(weight)
@@ -161,7 +172,11 @@ class PartialFC(nn.Module):
         return self.end - self.start
 
     def num_sample(self) -> int:
-        return self.num_local if self.sample_rate >= 1.0 else max(1, math.ceil(self.sample_rate * self.num_local))
+        return (
+            self.num_local
+            if self.sample_rate >= 1.0
+            else max(1, math.ceil(self.sample_rate * self.num_local))
+        )
 
     def sample(self, positives: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Sorted local indices scored this step: every local positive, then random others up to
@@ -174,11 +189,15 @@ class PartialFC(nn.Module):
         k = max(self.num_sample(), int(positives.numel()))
         return keys.topk(k).indices.sort().values
 
-    def forward(self, embeddings: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> PartialFCOutput:
+    def forward(
+        self, embeddings: Tensor, labels: Tensor, generator: torch.Generator | None = None
+    ) -> PartialFCOutput:
         """``embeddings`` [b, D] and stored ``labels`` [b, L] (global centre ids, -1 pads) of this rank
         (collective: every rank calls it, b may differ and be 0)."""
         if embeddings.shape[0] != labels.shape[0] or embeddings.ndim != 2 or labels.ndim != 2:
-            raise ValueError(f"embeddings {tuple(embeddings.shape)} and labels {tuple(labels.shape)} do not match")
+            raise ValueError(
+                f"embeddings {tuple(embeddings.shape)} and labels {tuple(labels.shape)} do not match"
+            )
         labels = labels.to(embeddings.device, torch.long)
         if labels.numel() and (int(labels.max()) >= self.num_classes or int(labels.min()) < -1):
             bad = labels[(labels >= self.num_classes) | (labels < -1)][0]
@@ -216,7 +235,9 @@ class PartialFC(nn.Module):
         t_local = torch.where(mine, s * (cos.gather(1, tcol) - m), torch.zeros_like(tcol, dtype=cos.dtype))
         z = _SumOverRanks.apply(t_local)  # [N, k]
         with torch.no_grad():  # a shift for exp(); it cancels exactly in the loss
-            row_max = torch.maximum(neg_logits.max(1).values, z.masked_fill(~valid, float("-inf")).max(1).values)
+            row_max = torch.maximum(
+                neg_logits.max(1).values, z.masked_fill(~valid, float("-inf")).max(1).values
+            )
             if self.world_size > 1:
                 dist.all_reduce(row_max, op=dist.ReduceOp.MAX)
             row_max = torch.nan_to_num(row_max, neginf=0.0)
@@ -227,8 +248,14 @@ class PartialFC(nn.Module):
         return PartialFCOutput(loss, num, int(index.numel()))
 
 
-def dense_margin_softmax(embeddings: Tensor, centres: Tensor, stored: Tensor, drawn: Tensor, scale: float = 64.0,
-                         margin: float = 0.3) -> Tensor:
+def dense_margin_softmax(
+    embeddings: Tensor,
+    centres: Tensor,
+    stored: Tensor,
+    drawn: Tensor,
+    scale: float = 64.0,
+    margin: float = 0.3,
+) -> Tensor:
     """The same loss with the whole bank in one matrix (the reference the sharded version must equal)."""
     cos = F.normalize(embeddings.float(), dim=1) @ F.normalize(centres.float(), dim=1).t()
     losses = []
@@ -244,5 +271,12 @@ def dense_margin_softmax(embeddings: Tensor, centres: Tensor, stored: Tensor, dr
     return torch.stack(losses).mean()
 
 
-__all__ = ["PartialFC", "PartialFCOutput", "dense_margin_softmax", "draw_labels", "gather_rows", "gathered_sizes",
-           "shard_bounds"]
+__all__ = [
+    "PartialFC",
+    "PartialFCOutput",
+    "dense_margin_softmax",
+    "draw_labels",
+    "gather_rows",
+    "gathered_sizes",
+    "shard_bounds",
+]

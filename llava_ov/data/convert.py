@@ -72,7 +72,9 @@ def load_records(path: str | Path) -> list[Any]:
                     try:
                         records.append(json.loads(line))
                     except json.JSONDecodeError as e:
-                        raise ConvertError(f"{path}: line {number}, column {e.colno}: {e.msg} (JSON Lines)") from None
+                        raise ConvertError(
+                            f"{path}: line {number}, column {e.colno}: {e.msg} (JSON Lines)"
+                        ) from None
     except json.JSONDecodeError as e:
         raise ConvertError(f"{path}: line {e.lineno}, column {e.colno}: {e.msg}") from None
     return records
@@ -184,7 +186,9 @@ def convert_llava_json(
     job = partial(_job, media_root=Path(media_root), precompute=precompute_codec, codec=codec)
     result = ConvertResult()
     pool = ProcessPoolExecutor(workers, initializer=init_worker_process) if workers > 1 else None
-    outputs: Iterator = pool.map(job, zip(records, keys), chunksize=8) if pool else map(job, zip(records, keys))
+    outputs: Iterator = (
+        pool.map(job, zip(records, keys), chunksize=8) if pool else map(job, zip(records, keys))
+    )
     try:
         with ShardWriter(out_dir, prefix, max_samples) as writer:
             for out in tqdm(outputs, total=len(records), desc="convert", unit="sample", disable=not progress):

@@ -92,7 +92,9 @@ def make_item(
 
 
 def make_prompt_item(
-    sample: MediaSample, tokenizer: PreTrainedTokenizerBase, tokens_for: TokensFor = patch_tokens,
+    sample: MediaSample,
+    tokenizer: PreTrainedTokenizerBase,
+    tokens_for: TokensFor = patch_tokens,
     fmt: ChatFormat = ChatFormat(),
 ) -> LMMItem:
     """Evaluation item: the conversation up to (without) its last answer, as a generation prompt.
@@ -159,8 +161,9 @@ class LMMBatch:
         return int(self.text.attention_mask.sum())
 
 
-def pack_media(sels: Sequence[PatchSelection], kinds: Sequence[str], num_tokens: Sequence[int],
-               default_patch: int = 14) -> MediaBatch:
+def pack_media(
+    sels: Sequence[PatchSelection], kinds: Sequence[str], num_tokens: Sequence[int], default_patch: int = 14
+) -> MediaBatch:
     """Selections (one media item each, in order) → the packed :class:`MediaBatch` a tower takes;
     ``num_tokens``: the LLM tokens of each item (placeholder counts)."""
     sizes = {s.patch_size for s in sels}
@@ -261,8 +264,15 @@ def pack_items(
                 skips.clear()
             continue
         if len(item) > max_tokens or item.num_patches > limit_media:
-            skips.append(Skipped(item.key, "too_long", f"{len(item)} tokens / {item.num_patches} patches "
-                                 f"exceed max_tokens={max_tokens} / max_media_tokens={max_media_tokens}", item.source))
+            skips.append(
+                Skipped(
+                    item.key,
+                    "too_long",
+                    f"{len(item)} tokens / {item.num_patches} patches "
+                    f"exceed max_tokens={max_tokens} / max_media_tokens={max_media_tokens}",
+                    item.source,
+                )
+            )
             continue
         full = max_samples is not None and len(pending) >= max_samples
         if pending and (full or n_tok + len(item) > max_tokens or n_media + item.num_patches > limit_media):

@@ -84,24 +84,37 @@ def strip_placeholders(text: str) -> str:
 def _source_docs(cfg: DataConfig, name: str | None) -> Iterator[dict[str, Any]]:
     sources = [s for s in cfg.eval_sources if name in (None, s.name)]
     if not sources:
-        raise ValueError(f"the data config has no eval source {name!r}" if name else "the data config has no eval_sources")
+        raise ValueError(
+            f"the data config has no eval source {name!r}" if name else "the data config has no eval_sources"
+        )
     for source in sources:
         read = ReadConfig(0, cfg.seed, False, 0, 1, shuffle_shards=False)
         for raw in iter_raw_samples(resolve_shards(cfg, source), read, source.name):
             if isinstance(raw, Skipped):
                 raise ValueError(f"unreadable shard in {source.name}: {raw.detail}")
             record = parse_record(raw.get("json"))
-            files = [f for f in raw if not f.startswith("__") and f.rsplit(".", 1)[-1].lower() in VIDEO_EXTS | IMAGE_EXTS]
+            files = [
+                f
+                for f in raw
+                if not f.startswith("__") and f.rsplit(".", 1)[-1].lower() in VIDEO_EXTS | IMAGE_EXTS
+            ]
             if len(files) != 1:
-                raise ValueError(f"{source.name}/{raw['__key__']}: a local task needs one video or image file "
-                                 f"per sample, found {files or 'none'} (precomputed-only shards cannot be exported)")
+                raise ValueError(
+                    f"{source.name}/{raw['__key__']}: a local task needs one video or image file "
+                    f"per sample, found {files or 'none'} (precomputed-only shards cannot be exported)"
+                )
             turns = normalize_conversation(record)
             ext = files[0].rsplit(".", 1)[-1].lower()
             key = str(raw["__key__"])
-            yield {"id": record.get("id", key), "media": f"media/{key}.{ext}",
-                   "kind": "video" if ext in VIDEO_EXTS else "image",
-                   "question": strip_placeholders(turns[0].content), "answer": record.get("answer", turns[-1].content),
-                   "qtype": record.get("qtype", "all"), "_bytes": raw[files[0]]}
+            yield {
+                "id": record.get("id", key),
+                "media": f"media/{key}.{ext}",
+                "kind": "video" if ext in VIDEO_EXTS else "image",
+                "question": strip_placeholders(turns[0].content),
+                "answer": record.get("answer", turns[-1].content),
+                "qtype": record.get("qtype", "all"),
+                "_bytes": raw[files[0]],
+            }
 
 
 def export_eval_source(cfg: DataConfig, out: str | Path, source: str | None = None) -> int:
@@ -109,9 +122,12 @@ def export_eval_source(cfg: DataConfig, out: str | Path, source: str | None = No
     the number of docs. Synthetic sources are generated first if they are not cached."""
     out = Path(out)
     syn = synthetic_config(cfg)
-    key = {"sources": [s.name for s in cfg.eval_sources if source in (None, s.name)], "seed": cfg.seed,
-           "shards": [s.shards for s in cfg.eval_sources],
-           "synthetic": config_hash(syn, "heldout") if syn is not None else None}
+    key = {
+        "sources": [s.name for s in cfg.eval_sources if source in (None, s.name)],
+        "seed": cfg.seed,
+        "shards": [s.shards for s in cfg.eval_sources],
+        "synthetic": config_hash(syn, "heldout") if syn is not None else None,
+    }
     digest = _digest(key)
     if _cached(out, digest):
         return json.loads((out / MANIFEST).read_text())["count"]
@@ -135,11 +151,21 @@ def make_still(index: int, seed: int, size: int = 112) -> tuple[dict[str, Any], 
     else:
         answer = COUNTS[k % len(COUNTS)]
         for _ in range(COUNTS.index(answer) + 1):
-            objects.append(static_object(rng, p, str(rng.choice(SHAPES)), str(rng.choice(list(COLORS))), objects, "object"))
+            objects.append(
+                static_object(
+                    rng, p, str(rng.choice(SHAPES)), str(rng.choice(list(COLORS))), objects, "object"
+                )
+            )
         question = f"How many shapes are there?{SUFFIX}"
     image = render(objects, background(rng, size), 1)[0]
-    doc = {"id": f"still_{index:05d}", "kind": "image", "question": question, "answer": answer, "qtype": qtype,
-           "choices": list(COLORS) if qtype == "color" else list(COUNTS)}
+    doc = {
+        "id": f"still_{index:05d}",
+        "kind": "image",
+        "question": question,
+        "answer": answer,
+        "qtype": qtype,
+        "choices": list(COLORS) if qtype == "color" else list(COUNTS),
+    }
     return doc, image
 
 

@@ -150,7 +150,7 @@ def synthetic_config(cfg: DataConfig) -> SyntheticQAConfig:
 def resolve_shards(cfg: DataConfig, source: SourceConfig) -> str | list[str]:
     if not source.shards.startswith(SYNTHETIC_PREFIX):
         return source.shards
-    split = source.shards[len(SYNTHETIC_PREFIX):]
+    split = source.shards[len(SYNTHETIC_PREFIX) :]
     shards = prepare_data(cfg, progress=False)  # cached: returns instantly once generated
     if split not in shards:
         raise ConfigError(f"unknown synthetic split {split!r}; expected one of {sorted(shards)}")
@@ -214,8 +214,9 @@ class MixtureDataset(IterableDataset):
 
     def _raw(self, i: int, worker: int) -> Iterator:
         cfg, source = self.cfg, self.sources[i]
-        read = ReadConfig(cfg.shuffle_buffer, cfg.seed + 7919 * i, cfg.repeat, self.rank, self.world_size,
-                          worker=worker)
+        read = ReadConfig(
+            cfg.shuffle_buffer, cfg.seed + 7919 * i, cfg.repeat, self.rank, self.world_size, worker=worker
+        )
         stream = iter_raw_samples(self.shards[i], read, source.name)
         if source.where:
             stream = (raw for raw in stream if record_matches(raw, source.where))
@@ -253,7 +254,9 @@ class MixtureDataset(IterableDataset):
         cfg = self.cfg
         collator = LMMCollator(cfg.padded, int(getattr(self.tokenizer, "pad_token_id", 0) or 0))
         worker = self.logical_worker()
-        batches = pack_items(self.iter_items(), cfg.max_tokens, cfg.max_media_tokens, collator, cfg.max_samples)
+        batches = pack_items(
+            self.iter_items(), cfg.max_tokens, cfg.max_media_tokens, collator, cfg.max_samples
+        )
         return (_tagged(b, worker) for b in batches)
 
 
@@ -326,7 +329,9 @@ class LMMLoader:
         for batch in self.loader:
             self.stats.update(batch)
             if self.stats.used == 0 and self.stats.total_skipped >= self.max_skips_without_data:
-                raise RuntimeError(f"no usable sample among the first {self.stats.total_skipped} read: {self.stats}")
+                raise RuntimeError(
+                    f"no usable sample among the first {self.stats.total_skipped} read: {self.stats}"
+                )
             self.batches += 1
             if batch.next_pos is not None:
                 self.positions[batch.worker] = batch.next_pos
@@ -335,15 +340,20 @@ class LMMLoader:
 
     def state_dict(self) -> dict[str, Any]:
         """Where the stream stands after the batches taken so far (JSON-able)."""
-        return {"num_workers": self.num_workers, "batches": self.batches,
-                "positions": {str(k): v for k, v in sorted(self.positions.items())}}
+        return {
+            "num_workers": self.num_workers,
+            "batches": self.batches,
+            "positions": {str(k): v for k, v in sorted(self.positions.items())},
+        }
 
 
 def check_resume(cfg: DataConfig, resume: dict[str, Any] | None) -> None:
     """A loader state (``LMMLoader.state_dict``) fits only a loader with the same number of workers."""
     if resume and int(resume.get("num_workers", cfg.num_workers)) != cfg.num_workers:
-        raise ConfigError(f"cannot resume a data stream of {resume['num_workers']} workers with "
-                          f"num_workers={cfg.num_workers}")
+        raise ConfigError(
+            f"cannot resume a data stream of {resume['num_workers']} workers with "
+            f"num_workers={cfg.num_workers}"
+        )
 
 
 def build_loader(

@@ -83,8 +83,12 @@ def expand_shards(spec: str | Sequence[str]) -> list[str]:
 def missing_local_shards(spec: str | Sequence[str]) -> list[str]:
     """The local shard files of ``spec`` that do not exist (remote URLs are not checked); ValueError
     when the spec matches nothing at all."""
-    return [u for u in expand_shards(spec) if not (_URL_RE.match(u) and not u.startswith("file:"))
-            and not os.path.exists(u.removeprefix("file:"))]
+    return [
+        u
+        for u in expand_shards(spec)
+        if not (_URL_RE.match(u) and not u.startswith("file:"))
+        and not os.path.exists(u.removeprefix("file:"))
+    ]
 
 
 def shard_pattern(paths: Sequence[str | Path]) -> str:
@@ -188,7 +192,9 @@ class ShardWriter:
             raise ValueError(f"{len(npz)} npz for {len(media)} media items")
         self._keys.add(key)
         record: dict[str, Any] = {"__key__": key}
-        record["json"] = sample if isinstance(sample, bytes) else json.dumps(sample, ensure_ascii=False).encode()
+        record["json"] = (
+            sample if isinstance(sample, bytes) else json.dumps(sample, ensure_ascii=False).encode()
+        )
         count = max(len(media), len(npz))
         for i, (ext, data) in enumerate(media):
             record[media_field(ext, i, count)] = bytes(data)

@@ -83,7 +83,11 @@ class DataStats:
         self.used += int(getattr(batch, "num_samples", 0))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"used": self.used, "skipped": self.total_skipped, **{f"skipped/{k}": v for k, v in self.skipped.items()}}
+        return {
+            "used": self.used,
+            "skipped": self.total_skipped,
+            **{f"skipped/{k}": v for k, v in self.skipped.items()},
+        }
 
     def __str__(self) -> str:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "none"

@@ -106,9 +106,13 @@ class SyntheticQAConfig:
         if self.size % 2 or self.size < 32:
             raise ValueError(f"size must be even and >= 32, got {self.size}")
         if self.num_frames < 8:
-            raise ValueError(f"num_frames must be >= 8 (blinks and brief appearances need room), got {self.num_frames}")
+            raise ValueError(
+                f"num_frames must be >= 8 (blinks and brief appearances need room), got {self.num_frames}"
+            )
         if not 0.0 < self.travel <= 0.5:
-            raise ValueError(f"travel must be in (0, 0.5] (a direction-neutral start needs room both ways), got {self.travel}")
+            raise ValueError(
+                f"travel must be in (0, 0.5] (a direction-neutral start needs room both ways), got {self.travel}"
+            )
         if self.num_train < 0 or self.num_heldout < 0:
             raise ValueError("num_train and num_heldout must be >= 0")
         if self.store != "mp4":
@@ -166,7 +170,9 @@ def make_record(cfg: SyntheticQAConfig, split: str, index: int) -> tuple[dict[st
     return record, render(objects, bg, cfg.num_frames)
 
 
-def make_sample(cfg: SyntheticQAConfig, split: str, index: int) -> tuple[str, bytes, list[tuple[str, bytes]], list[bytes]]:
+def make_sample(
+    cfg: SyntheticQAConfig, split: str, index: int
+) -> tuple[str, bytes, list[tuple[str, bytes]], list[bytes]]:
     """(key, json bytes, media, precomputed npz) of one sample, per ``cfg.store``."""
     from encoder.codec import patchify
     from encoder.codec.synthetic import write_video
@@ -188,7 +194,12 @@ def config_hash(cfg: SyntheticQAConfig, split: str) -> str:
     d = dataclasses.asdict(cfg)
     for k in ("out_dir", "workers", "num_train", "num_heldout", "seed", "heldout_seed"):
         d.pop(k)
-    d |= {"split": split, "seed": cfg.split_seed(split), "count": cfg.split_size(split), "version": FORMAT_VERSION}
+    d |= {
+        "split": split,
+        "seed": cfg.split_seed(split),
+        "count": cfg.split_size(split),
+        "version": FORMAT_VERSION,
+    }
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -256,7 +267,9 @@ def generate_synthetic_qa(
     with dir_lock(root):
         for split in splits:
             digest = config_hash(cfg, split)
-            split_dir = root / split / digest  # a sibling per setting: a change never overwrites another's cache
+            split_dir = (
+                root / split / digest
+            )  # a sibling per setting: a change never overwrites another's cache
             if cfg.split_size(split) == 0:
                 out[split] = []
                 continue
@@ -267,9 +280,13 @@ def generate_synthetic_qa(
             start = time.perf_counter()
             paths = _write_split(cfg, split, split_dir, progress)
             manifest = {
-                "config_hash": digest, "config": dataclasses.asdict(cfg), "split": split,
-                "num_samples": cfg.split_size(split), "shards": [p.name for p in paths],
-                "seconds": round(time.perf_counter() - start, 2), "format_version": FORMAT_VERSION,
+                "config_hash": digest,
+                "config": dataclasses.asdict(cfg),
+                "split": split,
+                "num_samples": cfg.split_size(split),
+                "shards": [p.name for p in paths],
+                "seconds": round(time.perf_counter() - start, 2),
+                "format_version": FORMAT_VERSION,
             }
             (split_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
             out[split] = paths

@@ -36,8 +36,13 @@ class SceneObject:
 
     def to_json(self) -> dict:
         return {
-            "shape": self.shape, "color": self.color, "role": self.role, "side": self.side,
-            "x": self.x.tolist(), "y": self.y.tolist(), "visible": self.visible.astype(int).tolist(),
+            "shape": self.shape,
+            "color": self.color,
+            "role": self.role,
+            "side": self.side,
+            "x": self.x.tolist(),
+            "y": self.y.tolist(),
+            "visible": self.visible.astype(int).tolist(),
         }
 
 
@@ -81,7 +86,9 @@ def background(rng: np.random.Generator, size: int) -> np.ndarray:
         pattern = np.repeat(np.repeat(coarse, cell, 0), cell, 1)[:size, :size]
     elif kind == 1:  # stripes, random angle and period
         ang, period = rng.uniform(0, np.pi), rng.uniform(6, 20)
-        pattern = (amp * np.sign(np.sin((xx * np.cos(ang) + yy * np.sin(ang)) * 2 * np.pi / period)))[..., None]
+        pattern = (amp * np.sign(np.sin((xx * np.cos(ang) + yy * np.sin(ang)) * 2 * np.pi / period)))[
+            ..., None
+        ]
     elif kind == 2:  # checker
         cell = int(rng.integers(5, 16))
         pattern = (((yy // cell + xx // cell) % 2) * 2 * amp - amp)[..., None]
@@ -130,7 +137,9 @@ def _swept(ob: SceneObject) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()) + ob.side, int(ys.max()) + ob.side
 
 
-def static_object(rng, p: SceneParams, shape: str, color: str, avoid: list[SceneObject], role: str) -> SceneObject:
+def static_object(
+    rng, p: SceneParams, shape: str, color: str, avoid: list[SceneObject], role: str
+) -> SceneObject:
     """A still object placed away from the boxes ``avoid`` cover (best effort after 100 tries)."""
     hi, s = p.size - p.obj, p.obj
     boxes = [_swept(o) for o in avoid]
@@ -150,7 +159,9 @@ def _mover(rng, p: SceneParams, shape: str, color: str, direction: str) -> Scene
     n, hi = p.num_frames, p.size - p.obj
     dist = max(n - 1, int(round(p.travel * hi)))
     if 2 * dist > hi:
-        raise ValueError(f"travel {p.travel} is too long for a direction-neutral start ({dist} px of {hi} free)")
+        raise ValueError(
+            f"travel {p.travel} is too long for a direction-neutral start ({dist} px of {hi} free)"
+        )
     dx, dy = DIRECTIONS[direction]
     along = np.round(np.linspace(0, dist, n)).astype(np.int64)
     first = int(rng.integers(dist, hi - dist + 1))
@@ -171,7 +182,9 @@ def blink_slots(num_frames: int) -> list[tuple[int, int]]:
     return [(int(round(c - off / 2)), int(round(c - off / 2)) + off) for c in centers]
 
 
-def build_scene(qtype: str, answer: str, rng: np.random.Generator, p: SceneParams) -> tuple[list[SceneObject], dict]:
+def build_scene(
+    qtype: str, answer: str, rng: np.random.Generator, p: SceneParams
+) -> tuple[list[SceneObject], dict]:
     """Objects for one question type with the given answer, plus the question's slots."""
     color, shape = str(rng.choice(list(COLORS))), str(rng.choice(SHAPES))
     n = p.num_frames
@@ -179,14 +192,23 @@ def build_scene(qtype: str, answer: str, rng: np.random.Generator, p: SceneParam
         mover = _mover(rng, p, shape, color, answer)
         objs = [mover]
         if rng.random() < 0.5:
-            objs.insert(0, static_object(rng, p, str(rng.choice(SHAPES)), _other(rng, COLORS, color), objs, "distractor"))
+            objs.insert(
+                0,
+                static_object(
+                    rng, p, str(rng.choice(SHAPES)), _other(rng, COLORS, color), objs, "distractor"
+                ),
+            )
         return objs, {"color": color, "shape": shape}
     if qtype == "which_moved":
         mover = _mover(rng, p, shape, answer, str(rng.choice(list(DIRECTIONS))))
-        still = static_object(rng, p, str(rng.choice(SHAPES)), _other(rng, COLORS, answer), [mover], "distractor")
+        still = static_object(
+            rng, p, str(rng.choice(SHAPES)), _other(rng, COLORS, answer), [mover], "distractor"
+        )
         return [still, mover], {}
     if qtype == "appeared":
-        still = static_object(rng, p, _other(rng, SHAPES, answer), str(rng.choice(list(COLORS))), [], "distractor")
+        still = static_object(
+            rng, p, _other(rng, SHAPES, answer), str(rng.choice(list(COLORS))), [], "distractor"
+        )
         brief = static_object(rng, p, answer, str(rng.choice(list(COLORS))), [still], "brief")
         length = max(2, int(round(n / 5)))
         first = int(rng.integers(max(1, n // 4), max(max(1, n // 4), n - length - n // 4) + 1))
@@ -201,14 +223,27 @@ def build_scene(qtype: str, answer: str, rng: np.random.Generator, p: SceneParam
             blinker.visible[a:b] = False
         objs = [blinker]
         if rng.random() < 0.5:
-            objs.insert(0, static_object(rng, p, str(rng.choice(SHAPES)), _other(rng, COLORS, color), objs, "distractor"))
+            objs.insert(
+                0,
+                static_object(
+                    rng, p, str(rng.choice(SHAPES)), _other(rng, COLORS, color), objs, "distractor"
+                ),
+            )
         return objs, {"color": color, "shape": shape}
     if qtype == "color":
-        target = (_mover(rng, p, shape, answer, str(rng.choice(list(DIRECTIONS)))) if rng.random() < 0.5
-                  else static_object(rng, p, shape, answer, [], "target"))
+        target = (
+            _mover(rng, p, shape, answer, str(rng.choice(list(DIRECTIONS))))
+            if rng.random() < 0.5
+            else static_object(rng, p, shape, answer, [], "target")
+        )
         target.role = "target"
         objs = [target]
         if rng.random() < 0.6:
-            objs.insert(0, static_object(rng, p, _other(rng, SHAPES, shape), _other(rng, COLORS, answer), objs, "distractor"))
+            objs.insert(
+                0,
+                static_object(
+                    rng, p, _other(rng, SHAPES, shape), _other(rng, COLORS, answer), objs, "distractor"
+                ),
+            )
         return objs, {"shape": shape}
     raise ValueError(f"unknown question type {qtype!r}")

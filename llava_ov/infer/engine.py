@@ -100,8 +100,14 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         return dtype
     if dtype in (None, "auto"):
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-             "fp32": torch.float32, "float32": torch.float32}
+    names = {
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "fp32": torch.float32,
+        "float32": torch.float32,
+    }
     if dtype not in names:
         raise ValueError(f"dtype must be auto or one of {sorted(names)}, got {dtype!r}")
     return names[dtype]
@@ -153,9 +159,11 @@ class Engine:
         model = LlavaOVModel.from_pretrained(path, dtype=resolve_dtype(dtype, dev), **overrides).to(dev)
         spec = model.vision_tower.spec
         if processor.codec.mode not in spec.modes or processor.codec.patch_size != spec.patch_size:
-            raise ValueError(f"codec mode {processor.codec.mode!r} with patch {processor.codec.patch_size} does not fit "
-                             f"the checkpoint's tower {model.config.tower.name!r} (modes {list(spec.modes)}, "
-                             f"patch {spec.patch_size})")
+            raise ValueError(
+                f"codec mode {processor.codec.mode!r} with patch {processor.codec.patch_size} does not fit "
+                f"the checkpoint's tower {model.config.tower.name!r} (modes {list(spec.modes)}, "
+                f"patch {spec.patch_size})"
+            )
         return cls(model, processor, batch_size)
 
     # ----------------------------------------------------------------- preparing
@@ -197,7 +205,7 @@ class Engine:
         gen = gen or GenerationConfig()
         out: list[str] = []
         for start in range(0, len(items), self.batch_size):
-            out += self._generate_batch(list(items[start:start + self.batch_size]), gen)
+            out += self._generate_batch(list(items[start : start + self.batch_size]), gen)
         return out
 
     def _generate_batch(self, items: list[LMMItem], gen: GenerationConfig) -> list[str]:
@@ -207,11 +215,17 @@ class Engine:
             kw |= {"temperature": gen.temperature, "top_p": gen.top_p}
         if gen.until:
             kw |= {"stop_strings": list(gen.until), "tokenizer": self.processor.tokenizer}
-        ids = self.model.generate(batch, max_new_tokens=gen.max_new_tokens, do_sample=gen.temperature > 0, **kw)
+        ids = self.model.generate(
+            batch, max_new_tokens=gen.max_new_tokens, do_sample=gen.temperature > 0, **kw
+        )
         return [cut_at_strings(self.processor.decode(row), gen.until).strip() for row in ids]
 
-    def generate(self, requests: Sequence[Request | tuple], gen: GenerationConfig | None = None,
-                 on_error: str = "raise") -> list[str]:
+    def generate(
+        self,
+        requests: Sequence[Request | tuple],
+        gen: GenerationConfig | None = None,
+        on_error: str = "raise",
+    ) -> list[str]:
         """One answer per request, in order (see the module docstring)."""
         answers = [""] * len(requests)
         reqs = [_as_request(r) for r in requests]
@@ -225,12 +239,14 @@ class Engine:
     # ----------------------------------------------------------------- scoring
 
     @torch.no_grad()
-    def loglikelihood(self, requests: Sequence[tuple[Any, str, Sequence[Media]]],
-                      on_error: str = "raise") -> list[LogLikelihood | None]:
+    def loglikelihood(
+        self, requests: Sequence[tuple[Any, str, Sequence[Media]]], on_error: str = "raise"
+    ) -> list[LogLikelihood | None]:
         """Per ``(context, continuation, media)``: see the module docstring."""
         results: list[LogLikelihood | None] = [None] * len(requests)
-        pairs = self._items(lambda r: self.processor.scored(r[0], r[1], r[2] if len(r) > 2 else ()),
-                            requests, on_error)
+        pairs = self._items(
+            lambda r: self.processor.scored(r[0], r[1], r[2] if len(r) > 2 else ()), requests, on_error
+        )
         for chunk in self._chunks(pairs):
             for (i, _), res in zip(chunk, self._score_batch([item for _, item in chunk])):
                 results[i] = res
@@ -257,5 +273,13 @@ def mean_nll(result: LogLikelihood | None) -> float:
     return math.inf if result is None else -result.logprob / max(result.num_tokens, 1)
 
 
-__all__ = ["Engine", "GenerationConfig", "LogLikelihood", "Request", "cut_at_strings", "mean_nll",
-           "resolve_device", "resolve_dtype"]
+__all__ = [
+    "Engine",
+    "GenerationConfig",
+    "LogLikelihood",
+    "Request",
+    "cut_at_strings",
+    "mean_nll",
+    "resolve_device",
+    "resolve_dtype",
+]

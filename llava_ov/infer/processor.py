@@ -57,8 +57,12 @@ Media = Union[str, Path, "PIL.Image.Image", Sequence[Union[str, Path, "PIL.Image
 NOT_FRAMES = "not frames (a folder without image files)"
 # Codec settings a user overrides by name (lmms-eval model_args, chat.py): name -> CodecConfig key,
 # with num_frames resolved against the mode (codec: decode.num_frames; frames/collage: num_frames).
-CODEC_SHORTCUTS = {"mode": "mode", "budget": "select.budget", "input_size": "decode.input_size",
-                   "image_max_side": "image_max_side"}
+CODEC_SHORTCUTS = {
+    "mode": "mode",
+    "budget": "select.budget",
+    "input_size": "decode.input_size",
+    "image_max_side": "image_max_side",
+}
 
 
 def _nested(key: str, value: Any) -> dict[str, Any]:
@@ -71,12 +75,19 @@ def codec_overrides(cfg: CodecConfig, **values: Any) -> CodecConfig:
     values are ignored. Strict: an unknown name is a ``ValueError``."""
     values = {k: v for k, v in values.items() if v is not None}
     if bad := sorted(set(values) - set(CODEC_SHORTCUTS) - {"num_frames"}):
-        raise ValueError(f"unknown codec setting(s) {bad}; expected some of {sorted([*CODEC_SHORTCUTS, 'num_frames'])}")
+        raise ValueError(
+            f"unknown codec setting(s) {bad}; expected some of {sorted([*CODEC_SHORTCUTS, 'num_frames'])}"
+        )
     num_frames = values.pop("num_frames", None)
     for name, value in values.items():
         cfg = merge(cfg, _nested(CODEC_SHORTCUTS[name], value))
     if num_frames is not None:
-        cfg = merge(cfg, _nested("decode.num_frames" if cfg.mode in ("codec", "random") else "num_frames", int(num_frames)))
+        cfg = merge(
+            cfg,
+            _nested(
+                "decode.num_frames" if cfg.mode in ("codec", "random") else "num_frames", int(num_frames)
+            ),
+        )
     cfg.validate()
     return cfg
 
@@ -94,7 +105,9 @@ def is_frame(item: Any) -> bool:
 
 def frame_files(folder: str | Path) -> list[Path]:
     """The image files of a frame folder, sorted by name (raises :class:`VideoDecodeError` when it has none)."""
-    files = sorted((f for f in Path(folder).iterdir() if f.is_file() and is_image_path(f)), key=lambda f: f.name)
+    files = sorted(
+        (f for f in Path(folder).iterdir() if f.is_file() and is_image_path(f)), key=lambda f: f.name
+    )
     if not files:
         raise VideoDecodeError(folder, NOT_FRAMES)
     return files
@@ -154,8 +167,10 @@ class LlavaOVProcessor:
             return self._file(media, self.codec), "video"
         if isinstance(media, Sequence) and all(is_frame(f) for f in media):
             return self.load_frames(list(media)), "video"
-        raise TypeError(f"unsupported media item {type(media).__name__}: expected a path, a PIL image, "
-                        "a list of frames (PIL images or image paths) or a PatchSelection")
+        raise TypeError(
+            f"unsupported media item {type(media).__name__}: expected a path, a PIL image, "
+            "a list of frames (PIL images or image paths) or a PatchSelection"
+        )
 
     def load_frames(self, frames: Sequence[Any], name: str = "<frames>") -> PatchSelection:
         """A clip given as frames (PIL images or image paths) → its selection: sampled to
@@ -195,8 +210,9 @@ class LlavaOVProcessor:
         tokens = build_prompt(turns, self.tokenizer, [self.tokens_for(s) for s in sels], kinds, self.chat)
         return LMMItem("prompt", tokens, sels, kinds)
 
-    def scored(self, context: str | Sequence[Mapping[str, Any]], continuation: str,
-               media: Sequence[Media] = ()) -> LMMItem:
+    def scored(
+        self, context: str | Sequence[Mapping[str, Any]], continuation: str, media: Sequence[Media] = ()
+    ) -> LMMItem:
         """The prompt of ``context`` followed by the tokens of ``continuation`` (the start of the
         assistant's answer), labelled for the loss: the item :meth:`Engine.loglikelihood` scores."""
         item = self.prompt(context, media)
@@ -222,8 +238,12 @@ class LlavaOVProcessor:
     # ----------------------------------------------------------------- save / load
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": PROCESSOR_FORMAT, "version": PROCESSOR_VERSION,
-                "codec": dataclasses.asdict(self.codec), "chat": dataclasses.asdict(self.chat)}
+        return {
+            "format": PROCESSOR_FORMAT,
+            "version": PROCESSOR_VERSION,
+            "codec": dataclasses.asdict(self.codec),
+            "chat": dataclasses.asdict(self.chat),
+        }
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write ``processor.json`` (the tokenizer is saved with the LLM)."""
@@ -233,8 +253,12 @@ class LlavaOVProcessor:
         return path
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, tokenizer: PreTrainedTokenizerBase | None = None,
-                        cache: PatchCache | None = None) -> LlavaOVProcessor:
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        cache: PatchCache | None = None,
+    ) -> LlavaOVProcessor:
         """The processor of a stage export (``tokenizer`` defaults to the export's ``llm/`` one)."""
         from llava_ov.model.checkpoint import read_checkpoint_meta, resolve_paths
         from llava_ov.model.config import ModelConfig
@@ -245,8 +269,10 @@ class LlavaOVProcessor:
         if file.is_file():
             saved = json.loads(file.read_text())
             if saved.get("format") != PROCESSOR_FORMAT or saved.get("version", 0) > PROCESSOR_VERSION:
-                raise ValueError(f"{file}: unsupported processor format {saved.get('format')!r} "
-                                 f"version {saved.get('version')}")
+                raise ValueError(
+                    f"{file}: unsupported processor format {saved.get('format')!r} "
+                    f"version {saved.get('version')}"
+                )
             codec, chat = saved.get("codec") or {}, saved.get("chat") or {}
         else:  # an export written before the processor existed
             codec, chat = meta.get("codec") or {}, {}
@@ -258,5 +284,16 @@ class LlavaOVProcessor:
         return cls(tokenizer, codec_cfg, merge(ChatFormat(), chat), cfg.token_counter(), cache)
 
 
-__all__ = ["CODEC_SHORTCUTS", "NOT_FRAMES", "PROCESSOR_FILE", "LlavaOVProcessor", "Media", "clip_frame_count",
-           "codec_overrides", "frame_files", "is_frame", "is_image_path", "sample_frames"]
+__all__ = [
+    "CODEC_SHORTCUTS",
+    "NOT_FRAMES",
+    "PROCESSOR_FILE",
+    "LlavaOVProcessor",
+    "Media",
+    "clip_frame_count",
+    "codec_overrides",
+    "frame_files",
+    "is_frame",
+    "is_image_path",
+    "sample_frames",
+]

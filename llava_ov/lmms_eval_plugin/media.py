@@ -45,7 +45,9 @@ def media_list(visuals: Any) -> list[Any]:
 
 
 def _same_image(a: Any, b: Any) -> bool:
-    return isinstance(b, Image.Image) and (a is b or (a.size == b.size and a.mode == b.mode and a.tobytes() == b.tobytes()))
+    return isinstance(b, Image.Image) and (
+        a is b or (a.size == b.size and a.mode == b.mode and a.tobytes() == b.tobytes())
+    )
 
 
 def describe(item: Any) -> str:
@@ -53,7 +55,9 @@ def describe(item: Any) -> str:
     if isinstance(item, (str, Path)):
         return str(item)
     if isinstance(item, Sequence) and not isinstance(item, str):
-        return f"{len(item)} frames" + (f" from {item[0]}" if item and isinstance(item[0], (str, Path)) else "")
+        return f"{len(item)} frames" + (
+            f" from {item[0]}" if item and isinstance(item[0], (str, Path)) else ""
+        )
     return type(item).__name__
 
 
@@ -85,9 +89,19 @@ class FailureLog:
     def record(self, task: str, split: str, doc_id: int, reason: str, media: str) -> None:
         if self.path is None:
             return
-        line = json.dumps({"task": task, "split": split, "doc_id": int(doc_id), "reason": reason, "media": media})
+        line = json.dumps(
+            {"task": task, "split": split, "doc_id": int(doc_id), "reason": reason, "media": media}
+        )
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
 
 
-__all__ = ["FRAME_LIST_MIN", "REASONS", "FailureLog", "describe", "failure_reason", "media_list", "media_names"]
+__all__ = [
+    "FRAME_LIST_MIN",
+    "REASONS",
+    "FailureLog",
+    "describe",
+    "failure_reason",
+    "media_list",
+    "media_names",
+]

@@ -91,31 +91,56 @@ def answer_start(continuation: str) -> str:
 class LlavaOVLmms(lmms):
     is_simple = True
 
-    def __init__(self, pretrained: str, mode: str | None = None, budget: int | None = None,
-                 num_frames: int | None = None, input_size: int | None = None, image_max_side: int | None = None,
-                 device: str | None = "auto", dtype: str = "auto", attn_implementation: str | None = None,
-                 batch_size: int | str = 1, max_new_tokens: int = 128, cache: bool | str = True,
-                 cache_dir: str | None = None, failures: str | None = None, max_batch_size: Any = None,
-                 **unknown: Any) -> None:
+    def __init__(
+        self,
+        pretrained: str,
+        mode: str | None = None,
+        budget: int | None = None,
+        num_frames: int | None = None,
+        input_size: int | None = None,
+        image_max_side: int | None = None,
+        device: str | None = "auto",
+        dtype: str = "auto",
+        attn_implementation: str | None = None,
+        batch_size: int | str = 1,
+        max_new_tokens: int = 128,
+        cache: bool | str = True,
+        cache_dir: str | None = None,
+        failures: str | None = None,
+        max_batch_size: Any = None,
+        **unknown: Any,
+    ) -> None:
         super().__init__()
         if unknown:
-            raise ValueError(f"llava_ov: unknown model_args {sorted(unknown)}; valid: pretrained, {', '.join(CODEC_KEYS)}, "
-                             "device, dtype, attn_implementation, max_new_tokens, cache, cache_dir, failures (batch size: --batch_size)")
+            raise ValueError(
+                f"llava_ov: unknown model_args {sorted(unknown)}; valid: pretrained, {', '.join(CODEC_KEYS)}, "
+                "device, dtype, attn_implementation, max_new_tokens, cache, cache_dir, failures (batch size: --batch_size)"
+            )
         self.accelerator = Accelerator()
         if self.accelerator.num_processes > 1:
             self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
         if device in (None, "", "auto") and torch.cuda.is_available():
             device = f"cuda:{self.accelerator.local_process_index}"
-        codec = {"mode": mode, "budget": budget, "num_frames": num_frames, "input_size": input_size,
-                 "image_max_side": image_max_side}
+        codec = {
+            "mode": mode,
+            "budget": budget,
+            "num_frames": num_frames,
+            "input_size": input_size,
+            "image_max_side": image_max_side,
+        }
         cache_path = None
         if _flag(cache):
             cache_path = Path(cache_dir) if cache_dir else _default_cache_dir()
         try:
             self.engine = Engine.from_pretrained(
-                pretrained, device=device or "auto", dtype=dtype, attn_implementation=attn_implementation,
-                codec={k: v for k, v in codec.items() if v is not None}, cache_dir=cache_path,
-                batch_size=_batch_size(batch_size))
+                pretrained,
+                device=device or "auto",
+                dtype=dtype,
+                attn_implementation=attn_implementation,
+                codec={k: v for k, v in codec.items() if v is not None},
+                cache_dir=cache_path,
+                batch_size=_batch_size(batch_size),
+            )
         except (ConfigError, ValueError, OSError) as e:
             raise ValueError(f"llava_ov: cannot load {pretrained}: {e}") from None
         self._device = self.engine.model.device
@@ -124,10 +149,12 @@ class LlavaOVLmms(lmms):
         self.skipped = 0  # requests answered empty because their media could not be read
         self.failures = FailureLog(failures)
         c = self.engine.processor.codec
-        logger.info(f"llava_ov: {pretrained} on {self._device}, codec mode={c.mode} budget={c.select.budget} "
-                    f"frames={c.decode.num_frames if c.mode in ('codec', 'random') else c.num_frames} input={c.decode.input_size}, "
-                    f"patch cache {cache_path or 'off'}, failures {self.failures.path or 'not recorded'}, "
-                    f"rank {self.rank}/{self.world_size}")
+        logger.info(
+            f"llava_ov: {pretrained} on {self._device}, codec mode={c.mode} budget={c.select.budget} "
+            f"frames={c.decode.num_frames if c.mode in ('codec', 'random') else c.num_frames} input={c.decode.input_size}, "
+            f"patch cache {cache_path or 'off'}, failures {self.failures.path or 'not recorded'}, "
+            f"rank {self.rank}/{self.world_size}"
+        )
 
     @property
     def device(self) -> torch.device:
@@ -143,9 +170,13 @@ class LlavaOVLmms(lmms):
         return self.task_dict[task][split][doc_id]
 
     def _visuals(self, doc_to_visual: Any, task: str, split: str, doc_id: int) -> list[Any]:
-        return media_list(doc_to_visual(self._doc(task, split, doc_id)) if doc_to_visual is not None else None)
+        return media_list(
+            doc_to_visual(self._doc(task, split, doc_id)) if doc_to_visual is not None else None
+        )
 
-    def _load(self, visuals: Any, task: str, split: str, doc_id: int) -> list[tuple[PatchSelection, str]] | None:
+    def _load(
+        self, visuals: Any, task: str, split: str, doc_id: int
+    ) -> list[tuple[PatchSelection, str]] | None:
         """The doc's media as (selection, kind) pairs, read now; None (failure recorded) when they cannot
         be. ``visuals``: the task's ``doc_to_visual`` (called here, so a doc's images are decoded only
         when its batch is answered) or a list of visuals a multi-round task returned."""
@@ -153,23 +184,41 @@ class LlavaOVLmms(lmms):
         try:
             media = self._visuals(visuals, task, split, doc_id) if callable(visuals) else media_list(visuals)
             return [self.engine.processor.load_media(m) for m in media]
-        except (OSError, ValueError) as e:  # VideoDecodeError is a ValueError; OSError: the task's own reading
-            name = e.path if isinstance(e, VideoDecodeError) else str(getattr(e, "filename", None) or
-                                                                       (media_names(media) if media else "doc_to_visual"))
+        except (
+            OSError,
+            ValueError,
+        ) as e:  # VideoDecodeError is a ValueError; OSError: the task's own reading
+            name = (
+                e.path
+                if isinstance(e, VideoDecodeError)
+                else str(getattr(e, "filename", None) or (media_names(media) if media else "doc_to_visual"))
+            )
             self._fail(task, split, doc_id, failure_reason(e), name, str(e), media)
             return None
 
-    def _fail(self, task: str, split: str, doc_id: int, reason: str, name: str, error: str,
-              media: Sequence[Any] = ()) -> None:
+    def _fail(
+        self,
+        task: str,
+        split: str,
+        doc_id: int,
+        reason: str,
+        name: str,
+        error: str,
+        media: Sequence[Any] = (),
+    ) -> None:
         """One sample's media failed: a warning line, a line in the failures file."""
-        logger.warning(f"llava_ov: {task} doc {doc_id}: unreadable media ({error}); empty answer "
-                       f"[{media_names(media) if media else name}]")
+        logger.warning(
+            f"llava_ov: {task} doc {doc_id}: unreadable media ({error}); empty answer "
+            f"[{media_names(media) if media else name}]"
+        )
         self.failures.record(task, split, doc_id, reason, name)
 
     def _report(self, kind: str, total: int, before: int) -> None:
         cache = self.engine.processor.cache
         stats = f", patch cache {cache.hits} hits / {cache.misses} misses" if cache is not None else ""
-        logger.info(f"llava_ov: {kind}: {total} requests, {self.skipped - before} with unreadable media (empty){stats}")
+        logger.info(
+            f"llava_ov: {kind}: {total} requests, {self.skipped - before} with unreadable media (empty){stats}"
+        )
 
     def _progress(self, n: int, what: str) -> tqdm:
         return tqdm(total=n, desc=f"llava_ov {what}", disable=self.rank != 0)
@@ -187,7 +236,7 @@ class LlavaOVLmms(lmms):
         for key, indices in groups.items():
             gen = GenerationConfig.from_kwargs(json.loads(key), self.max_new_tokens)
             for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start:start + self.batch_size]
+                chunk = indices[start : start + self.batch_size]
                 batch, slots = [], []
                 for i in chunk:
                     context, _, doc_to_visual, doc_id, task, split = requests[i].args
@@ -218,7 +267,7 @@ class LlavaOVLmms(lmms):
         loaded: dict[tuple[str, str, int], list[PatchSelection] | None] = {}
         bar = self._progress(len(requests), "loglikelihood")
         for start in range(0, len(requests), self.batch_size):
-            chunk = requests[start:start + self.batch_size]
+            chunk = requests[start : start + self.batch_size]
             scored, slots, out = [], [], [None] * len(chunk)
             for j, req in enumerate(chunk):
                 context, continuation, doc_to_visual, doc_id, task, split = req.args
@@ -245,8 +294,10 @@ class LlavaOVLmms(lmms):
                 self._fail(task, split, doc_id, "unusable", "prompt", message)
             # Wrapped in GenerationResult: lmms-eval 0.7.3 turns any other non-string response into its
             # str() before scoring (unwrap_generation_output), which breaks (loss, is_greedy) pairs.
-            results += [GenerationResult(text=(-r.logprob if r is not None else math.inf, bool(r and r.is_greedy)))
-                        for r in out]
+            results += [
+                GenerationResult(text=(-r.logprob if r is not None else math.inf, bool(r and r.is_greedy)))
+                for r in out
+            ]
             bar.update(len(chunk))
         bar.close()
         self._report("loglikelihood", len(requests), before)
@@ -262,7 +313,9 @@ class LlavaOVLmms(lmms):
         bar = self._progress(len(requests), "multi-round")
         for req in requests:
             context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split = req.args
-            results.append(self._multi_round(context, gen_kwargs or {}, doc_to_visual, doc_to_text, doc_id, task, split))
+            results.append(
+                self._multi_round(context, gen_kwargs or {}, doc_to_visual, doc_to_text, doc_id, task, split)
+            )
             bar.update(1)
         bar.close()
         self._report("generate_until_multi_round", len(requests), before)
@@ -270,7 +323,9 @@ class LlavaOVLmms(lmms):
 
     def _multi_round(self, context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split) -> Any:
         doc = self._doc(task, split, doc_id)
-        gen = GenerationConfig.from_kwargs({k: v for k, v in gen_kwargs.items() if k != "until"}, self.max_new_tokens)
+        gen = GenerationConfig.from_kwargs(
+            {k: v for k, v in gen_kwargs.items() if k != "until"}, self.max_new_tokens
+        )
         visuals: Any = doc_to_visual
         turns: list[dict[str, str]] = []
         media: list[PatchSelection] = []
@@ -279,7 +334,8 @@ class LlavaOVLmms(lmms):
         for round_idx in range(64):
             if round_idx > 0:
                 visuals, context, terminal, round_results, info = doc_to_text(
-                    doc, previous_output=list(outputs), round_idx=round_idx, previous_round_info=info)
+                    doc, previous_output=list(outputs), round_idx=round_idx, previous_round_info=info
+                )
                 if terminal:
                     return round_results
                 outputs = list(round_results)  # as lmms-eval's own models: the task's view of the rounds

@@ -45,8 +45,11 @@ def cu_seqlens_from_positions(position_ids: Tensor) -> Tensor | None:
     starts = torch.nonzero(pos.diff() != 1).flatten() + 1
     if starts.numel() == 0:
         return None
-    edges = [torch.zeros(1, dtype=starts.dtype, device=pos.device), starts,
-             torch.full((1,), pos.numel(), dtype=starts.dtype, device=pos.device)]
+    edges = [
+        torch.zeros(1, dtype=starts.dtype, device=pos.device),
+        starts,
+        torch.full((1,), pos.numel(), dtype=starts.dtype, device=pos.device),
+    ]
     return torch.cat(edges).to(torch.int32)
 
 
@@ -71,15 +74,28 @@ def packed_attention_forward(
         cu = cu_seqlens_from_positions(kwargs["position_ids"])
         max_len = None
     if cu is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      sliding_window=sliding_window, **kwargs)
+        return sdpa_attention_forward(
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=dropout,
+            scaling=scaling,
+            sliding_window=sliding_window,
+            **kwargs,
+        )
     if not fresh:
-        raise ValueError("packed attention takes one packed row without a mask or KV cache "
-                         f"(query {tuple(query.shape)}, key {tuple(key.shape)}, mask {attention_mask is not None})")
+        raise ValueError(
+            "packed attention takes one packed row without a mask or KV cache "
+            f"(query {tuple(query.shape)}, key {tuple(key.shape)}, mask {attention_mask is not None})"
+        )
     if sliding_window is not None:
         raise ValueError(f"packed attention has no sliding window (layer asks for {sliding_window})")
     if dropout and module.training:
-        raise ValueError(f"packed attention has no attention dropout (got {dropout}); set the LLM's attention_dropout=0")
+        raise ValueError(
+            f"packed attention has no attention dropout (got {dropout}); set the LLM's attention_dropout=0"
+        )
     cu = cu.to(device=query.device, dtype=torch.int32)
     info = SeqInfo(cu, int(max_len)) if max_len is not None else SeqInfo.from_cu_seqlens(cu)
     if not getattr(module, "is_causal", True):
@@ -96,8 +112,12 @@ def packed_causal_mask(**kwargs: Any) -> Tensor | None:
 
     q_len = kwargs["q_length"] if "q_length" in kwargs else kwargs["cache_position"].shape[0]
     offset = kwargs.get("q_offset", 0) or kwargs.get("kv_offset", 0)
-    if (kwargs.get("attention_mask") is None and kwargs.get("batch_size") == 1 and not offset
-            and kwargs.get("kv_length") == q_len):
+    if (
+        kwargs.get("attention_mask") is None
+        and kwargs.get("batch_size") == 1
+        and not offset
+        and kwargs.get("kv_length") == q_len
+    ):
         return None
     return sdpa_mask(**kwargs)
 
@@ -111,5 +131,11 @@ def register_packed_attention() -> None:
     AttentionMaskInterface.register(PACKED, packed_causal_mask)
 
 
-__all__ = ["PACKED", "cu_seqlens_from_positions", "packed_attention_forward",
-           "packed_causal_mask", "register_packed_attention", "transformers_attn_implementation"]
+__all__ = [
+    "PACKED",
+    "cu_seqlens_from_positions",
+    "packed_attention_forward",
+    "packed_causal_mask",
+    "register_packed_attention",
+    "transformers_attn_implementation",
+]

@@ -71,19 +71,35 @@ class MediaPlan:
         images = {"image_max_cells": self.budget, "image_cell": self.unit} if self.budget else {}
         if self.mode in ("codec", "random"):
             if self.height != self.width:
-                raise ValueError(f"codec modes decode square frames; plan asks for {self.height}x{self.width}")
-            return {"mode": self.mode, "patch_size": patch_size, **images,
-                    "decode": {"num_frames": self.num_frames, "input_size": self.height},
-                    "select": {"budget": self.llm_tokens}}
+                raise ValueError(
+                    f"codec modes decode square frames; plan asks for {self.height}x{self.width}"
+                )
+            return {
+                "mode": self.mode,
+                "patch_size": patch_size,
+                **images,
+                "decode": {"num_frames": self.num_frames, "input_size": self.height},
+                "select": {"budget": self.llm_tokens},
+            }
         decode = {"input_size": self.height}
         if self.cells:
             decode.update(aspect="native", max_cells=self.cells, cell=self.unit)
-        return {"mode": self.mode, "patch_size": patch_size, "num_frames": self.num_frames, **images,
-                "decode": decode}
+        return {
+            "mode": self.mode,
+            "patch_size": patch_size,
+            "num_frames": self.num_frames,
+            **images,
+            "decode": decode,
+        }
 
 
-def plan_frames(spec: TowerSpec, budget: int, num_frames: int, projector_merge: int = 1,
-                aspect_hw: tuple[int, int] = (1, 1)) -> MediaPlan:
+def plan_frames(
+    spec: TowerSpec,
+    budget: int,
+    num_frames: int,
+    projector_merge: int = 1,
+    aspect_hw: tuple[int, int] = (1, 1),
+) -> MediaPlan:
     """``frames`` mode: ``num_frames`` uniformly sampled frames under ``budget`` LLM tokens."""
     if "frames" not in spec.modes:
         raise ValueError("the tower does not take uniformly sampled frames")
@@ -95,19 +111,34 @@ def plan_frames(spec: TowerSpec, budget: int, num_frames: int, projector_merge: 
     unit = spec.unit(projector_merge)
     sub = spec.merge * projector_merge  # patches per token side
     rows = groups if spec.frames_per_token > 1 else num_frames
-    return MediaPlan("frames", num_frames, (gh, gw), gh * unit, gw * unit, groups * gh * gw,
-                     rows * gh * gw * sub * sub, budget, per_group, unit)
+    return MediaPlan(
+        "frames",
+        num_frames,
+        (gh, gw),
+        gh * unit,
+        gw * unit,
+        groups * gh * gw,
+        rows * gh * gw * sub * sub,
+        budget,
+        per_group,
+        unit,
+    )
 
 
-def plan_image(spec: TowerSpec, budget: int, projector_merge: int = 1, aspect_hw: tuple[int, int] = (1, 1)) -> MediaPlan:
+def plan_image(
+    spec: TowerSpec, budget: int, projector_merge: int = 1, aspect_hw: tuple[int, int] = (1, 1)
+) -> MediaPlan:
     """A still image: one frame group under ``budget`` LLM tokens, aspect kept."""
     gh, gw = fit_grid(budget, aspect_hw)
     unit, sub = spec.unit(projector_merge), spec.merge * projector_merge
-    return MediaPlan("image", 1, (gh, gw), gh * unit, gw * unit, gh * gw, gh * gw * sub * sub, budget, 0, unit)
+    return MediaPlan(
+        "image", 1, (gh, gw), gh * unit, gw * unit, gh * gw, gh * gw * sub * sub, budget, 0, unit
+    )
 
 
-def plan_codec(spec: TowerSpec, budget: int, num_frames: int = 64, input_size: int = 224,
-               mode: str = "codec") -> MediaPlan:
+def plan_codec(
+    spec: TowerSpec, budget: int, num_frames: int = 64, input_size: int = 224, mode: str = "codec"
+) -> MediaPlan:
     """``codec`` / ``random``: ``budget`` patches (one LLM token each) of the dense T-frame clip (all of
     them when the clip has fewer)."""
     if mode not in ("codec", "random") or mode not in spec.modes:
@@ -116,12 +147,18 @@ def plan_codec(spec: TowerSpec, budget: int, num_frames: int = 64, input_size: i
         raise ValueError(f"input_size {input_size} is not a multiple of patch {spec.patch_size}")
     side = input_size // spec.patch_size
     tokens = min(budget, num_frames * side * side)  # a budget above the clip's patches is a cap: all of them
-    return MediaPlan(mode, num_frames, (side, side), input_size, input_size, tokens, tokens, budget, 0,
-                     spec.patch_size)
+    return MediaPlan(
+        mode, num_frames, (side, side), input_size, input_size, tokens, tokens, budget, 0, spec.patch_size
+    )
 
 
-def frame_plans(spec: TowerSpec, budget: int, projector_merge: int = 1,
-                frames: tuple[int, ...] = FRAME_CHOICES, max_side: int | None = None) -> list[MediaPlan]:
+def frame_plans(
+    spec: TowerSpec,
+    budget: int,
+    projector_merge: int = 1,
+    frames: tuple[int, ...] = FRAME_CHOICES,
+    max_side: int | None = None,
+) -> list[MediaPlan]:
     """Every frames/resolution split of ``budget`` over ``frames`` (largest side ≤ ``max_side``): the
     choices a fair comparison tunes for a frame-based tower."""
     out = []
@@ -135,8 +172,9 @@ def frame_plans(spec: TowerSpec, budget: int, projector_merge: int = 1,
     return out
 
 
-def balanced_frames(spec: TowerSpec, budget: int, clip_frames: int, projector_merge: int = 1,
-                    max_side: int | None = None) -> MediaPlan:
+def balanced_frames(
+    spec: TowerSpec, budget: int, clip_frames: int, projector_merge: int = 1, max_side: int | None = None
+) -> MediaPlan:
     """The frames split a frame-based tower gets in a fair comparison: among 1..``clip_frames`` frames
     (whole tubelets only; sides ≤ ``max_side``), the plan that spends the most of ``budget``; ties go
     to the split nearest 8 frames per frame group (neither a few large frames nor many tiny ones)."""
@@ -163,4 +201,16 @@ def media_plan(cfg: MediaConfig, spec: TowerSpec) -> MediaPlan:
     return plan_frames(spec, cfg.budget, frames, cfg.projector_merge)
 
 
-__all__ = ["FRAME_CHOICES", "MEDIA_MODES", "MediaConfig", "MediaPlan", "balanced_frames", "media_plan", "fit_grid", "frame_plans", "plan_codec", "plan_frames", "plan_image"]
+__all__ = [
+    "FRAME_CHOICES",
+    "MEDIA_MODES",
+    "MediaConfig",
+    "MediaPlan",
+    "balanced_frames",
+    "media_plan",
+    "fit_grid",
+    "frame_plans",
+    "plan_codec",
+    "plan_frames",
+    "plan_image",
+]

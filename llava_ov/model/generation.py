@@ -30,8 +30,8 @@ def left_pad(rows: list[Tensor]) -> tuple[Tensor, Tensor]:
     embeds = first.new_zeros(len(rows), width, first.shape[-1])
     mask = torch.zeros(len(rows), width, dtype=torch.long, device=first.device)
     for i, row in enumerate(rows):
-        embeds[i, width - row.shape[0]:] = row
-        mask[i, width - row.shape[0]:] = 1
+        embeds[i, width - row.shape[0] :] = row
+        mask[i, width - row.shape[0] :] = 1
     return embeds, mask
 
 

@@ -50,13 +50,9 @@ def build_llm(cfg: LLMConfig, vocab_size: int, dtype: torch.dtype | None = None)
     if cfg.from_scratch is not None:
         kwargs = {**TINY_QWEN3, "vocab_size": vocab_size, **cfg.from_scratch}
         config = Qwen3Config(**kwargs)
-        model = AutoModelForCausalLM.from_config(
-            config, attn_implementation=attn, dtype=dtype
-        )
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=dtype)
     else:
-        model = AutoModelForCausalLM.from_pretrained(
-            cfg.path, attn_implementation=attn, dtype=dtype
-        )
+        model = AutoModelForCausalLM.from_pretrained(cfg.path, attn_implementation=attn, dtype=dtype)
     model.config.use_cache = False  # training default; generate() turns the cache on explicitly
     return model
 
@@ -112,7 +108,9 @@ def merged_lora_state_dict(llm: nn.Module) -> dict[str, torch.Tensor]:
     deltas: dict[str, torch.Tensor] = {}
     for name, module in base.named_modules():
         if isinstance(module, LoraLayer):
-            adapters = [a for a in module.active_adapters if a in module.lora_A or a in module.lora_embedding_A]
+            adapters = [
+                a for a in module.active_adapters if a in module.lora_A or a in module.lora_embedding_A
+            ]
             if adapters:
                 deltas[f"{name}.weight"] = sum(module.get_delta_weight(a) for a in adapters)
     state: dict[str, torch.Tensor] = {}

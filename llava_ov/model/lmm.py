@@ -171,7 +171,9 @@ class LlavaOVModel(nn.Module):
             media.num_tokens.to(device=pad_ids.device, dtype=torch.long)
         )
         if not torch.equal(expected, pad_ids):
-            raise ValueError(f"the image/video pad tokens of input_ids do not follow the media kinds {media.kinds}")
+            raise ValueError(
+                f"the image/video pad tokens of input_ids do not follow the media kinds {media.kinds}"
+            )
 
     # ----------------------------------------------------------------- forward / generate
 

@@ -54,7 +54,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         for start in range(0, hidden.shape[0], chunk):
-            h, t = hidden[start:start + chunk], targets[start:start + chunk]
+            h, t = hidden[start : start + chunk], targets[start : start + chunk]
             logits = (h @ weight.T).float()
             lse = torch.logsumexp(logits, dim=-1)
             total += (lse - logits.gather(1, t[:, None])[:, 0]).sum()
@@ -65,7 +65,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             g = probs.to(weight.dtype)
             del logits, probs
             if need_h:
-                grad_h[start:start + chunk] = g @ weight
+                grad_h[start : start + chunk] = g @ weight
             if need_w:
                 grad_w += g.T @ h  # GEMM in the weight's dtype (fp32 accumulation inside), summed in fp32
         ctx.save_for_backward(grad_h, grad_w)
@@ -86,7 +86,9 @@ def _chunk_ce(head: nn.Module, hidden: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
 
 
-def lm_head_loss(hidden: Tensor, labels: Tensor, head: nn.Module, chunk: int | None = None) -> tuple[Tensor, int]:
+def lm_head_loss(
+    hidden: Tensor, labels: Tensor, head: nn.Module, chunk: int | None = None
+) -> tuple[Tensor, int]:
     """:func:`causal_lm_loss` of ``head(hidden)`` without its full logits: ``hidden [B, L, d]`` (the
     LM's last hidden states), ``labels [B, L]``; ``chunk`` rows per head call (default: 1 GiB of fp32
     logits)."""
@@ -103,8 +105,10 @@ def lm_head_loss(hidden: Tensor, labels: Tensor, head: nn.Module, chunk: int | N
     if plain:
         total = LinearCrossEntropy.apply(rows, weight, targets, chunk)
     else:
-        total = sum(checkpoint(_chunk_ce, head, rows[s:s + chunk], targets[s:s + chunk], use_reentrant=False)
-                    for s in range(0, rows.shape[0], chunk))
+        total = sum(
+            checkpoint(_chunk_ce, head, rows[s : s + chunk], targets[s : s + chunk], use_reentrant=False)
+            for s in range(0, rows.shape[0], chunk)
+        )
     return total / n, n
 
 

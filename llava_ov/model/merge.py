@@ -97,9 +97,11 @@ def dense_grid(positions: Tensor) -> tuple[int, int, int]:
     t, h, w = pos.unbind(1)
     frames, rows, cols = int(torch.unique(t).numel()), int(h.max()) + 1, int(w.max()) + 1
     if frames * rows * cols != len(pos):
-        raise ValueError(f"a tower that merges patches itself needs dense frames of one grid (modes frames / "
-                         f"image), but the media item has {len(pos)} patches for {frames} frame(s) of "
-                         f"{rows}x{cols}")
+        raise ValueError(
+            f"a tower that merges patches itself needs dense frames of one grid (modes frames / "
+            f"image), but the media item has {len(pos)} patches for {frames} frame(s) of "
+            f"{rows}x{cols}"
+        )
     return frames, rows, cols
 
 

@@ -90,7 +90,9 @@ class MLPProjector(nn.Module):
         if self.pos_embed == "sincos3d":
             if positions is None or positions.shape[0] != x.shape[0]:
                 got = None if positions is None else tuple(positions.shape)
-                raise ValueError(f"pos_embed='sincos3d' needs one (t, h, w) position per token: {x.shape[0]}, got {got}")
+                raise ValueError(
+                    f"pos_embed='sincos3d' needs one (t, h, w) position per token: {x.shape[0]}, got {got}"
+                )
             x = x + sincos3d(positions.to(x.device), self.in_dim).to(x.dtype)
         return self.linear_2(self.act(self.linear_1(x)))
 

@@ -16,8 +16,20 @@ from encoder.cli import check_local_path
 from encoder.config import ConfigError, load_config, merge
 from llava_ov.train.config import CheckpointConfig, DeepSpeedConfig, LogConfig, OptimConfig
 
-BUILD_KEYS = ("teacher", "teacher_path", "frames", "input_size", "pool", "centre", "centres", "topk", "iters", "redo",
-              "backend", "seed")
+BUILD_KEYS = (
+    "teacher",
+    "teacher_path",
+    "frames",
+    "input_size",
+    "pool",
+    "centre",
+    "centres",
+    "topk",
+    "iters",
+    "redo",
+    "backend",
+    "seed",
+)
 
 
 @dataclass
@@ -62,7 +74,11 @@ class MixConfig:
             raise ConfigError(f"mix shares must be >= 0 and not all 0, got {shares}")
 
     def modes(self) -> tuple[list[str], list[float]]:
-        pairs = [(m, s) for m, s in (("codec", self.codec), ("frames", self.frames), ("collage", self.collage)) if s > 0]
+        pairs = [
+            (m, s)
+            for m, s in (("codec", self.codec), ("frames", self.frames), ("collage", self.collage))
+            if s > 0
+        ]
         return [m for m, _ in pairs], [s for _, s in pairs]
 
 
@@ -132,7 +148,9 @@ class PretrainConfig:
         if sum(not h.sources for h in heads.values()) > 1:
             raise ConfigError("at most one head may serve every remaining source (sources: [])")
         if self.deepspeed.zero_stage not in (0, 1, 2):
-            raise ConfigError("encoder pretraining runs ZeRO-0/1/2 (the partial-FC centres are sharded by the task)")
+            raise ConfigError(
+                "encoder pretraining runs ZeRO-0/1/2 (the partial-FC centres are sharded by the task)"
+            )
         self.pretrain.validate()
         self.mix.validate()
         self.encoder.validate()
@@ -141,11 +159,21 @@ class PretrainConfig:
                 check_local_path(head.bank, f"heads.{name}.bank", "concept bank folder")
 
 
-def load_pretrain_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:
+def load_pretrain_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> PretrainConfig:
     cfg = load_config(PretrainConfig, path, overrides)
     cfg.validate()
     return cfg
 
 
-__all__ = ["BUILD_KEYS", "EncoderSection", "HeadConfig", "MixConfig", "PretrainConfig", "PretrainStage", "ProbeSection",
-           "load_pretrain_config"]
+__all__ = [
+    "BUILD_KEYS",
+    "EncoderSection",
+    "HeadConfig",
+    "MixConfig",
+    "PretrainConfig",
+    "PretrainStage",
+    "ProbeSection",
+    "load_pretrain_config",
+]

@@ -76,21 +76,38 @@ def collate(items: list[Any]) -> PretrainBatch:
     good = [it for it in items if isinstance(it, PretrainItem)]
     skipped = [it for it in items if isinstance(it, Skipped)]
     if not good:
-        return PretrainBatch(None, torch.zeros(0, dtype=torch.long), torch.zeros(0, 1, dtype=torch.long), [], [], skipped)
+        return PretrainBatch(
+            None, torch.zeros(0, dtype=torch.long), torch.zeros(0, 1, dtype=torch.long), [], [], skipped
+        )
     width = max(len(it.labels) for it in good)
     labels = torch.full((len(good), width), -1, dtype=torch.long)
     for i, it in enumerate(good):
-        labels[i, :len(it.labels)] = torch.from_numpy(it.labels)
-    return PretrainBatch(pack_selections([it.selection for it in good]), torch.tensor([it.head for it in good]),
-                         labels, [it.key for it in good], [it.mode for it in good], skipped)
+        labels[i, : len(it.labels)] = torch.from_numpy(it.labels)
+    return PretrainBatch(
+        pack_selections([it.selection for it in good]),
+        torch.tensor([it.head for it in good]),
+        labels,
+        [it.key for it in good],
+        [it.mode for it in good],
+        skipped,
+    )
 
 
 class PretrainDataset(MixtureDataset):
     """Items of the mixture decoded for pretraining, packed into :class:`PretrainBatch` es of at most
     ``batch_size`` samples and ``max_media_tokens`` patches."""
 
-    def __init__(self, cfg: DataConfig, banks: list[ConceptBank], head_of_source: list[int], mix: MixConfig,
-                 batch_size: int, rank: int = 0, world_size: int = 1, resume: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: DataConfig,
+        banks: list[ConceptBank],
+        head_of_source: list[int],
+        mix: MixConfig,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(cfg, None, rank=rank, world_size=world_size, resume=resume)
         self.banks, self.head_of_source, self.mix, self.batch_size = banks, head_of_source, mix, batch_size
         self.modes, self.shares = mix.modes()
@@ -115,7 +132,9 @@ class PretrainDataset(MixtureDataset):
         else:
             mode = "image" if ext != "npz" else "precomputed"
         try:
-            sel = decode_media(name, raw[name], self.mode_codec(i, mode) if mode != "precomputed" else self.codecs[i])
+            sel = decode_media(
+                name, raw[name], self.mode_codec(i, mode) if mode != "precomputed" else self.codecs[i]
+            )
         except Exception as e:  # noqa: BLE001 - a bad sample is skipped and counted, the run goes on
             return Skipped(key, "corrupt_media", f"{type(e).__name__}: {e}"[:300], source.name)
         if len(sel) == 0:
@@ -134,14 +153,18 @@ class PretrainDataset(MixtureDataset):
             yield batch
 
 
-def check_banks(cfg: DataConfig, banks: list[ConceptBank], head_of_source: list[int], per_source: int = 64) -> None:
+def check_banks(
+    cfg: DataConfig, banks: list[ConceptBank], head_of_source: list[int], per_source: int = 64
+) -> None:
     """Before any step: the first samples of every source have labels in their head's bank (a bank
     built for other data fails here, once, clearly)."""
     from llava_ov.data.shards import ReadConfig, iter_raw_samples
 
     for i, source in enumerate(cfg.sources):
         keys = []
-        for raw in iter_raw_samples(resolve_shards(cfg, source), ReadConfig(shuffle_shards=False), source.name):
+        for raw in iter_raw_samples(
+            resolve_shards(cfg, source), ReadConfig(shuffle_shards=False), source.name
+        ):
             if not isinstance(raw, Skipped):
                 keys.append(str(raw["__key__"]))
             if len(keys) >= per_source:
@@ -151,11 +174,26 @@ def check_banks(cfg: DataConfig, banks: list[ConceptBank], head_of_source: list[
         banks[head_of_source[i]].check_keys(keys)
 
 
-def build_pretrain_loader(cfg: DataConfig, banks: list[ConceptBank], head_of_source: list[int], mix: MixConfig,
-                          batch_size: int, rank: int, world_size: int, resume: dict[str, Any] | None = None) -> LMMLoader:
+def build_pretrain_loader(
+    cfg: DataConfig,
+    banks: list[ConceptBank],
+    head_of_source: list[int],
+    mix: MixConfig,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    resume: dict[str, Any] | None = None,
+) -> LMMLoader:
     check_resume(cfg, resume)
     ds = PretrainDataset(cfg, banks, head_of_source, mix, batch_size, rank, world_size, resume)
     return LMMLoader(ds, cfg.num_workers, cfg.prefetch_factor)
 
 
-__all__ = ["PretrainBatch", "PretrainDataset", "PretrainItem", "build_pretrain_loader", "check_banks", "collate"]
+__all__ = [
+    "PretrainBatch",
+    "PretrainDataset",
+    "PretrainItem",
+    "build_pretrain_loader",
+    "check_banks",
+    "collate",
+]

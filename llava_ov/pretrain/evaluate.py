@@ -18,20 +18,30 @@ def probe_configs(export: Path, cfg: PretrainConfig) -> dict[str, Any]:
     from llava_ov.probe.config import ProbeConfig
 
     base = load_config(ProbeConfig, None, list(cfg.probe.overrides))
-    twin = TowerConfig(name="ov_encoder", size=cfg.encoder.size, output_layer=-1,
-                       ov_encoder=dict(cfg.encoder.overrides))
+    twin = TowerConfig(
+        name="ov_encoder", size=cfg.encoder.size, output_layer=-1, ov_encoder=dict(cfg.encoder.overrides)
+    )
     trained = dataclasses.replace(twin, path=str(export), size=cfg.encoder.size, ov_encoder={})
     out = Path(cfg.output_dir) / "pretrain" / "probe"
-    return {"pretrained": dataclasses.replace(base, tower=trained, name="pretrained", output_dir=str(out)),
-            "random": dataclasses.replace(base, tower=twin, name="random_init", output_dir=str(out))}
+    return {
+        "pretrained": dataclasses.replace(base, tower=trained, name="pretrained", output_dir=str(out)),
+        "random": dataclasses.replace(base, tower=twin, name="random_init", output_dir=str(out)),
+    }
 
 
 def probe_export(export: Path, cfg: PretrainConfig, out_file: Path) -> dict[str, Any]:
     from llava_ov.probe.run import run_probe
 
     results = {name: run_probe(pc) for name, pc in probe_configs(export, cfg).items()}
-    summary = {name: {"accuracy": r["top1"], "per_class": r["per_class"], "train_accuracy": r["train_top1"],
-                      "n_heldout": r["n_heldout"]} for name, r in results.items()}
+    summary = {
+        name: {
+            "accuracy": r["top1"],
+            "per_class": r["per_class"],
+            "train_accuracy": r["train_top1"],
+            "n_heldout": r["n_heldout"],
+        }
+        for name, r in results.items()
+    }
     summary["chance"] = results["random"]["chance"]
     summary["classes"] = results["random"]["classes"]
     out_file.parent.mkdir(parents=True, exist_ok=True)

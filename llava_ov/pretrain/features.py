@@ -100,7 +100,9 @@ def decode_frames(name: str, data: bytes, frames: int, size: int) -> np.ndarray:
         return decode_clip(f.name, DecodeConfig(num_frames=frames, input_size=size, motion="none")).frames
 
 
-def iter_frames(shards: str | Sequence[str], cfg: TeacherConfig, stats: FeatureStats) -> Iterator[tuple[str, np.ndarray]]:
+def iter_frames(
+    shards: str | Sequence[str], cfg: TeacherConfig, stats: FeatureStats
+) -> Iterator[tuple[str, np.ndarray]]:
     """(key, frames) of every decodable sample of the shards, in shard order (one pass)."""
     for raw in iter_raw_samples(shards, ReadConfig()):
         if isinstance(raw, Skipped):
@@ -126,16 +128,25 @@ class Teacher:
     def __init__(self, cfg: TeacherConfig) -> None:
         cfg.validate()
         self.cfg = cfg
-        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if cfg.device == "auto" else cfg.device))
+        self.device = torch.device(
+            "cuda"
+            if cfg.device == "auto" and torch.cuda.is_available()
+            else ("cpu" if cfg.device == "auto" else cfg.device)
+        )
         self.model = self.tower = None
         if cfg.kind == "tower":
             from llava_ov.model import TowerConfig, build_tower
 
-            self.tower = build_tower(TowerConfig(name=cfg.tower, path=cfg.path, output_layer=-1)).to(self.device).eval()
+            self.tower = (
+                build_tower(TowerConfig(name=cfg.tower, path=cfg.path, output_layer=-1))
+                .to(self.device)
+                .eval()
+            )
             unit = self.tower.spec.unit()
             if cfg.input_size % unit:
-                raise ConfigError(f"teacher.input_size {cfg.input_size} is not a multiple of {unit} (tower {cfg.tower})")
+                raise ConfigError(
+                    f"teacher.input_size {cfg.input_size} is not a multiple of {unit} (tower {cfg.tower})"
+                )
         if cfg.kind == "ov_encoder":
             from encoder.model import load_pretrained
 
@@ -143,15 +154,19 @@ class Teacher:
             if self.model.head is None:
                 raise ConfigError(f"teacher {cfg.path} has no pooling head (use_head=false)")
             if cfg.input_size % self.model.config.patch_size:
-                raise ConfigError(f"teacher.input_size {cfg.input_size} is not a multiple of patch "
-                                  f"{self.model.config.patch_size}")
+                raise ConfigError(
+                    f"teacher.input_size {cfg.input_size} is not a multiple of patch "
+                    f"{self.model.config.patch_size}"
+                )
 
     @torch.no_grad()
     def __call__(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         counts = [len(c) for c in clips]
         if len(set(counts)) > 1:
-            raise ConfigError(f"samples with different frame counts ({sorted(set(counts))}) cannot share a bank: "
-                              "build one bank per data kind (images and videos apart)")
+            raise ConfigError(
+                f"samples with different frame counts ({sorted(set(counts))}) cannot share a bank: "
+                "build one bank per data kind (images and videos apart)"
+            )
         x = torch.from_numpy(np.concatenate(clips)).to(self.device)  # [sum F, H, W, 3]
         if self.tower is not None:
             emb = self.tower_frames(np.concatenate(clips))
@@ -182,8 +197,9 @@ class Teacher:
         return torch.stack([t.float().mean(0) for t in out.features.split(out.counts)])
 
 
-def embedding_stream(shards: str | Sequence[str], cfg: TeacherConfig, stats: FeatureStats | None = None,
-                     block: int = 256):
+def embedding_stream(
+    shards: str | Sequence[str], cfg: TeacherConfig, stats: FeatureStats | None = None, block: int = 256
+):
     """A re-readable stream of (keys, float32 embeddings) blocks for :func:`encoder.pretrain.bank.build_bank`."""
     cfg.validate()
     if cfg.kind == "npy":
@@ -246,10 +262,22 @@ def npy_stream(path: str | Path, keys_path: str | Path, block: int = 65536):
 
     def stream() -> Iterator[tuple[list[str], np.ndarray]]:
         for i in range(0, len(x), block):
-            yield keys[i:i + block], np.asarray(x[i:i + block], dtype=np.float32).reshape(min(block, len(x) - i), -1)
+            yield (
+                keys[i : i + block],
+                np.asarray(x[i : i + block], dtype=np.float32).reshape(min(block, len(x) - i), -1),
+            )
 
     return stream
 
 
-__all__ = ["TEACHERS", "FeatureStats", "Teacher", "TeacherConfig", "decode_frames", "embedding_stream", "iter_frames",
-           "npy_stream", "spill"]
+__all__ = [
+    "TEACHERS",
+    "FeatureStats",
+    "Teacher",
+    "TeacherConfig",
+    "decode_frames",
+    "embedding_stream",
+    "iter_frames",
+    "npy_stream",
+    "spill",
+]

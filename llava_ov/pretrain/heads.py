@@ -38,22 +38,45 @@ def init_rows(start: int, end: int, dim: int, seed: int, block: int = 4096) -> t
 class HeadSet:
     """``heads[name]``: a PartialFC over that head's bank, this rank's shard; one AdamW per head."""
 
-    def __init__(self, configs: dict[str, HeadConfig], sizes: dict[str, int], dim: int, base_lr: float,
-                 betas: tuple[float, float], eps: float, rank: int, world_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        configs: dict[str, HeadConfig],
+        sizes: dict[str, int],
+        dim: int,
+        base_lr: float,
+        betas: tuple[float, float],
+        eps: float,
+        rank: int,
+        world_size: int,
+        seed: int,
+    ) -> None:
         self.names = list(configs)
         self.configs, self.rank, self.world_size = configs, rank, world_size
         self.heads: dict[str, PartialFC] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         for i, name in enumerate(self.names):
             c = configs[name]
-            head = PartialFC(sizes[name], dim, c.sample_rate, c.scale, c.margin, c.num_labels, rank, world_size)
+            head = PartialFC(
+                sizes[name], dim, c.sample_rate, c.scale, c.margin, c.num_labels, rank, world_size
+            )
             with torch.no_grad():
                 head.weight.copy_(init_rows(head.start, head.end, dim, seed * 7919 + i))
             self.heads[name] = head
             lr = base_lr if c.lr is None else c.lr
-            self.optimizers[name] = torch.optim.AdamW([{"params": [head.weight], "lr": lr, "base_lr": lr,
-                                                        "name": f"head/{name}", "weight_decay": c.weight_decay}],
-                                                      lr=lr, betas=betas, eps=eps)
+            self.optimizers[name] = torch.optim.AdamW(
+                [
+                    {
+                        "params": [head.weight],
+                        "lr": lr,
+                        "base_lr": lr,
+                        "name": f"head/{name}",
+                        "weight_decay": c.weight_decay,
+                    }
+                ],
+                lr=lr,
+                betas=betas,
+                eps=eps,
+            )
         self.generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)
 
     def to(self, device: torch.device) -> HeadSet:
@@ -86,11 +109,15 @@ class HeadSet:
     def state(self, name: str) -> dict[str, Any]:
         head, opt = self.heads[name], self.optimizers[name]
         st = opt.state.get(head.weight, {})
-        return {"start": head.start, "end": head.end, "num_classes": head.num_classes,
-                "weight": head.weight.detach().cpu(),
-                "exp_avg": st["exp_avg"].cpu() if "exp_avg" in st else None,
-                "exp_avg_sq": st["exp_avg_sq"].cpu() if "exp_avg_sq" in st else None,
-                "step": float(st["step"]) if "step" in st else 0.0}
+        return {
+            "start": head.start,
+            "end": head.end,
+            "num_classes": head.num_classes,
+            "weight": head.weight.detach().cpu(),
+            "exp_avg": st["exp_avg"].cpu() if "exp_avg" in st else None,
+            "exp_avg_sq": st["exp_avg_sq"].cpu() if "exp_avg_sq" in st else None,
+            "step": float(st["step"]) if "step" in st else 0.0,
+        }
 
     def save(self, path: Path) -> None:
         for name in self.names:
@@ -106,15 +133,22 @@ class HeadSet:
                 raise FileNotFoundError(f"checkpoint {path} lacks head files {missing[:2]}")
             parts = [torch.load(f, weights_only=False) for f in files]
             if parts[0]["num_classes"] != head.num_classes:
-                raise ConfigError(f"checkpoint head {name!r} has {parts[0]['num_classes']} centres, the bank "
-                                  f"{head.num_classes}: the bank changed since the checkpoint")
-            rows = {k: self._assemble(parts, k, head.start, head.end) for k in ("weight", "exp_avg", "exp_avg_sq")}
+                raise ConfigError(
+                    f"checkpoint head {name!r} has {parts[0]['num_classes']} centres, the bank "
+                    f"{head.num_classes}: the bank changed since the checkpoint"
+                )
+            rows = {
+                k: self._assemble(parts, k, head.start, head.end) for k in ("weight", "exp_avg", "exp_avg_sq")
+            }
             with torch.no_grad():
                 head.weight.copy_(rows["weight"].to(head.weight.device))
             if rows["exp_avg"] is not None:
                 dev = head.weight.device
-                opt.state[head.weight] = {"step": torch.tensor(parts[0]["step"]),
-                                          "exp_avg": rows["exp_avg"].to(dev), "exp_avg_sq": rows["exp_avg_sq"].to(dev)}
+                opt.state[head.weight] = {
+                    "step": torch.tensor(parts[0]["step"]),
+                    "exp_avg": rows["exp_avg"].to(dev),
+                    "exp_avg_sq": rows["exp_avg_sq"].to(dev),
+                }
         rng = path / f"head_rng_rank{self.rank:05d}.pt"
         if old_world == self.world_size and rng.is_file():
             self.generator.set_state(torch.load(rng, weights_only=False))
@@ -127,7 +161,7 @@ class HeadSet:
         for p in sorted(parts, key=lambda p: p["start"]):
             lo, hi = max(start, p["start"]), min(end, p["end"])
             if lo < hi:
-                pieces.append(p[key][lo - p["start"]:hi - p["start"]])
+                pieces.append(p[key][lo - p["start"] : hi - p["start"]])
         out = torch.cat(pieces)
         if len(out) != end - start:
             raise ValueError(f"head shards cover {len(out)} of rows {start}..{end}")

@@ -31,18 +31,38 @@ logger = logging.getLogger("llava_ov.pretrain")
 def build_head_bank(task: PretrainTask, name: str, head: HeadConfig, progress: bool = True) -> dict[str, Any]:
     """A head's bank from the shards of the sources it serves, with ``head.build`` settings."""
     b = dict(head.build)
-    teacher = TeacherConfig(kind=b.get("teacher", "pixels"), path=b.get("teacher_path"), frames=int(b.get("frames", 8)),
-                            input_size=int(b.get("input_size", 112)), pool=int(b.get("pool", 4)),
-                            centre=bool(b.get("centre", False)))
-    km = KMeansConfig(num_centres=int(b.get("centres", 64)), topk=int(b.get("topk", 10)), iters=int(b.get("iters", 20)),
-                      redo=int(b.get("redo", 1)), backend=b.get("backend", "auto"), seed=int(b.get("seed", 0)))
+    teacher = TeacherConfig(
+        kind=b.get("teacher", "pixels"),
+        path=b.get("teacher_path"),
+        frames=int(b.get("frames", 8)),
+        input_size=int(b.get("input_size", 112)),
+        pool=int(b.get("pool", 4)),
+        centre=bool(b.get("centre", False)),
+    )
+    km = KMeansConfig(
+        num_centres=int(b.get("centres", 64)),
+        topk=int(b.get("topk", 10)),
+        iters=int(b.get("iters", 20)),
+        redo=int(b.get("redo", 1)),
+        backend=b.get("backend", "auto"),
+        seed=int(b.get("seed", 0)),
+    )
     index = list(task.head_cfgs).index(name)
-    shards = [s for i, src in enumerate(task.data_cfg.sources) if task.head_of_source[i] == index
-              for s in expand_shards(resolve_shards(task.data_cfg, src))]
+    shards = [
+        s
+        for i, src in enumerate(task.data_cfg.sources)
+        if task.head_of_source[i] == index
+        for s in expand_shards(resolve_shards(task.data_cfg, src))
+    ]
     out = B.resolve_path(head.bank)
     stream = spill(embedding_stream(shards, teacher), out.with_name(out.name + ".features"), progress)
-    return build_bank(stream, km, out, {"teacher": teacher.name, "teacher_config": vars(teacher), "shards": shards},
-                      progress=progress)
+    return build_bank(
+        stream,
+        km,
+        out,
+        {"teacher": teacher.name, "teacher_config": vars(teacher), "shards": shards},
+        progress=progress,
+    )
 
 
 def ensure_banks(task: PretrainTask, env: D.DistEnv, metrics: MetricsLogger) -> None:
@@ -52,8 +72,10 @@ def ensure_banks(task: PretrainTask, env: D.DistEnv, metrics: MetricsLogger) -> 
         for name, head in task.head_cfgs.items():
             if not B.resolve_path(head.bank).exists() and head.build:
                 summary = build_head_bank(task, name, head, task.cfg.log.progress)
-                metrics.write(f"head {name}: built concept bank {head.bank}: {summary['num_samples']} samples, "
-                              f"{summary['num_centres']} centres, empty {summary['empty_clusters']}")
+                metrics.write(
+                    f"head {name}: built concept bank {head.bank}: {summary['num_samples']} samples, "
+                    f"{summary['num_centres']} centres, empty {summary['empty_clusters']}"
+                )
     D.barrier()
 
 
@@ -62,7 +84,9 @@ def chance_reference(task: PretrainTask) -> tuple[float, str] | None:
     n the negatives scored per label, for the first head (a line on the loss plot)."""
     name, head = next(iter(task.head_cfgs.items()))
     bank = json.loads((B.resolve_path(head.bank) / "bank.json").read_text())
-    scored = bank["num_centres"] if head.sample_rate >= 1 else math.ceil(head.sample_rate * bank["num_centres"])
+    scored = (
+        bank["num_centres"] if head.sample_rate >= 1 else math.ceil(head.sample_rate * bank["num_centres"])
+    )
     level = math.log(max(scored - bank["topk"], 1) * math.exp(head.scale * head.margin) + 1)
     return level, f"chance level ({name}) {level:.2f}"
 
@@ -84,8 +108,14 @@ def pretrain(cfg: PretrainConfig) -> StageResult:
             ensure_banks(task, env, metrics)
             result = run_task(task, cfg, env, metrics)
             if cfg.log.plot and env.is_main:
-                png = plot_loss(out / "metrics.jsonl", out / "loss_curve.png", [STAGE], "Encoder pretraining loss",
-                                "margin-softmax loss (mean over samples x labels)", chance_reference(task))
+                png = plot_loss(
+                    out / "metrics.jsonl",
+                    out / "loss_curve.png",
+                    [STAGE],
+                    "Encoder pretraining loss",
+                    "margin-softmax loss (mean over samples x labels)",
+                    chance_reference(task),
+                )
                 if png is not None:
                     metrics.write(f"loss curve: {png}")
         finally:

@@ -38,7 +38,13 @@ from llava_ov.train.optim import no_decay
 
 logger = logging.getLogger("llava_ov.pretrain")
 STAGE = "pretrain"
-INPUT_MODES = ("codec", "frames", "collage", "image", "precomputed")  # counted per step (same keys on every rank)
+INPUT_MODES = (
+    "codec",
+    "frames",
+    "collage",
+    "image",
+    "precomputed",
+)  # counted per step (same keys on every rank)
 
 
 class PooledEncoder(nn.Module):
@@ -48,7 +54,9 @@ class PooledEncoder(nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, pixels: torch.Tensor, positions: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, pixels: torch.Tensor, positions: torch.Tensor, cu_seqlens: torch.Tensor
+    ) -> torch.Tensor:
         return self.encoder(pixels, positions, cu_seqlens, return_pooled=True, validate=False).pooled
 
 
@@ -74,7 +82,9 @@ class PretrainTask(Task):
         known = {s.name for s in self.data_cfg.sources}
         for name, h in self.head_cfgs.items():
             if bad := sorted(set(h.sources) - known):
-                raise ConfigError(f"heads.{name}.sources names unknown source(s) {bad}; sources: {sorted(known)}")
+                raise ConfigError(
+                    f"heads.{name}.sources names unknown source(s) {bad}; sources: {sorted(known)}"
+                )
         catch_all = [n for n, h in self.head_cfgs.items() if not h.sources]
         self.head_of_source = []
         for s in self.data_cfg.sources:
@@ -100,8 +110,17 @@ class PretrainTask(Task):
         self.model = PooledEncoder(encoder)
         sizes = {n: b.num_centres for n, b in zip(self.head_cfgs, self.banks)}
         o = self.stage.optim
-        self.heads = HeadSet(self.head_cfgs, sizes, encoder.config.hidden_size, o.lr, tuple(o.betas), o.eps,
-                             env.rank, env.world_size, cfg.seed).to(env.device)
+        self.heads = HeadSet(
+            self.head_cfgs,
+            sizes,
+            encoder.config.hidden_size,
+            o.lr,
+            tuple(o.betas),
+            o.eps,
+            env.rank,
+            env.world_size,
+            cfg.seed,
+        ).to(env.device)
         self.params = sum(p.numel() for p in self.model.parameters())
         check_banks(self.data_cfg, self.banks, self.head_of_source)
 
@@ -110,13 +129,23 @@ class PretrainTask(Task):
         decay, plain = [], []
         for n, p in self.model.named_parameters():
             (plain if no_decay(n, p) else decay).append(p)
-        groups = [{"name": "encoder", "params": decay, "weight_decay": o.weight_decay},
-                  {"name": "encoder/no_decay", "params": plain, "weight_decay": 0.0}]
+        groups = [
+            {"name": "encoder", "params": decay, "weight_decay": o.weight_decay},
+            {"name": "encoder/no_decay", "params": plain, "weight_decay": 0.0},
+        ]
         return [g | {"lr": o.lr, "base_lr": o.lr} for g in groups if g["params"]]
 
     def make_loader(self, env: D.DistEnv, resume: dict[str, Any] | None) -> Any:
-        return build_pretrain_loader(self.data_cfg, self.banks, self.head_of_source, self.cfg.mix,
-                                     self.data_cfg.max_samples, env.rank, env.world_size, resume)
+        return build_pretrain_loader(
+            self.data_cfg,
+            self.banks,
+            self.head_of_source,
+            self.cfg.mix,
+            self.data_cfg.max_samples,
+            env.rank,
+            env.world_size,
+            resume,
+        )
 
     # ----------------------------------------------------------------- step
 
@@ -137,16 +166,21 @@ class PretrainTask(Task):
         return loss, logs
 
     def counts(self, batch: PretrainBatch) -> dict[str, float]:
-        out = {"samples": batch.num_samples, "patches": batch.num_patches} | {f"mode/{m}": 0 for m in INPUT_MODES}
+        out = {"samples": batch.num_samples, "patches": batch.num_patches} | {
+            f"mode/{m}": 0 for m in INPUT_MODES
+        }
         for mode in batch.modes:
             out[f"mode/{mode}"] = out.get(f"mode/{mode}", 0) + 1
         return out
 
     def step_record(self, sums: dict[str, float], seconds: float, env: D.DistEnv) -> dict[str, Any]:
         n = max(sums.get("samples", 0), 1)
-        return {"samples": int(sums.get("samples", 0)), "samples_per_s": sums.get("samples", 0) / seconds,
-                "patches_per_sample": sums.get("patches", 0) / n,
-                **{k: v / n for k, v in sums.items() if k.startswith("mode/") and v}}
+        return {
+            "samples": int(sums.get("samples", 0)),
+            "samples_per_s": sums.get("samples", 0) / seconds,
+            "patches_per_sample": sums.get("patches", 0) / n,
+            **{k: v / n for k, v in sums.items() if k.startswith("mode/") and v},
+        }
 
     def extra_step(self, lr_factor: float, env: D.DistEnv) -> dict[str, float]:
         return self.heads.step(lr_factor, env.world_size * self.stage.grad_accum)
@@ -163,8 +197,10 @@ class PretrainTask(Task):
         self.heads.load(path, int(state["world_size"]))
 
     def describe(self, env: D.DistEnv) -> str:
-        sizes = ", ".join(f"{n}: {h.num_classes} centres ({h.num_local} here, {h.num_sample()} scored per step)"
-                          for n, h in self.heads.heads.items())
+        sizes = ", ".join(
+            f"{n}: {h.num_classes} centres ({h.num_local} here, {h.num_sample()} scored per step)"
+            for n, h in self.heads.heads.items()
+        )
         return f"stage {self.name}: encoder {self.params / 1e6:.2f}M parameters; heads {sizes}"
 
     def export(self, engine: Any, env: D.DistEnv, final: Path) -> None:
@@ -174,9 +210,18 @@ class PretrainTask(Task):
             if tmp.exists():
                 shutil.rmtree(tmp)
             self.model.encoder.save_pretrained(tmp)
-            (tmp / "pretrain.json").write_text(json.dumps({
-                "heads": {n: {"bank": str(b.root), "num_centres": b.num_centres}
-                          for n, b in zip(self.head_cfgs, self.banks)}, "steps": self.stage.max_steps}, indent=1))
+            (tmp / "pretrain.json").write_text(
+                json.dumps(
+                    {
+                        "heads": {
+                            n: {"bank": str(b.root), "num_centres": b.num_centres}
+                            for n, b in zip(self.head_cfgs, self.banks)
+                        },
+                        "steps": self.stage.max_steps,
+                    },
+                    indent=1,
+                )
+            )
             C.replace_folder(tmp, final)
         D.barrier()
 
@@ -191,11 +236,17 @@ class PretrainTask(Task):
             from llava_ov.pretrain.evaluate import probe_export
 
             summary = probe_export(final, self.cfg, Path(self.cfg.output_dir) / self.name / "probe.json")
-            metrics.write("attentive probe on held-out clips: pretrained "
-                          f"{summary['pretrained']['accuracy']:.3f} vs random init {summary['random']['accuracy']:.3f} "
-                          f"(chance {summary['chance']:.3f})")
-            metrics.summary({"probe/pretrained": summary["pretrained"]["accuracy"],
-                             "probe/random": summary["random"]["accuracy"]})
+            metrics.write(
+                "attentive probe on held-out clips: pretrained "
+                f"{summary['pretrained']['accuracy']:.3f} vs random init {summary['random']['accuracy']:.3f} "
+                f"(chance {summary['chance']:.3f})"
+            )
+            metrics.summary(
+                {
+                    "probe/pretrained": summary["pretrained"]["accuracy"],
+                    "probe/random": summary["random"]["accuracy"],
+                }
+            )
         D.barrier()
         return summary
 

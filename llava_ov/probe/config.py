@@ -186,5 +186,15 @@ def with_tower(cfg: ProbeConfig, name: str) -> ProbeConfig:
     return dataclasses.replace(cfg, tower=tower)
 
 
-__all__ = ["DATA_SOURCES", "DEVICES", "FEATURE_DTYPES", "POS_EMBEDS", "SPLITS", "TOWER_DEFAULTS",
-           "ProbeConfig", "ProbeDataConfig", "SyntheticProbeConfig", "with_tower"]
+__all__ = [
+    "DATA_SOURCES",
+    "DEVICES",
+    "FEATURE_DTYPES",
+    "POS_EMBEDS",
+    "SPLITS",
+    "TOWER_DEFAULTS",
+    "ProbeConfig",
+    "ProbeDataConfig",
+    "SyntheticProbeConfig",
+    "with_tower",
+]

@@ -127,9 +127,14 @@ def generate_synthetic(cfg: SyntheticProbeConfig, progress: bool = True) -> Path
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
                 write_video(root / rel, frames, codec="h264", fps=cfg.fps, gop=cfg.num_frames, crf=cfg.crf)
                 files.append(str(rel))
-        manifest = {"config_hash": digest, "config": dataclasses.asdict(cfg), "classes": cfg.class_names,
-                    "files": files, "seconds": round(time.perf_counter() - start, 2),
-                    "format_version": FORMAT_VERSION}
+        manifest = {
+            "config_hash": digest,
+            "config": dataclasses.asdict(cfg),
+            "classes": cfg.class_names,
+            "files": files,
+            "seconds": round(time.perf_counter() - start, 2),
+            "format_version": FORMAT_VERSION,
+        }
         (root / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return root
 
@@ -144,8 +149,13 @@ def sort_classes(names: set[str] | list[str]) -> list[str]:
     return sorted(names)
 
 
-def _finish(classes: list[str], by_split: dict[str, list[ClipRef]], data: ProbeDataConfig,
-            skipped: list[Skipped], root: str) -> ClipSet:
+def _finish(
+    classes: list[str],
+    by_split: dict[str, list[ClipRef]],
+    data: ProbeDataConfig,
+    skipped: list[Skipped],
+    root: str,
+) -> ClipSet:
     """Fix the class list, drop clips of other classes (skipped), cap per class, check both splits."""
     found = sort_classes({c.label for c in by_split["train"]})
     classes = list(data.classes) or classes or found
@@ -254,5 +264,15 @@ def load_clips(data: ProbeDataConfig, synthetic: SyntheticProbeConfig, progress:
     return shard_clips(data.shards, data)
 
 
-__all__ = ["ClipRef", "ClipSet", "folder_clips", "generate_synthetic", "load_clips", "shard_clips",
-           "sort_classes", "synthetic_frames", "synthetic_hash", "task_classes"]
+__all__ = [
+    "ClipRef",
+    "ClipSet",
+    "folder_clips",
+    "generate_synthetic",
+    "load_clips",
+    "shard_clips",
+    "sort_classes",
+    "synthetic_frames",
+    "synthetic_hash",
+    "task_classes",
+]

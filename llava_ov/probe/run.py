@@ -92,9 +92,16 @@ def _patchify(clip: ClipRef, codec: CodecConfig, tmp: str) -> PatchSelection:
 
 
 @torch.no_grad()
-def extract_features(tower: VisionTower, clips: list[ClipRef], classes: list[str], codec: CodecConfig,
-                     batch: int = 8, progress: bool = True, desc: str = "features",
-                     dtype: torch.dtype = torch.float32) -> tuple[Features, list[Skipped]]:
+def extract_features(
+    tower: VisionTower,
+    clips: list[ClipRef],
+    classes: list[str],
+    codec: CodecConfig,
+    batch: int = 8,
+    progress: bool = True,
+    desc: str = "features",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Features, list[Skipped]]:
     """Patchify every clip and run the frozen tower on ``batch`` clips at a time; undecodable clips are
     returned as skip markers."""
     from tqdm import tqdm
@@ -141,8 +148,9 @@ def _schedule(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def train_probe(train: Features, num_classes: int, cfg: ProbeConfig, device: torch.device,
-                progress: bool = True) -> tuple[AttentiveProbe, list[float]]:
+def train_probe(
+    train: Features, num_classes: int, cfg: ProbeConfig, device: torch.device, progress: bool = True
+) -> tuple[AttentiveProbe, list[float]]:
     """AdamW on cross-entropy, linear warmup then cosine decay; returns the probe and per-step losses."""
     from tqdm import tqdm
 
@@ -151,8 +159,10 @@ def train_probe(train: Features, num_classes: int, cfg: ProbeConfig, device: tor
         probe = AttentiveProbe(train.tokens.shape[1], num_classes, cfg.heads, cfg.pos_embed).to(device)
     decay = [p for p in probe.parameters() if p.ndim >= 2]  # matrices; not biases, norms or the query
     other = [p for p in probe.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": other, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
     per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = cfg.steps or cfg.epochs * per_epoch
     warmup = int(cfg.warmup * total)
@@ -165,7 +175,7 @@ def train_probe(train: Features, num_classes: int, cfg: ProbeConfig, device: tor
     for _ in bar:
         if len(order) < cfg.batch_size:
             order += torch.randperm(len(train), generator=gen).tolist()
-        idx, order = torch.tensor(order[:cfg.batch_size]), order[cfg.batch_size:]
+        idx, order = torch.tensor(order[: cfg.batch_size]), order[cfg.batch_size :]
         x, pos, seq, y = train.batch(idx)
         logits = probe(x.to(device), seq.to(device), len(idx), pos.to(device))
         loss = torch.nn.functional.cross_entropy(logits, y.to(device))
@@ -222,9 +232,17 @@ def _run(cfg: ProbeConfig) -> dict[str, Any]:
     spec, plan, codec = plan_and_codec(cfg)
     data = load_clips(cfg.data, cfg.synthetic, cfg.progress)
     _log_skips(data.skipped)
-    logger.info("probe %s: %s, %d LLM / %d tower tokens per clip; %d classes, %d train / %d held-out (%s)",
-                cfg.run_name, plan.mode, plan.llm_tokens, plan.tower_tokens, len(data.classes),
-                len(data.clips["train"]), len(data.clips["heldout"]), data.root)
+    logger.info(
+        "probe %s: %s, %d LLM / %d tower tokens per clip; %d classes, %d train / %d held-out (%s)",
+        cfg.run_name,
+        plan.mode,
+        plan.llm_tokens,
+        plan.tower_tokens,
+        len(data.classes),
+        len(data.clips["train"]),
+        len(data.clips["heldout"]),
+        data.root,
+    )
     t_data = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -232,9 +250,16 @@ def _run(cfg: ProbeConfig) -> dict[str, Any]:
     tower = tower.to(device).eval().requires_grad_(False)
     feats, skips = {}, list(data.skipped)
     for split in ("train", "heldout"):
-        feats[split], bad = extract_features(tower, data.clips[split], data.classes, codec, cfg.extract_batch,
-                                             cfg.progress, f"{cfg.tower.name} {split}",
-                                             getattr(torch, cfg.feature_dtype))
+        feats[split], bad = extract_features(
+            tower,
+            data.clips[split],
+            data.classes,
+            codec,
+            cfg.extract_batch,
+            cfg.progress,
+            f"{cfg.tower.name} {split}",
+            getattr(torch, cfg.feature_dtype),
+        )
         _log_skips(bad)
         skips += bad
     del tower
@@ -247,18 +272,34 @@ def _run(cfg: ProbeConfig) -> dict[str, Any]:
     held = Counter(feats["heldout"].labels.tolist())
     lengths = torch.diff(feats["train"].offsets).float()
     return {
-        "name": cfg.run_name, "tower": cfg.tower.name, "tower_path": cfg.tower.path, "mode": plan.mode,
-        "budget": cfg.media.budget, "llm_tokens": plan.llm_tokens, "tower_tokens": plan.tower_tokens,
-        "top1": top1, "per_class": per_class, "chance": round(max(held.values()) / len(feats["heldout"]), 4),
-        "n_train": len(feats["train"]), "n_heldout": len(feats["heldout"]),
-        "seconds": round(time.perf_counter() - start, 2), "train_top1": train_top1,
-        "final_loss": round(float(np.mean(losses[-10:])), 4), "classes": data.classes,
-        "probe_tokens": round(float(lengths.mean()), 1), "skipped": dict(Counter(s.reason for s in skips)),
+        "name": cfg.run_name,
+        "tower": cfg.tower.name,
+        "tower_path": cfg.tower.path,
+        "mode": plan.mode,
+        "budget": cfg.media.budget,
+        "llm_tokens": plan.llm_tokens,
+        "tower_tokens": plan.tower_tokens,
+        "top1": top1,
+        "per_class": per_class,
+        "chance": round(max(held.values()) / len(feats["heldout"]), 4),
+        "n_train": len(feats["train"]),
+        "n_heldout": len(feats["heldout"]),
+        "seconds": round(time.perf_counter() - start, 2),
+        "train_top1": train_top1,
+        "final_loss": round(float(np.mean(losses[-10:])), 4),
+        "classes": data.classes,
+        "probe_tokens": round(float(lengths.mean()), 1),
+        "skipped": dict(Counter(s.reason for s in skips)),
         "skipped_keys": [s.key for s in skips],
         "plan": dataclasses.asdict(plan) | {"patch_size": spec.patch_size},
-        "timings": {"data": round(t_data - start, 2), "extract": round(t_extract - t_data, 2),
-                    "train": round(t_train - t_extract, 2)},
-        "data_root": data.root, "device": str(device), "threads": torch.get_num_threads(),
+        "timings": {
+            "data": round(t_data - start, 2),
+            "extract": round(t_extract - t_data, 2),
+            "train": round(t_train - t_extract, 2),
+        },
+        "data_root": data.root,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
         "config": to_dict(cfg),
     }
 
@@ -271,16 +312,25 @@ def write_result(result: dict[str, Any], out_dir: str | Path) -> Path:
     return path
 
 
-COLUMNS = ("tower", "mode", "budget", "llm_tokens", "tower_tokens", "top1", "chance", "n_train", "n_heldout",
-           "seconds")
+COLUMNS = (
+    "tower",
+    "mode",
+    "budget",
+    "llm_tokens",
+    "tower_tokens",
+    "top1",
+    "chance",
+    "n_train",
+    "n_heldout",
+    "seconds",
+)
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
     """A plain-text table of results (one row each), then the per-class accuracies."""
     rows = [[str(r.get(c, "")) for c in COLUMNS] for r in results]
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)),
-             "  ".join("-" * w for w in widths)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
     for r in results:
         per = ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in r["per_class"].items())
@@ -289,5 +339,17 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["COLUMNS", "Features", "accuracy", "extract_features", "format_table", "media_batch",
-           "plan_and_codec", "predict", "resolve_device", "run_probe", "train_probe", "write_result"]
+__all__ = [
+    "COLUMNS",
+    "Features",
+    "accuracy",
+    "extract_features",
+    "format_table",
+    "media_batch",
+    "plan_and_codec",
+    "predict",
+    "resolve_device",
+    "run_probe",
+    "train_probe",
+    "write_result",
+]

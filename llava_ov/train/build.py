@@ -68,9 +68,11 @@ def stage_data_config(cfg: TrainConfig, stage: StageConfig) -> DataConfig:
         check_shards(source.name, source.shards)
         codec = codec_config(data, source)
         if codec.mode not in spec.modes or codec.patch_size != spec.patch_size:
-            raise ConfigError(f"source {source.name!r}: codec mode {codec.mode!r} with patch {codec.patch_size} does not fit "
-                              f"tower {cfg.model.tower.name!r} (modes {list(spec.modes)}, patch {spec.patch_size}); "
-                              "set media.budget (the budget rule derives both) or the data's codec section")
+            raise ConfigError(
+                f"source {source.name!r}: codec mode {codec.mode!r} with patch {codec.patch_size} does not fit "
+                f"tower {cfg.model.tower.name!r} (modes {list(spec.modes)}, patch {spec.patch_size}); "
+                "set media.budget (the budget rule derives both) or the data's codec section"
+            )
     return data
 
 
@@ -83,7 +85,9 @@ def check_shards(name: str, spec: str) -> None:
     except ValueError as e:
         raise ConfigError(f"source {name!r}: {e}") from None
     if missing:
-        raise ConfigError(f"source {name!r}: {len(missing)} shard file(s) of {spec!r} not found, e.g. {missing[0]}")
+        raise ConfigError(
+            f"source {name!r}: {len(missing)} shard file(s) of {spec!r} not found, e.g. {missing[0]}"
+        )
 
 
 def check_run_paths(cfg: TrainConfig) -> None:
@@ -115,7 +119,9 @@ def stage_processor(data: DataConfig, model: LlavaOVModel, tokenizer: Any) -> Ll
     of its first source (what inference must use to ask the model as it was taught)."""
     sources = data.sources or data.eval_sources
     codec = codec_config(data, sources[0]) if sources else CodecConfig()
-    return LlavaOVProcessor(tokenizer, codec, ChatFormat(empty_think=data.empty_think), model.tokens_counter())
+    return LlavaOVProcessor(
+        tokenizer, codec, ChatFormat(empty_think=data.empty_think), model.tokens_counter()
+    )
 
 
 def init_path(cfg: TrainConfig, name: str, stage: StageConfig) -> Path | None:
@@ -126,8 +132,10 @@ def init_path(cfg: TrainConfig, name: str, stage: StageConfig) -> Path | None:
         prev = previous_stage(name)
         path = C.final_dir(cfg.output_dir, prev) if prev else None
         if path is None or not C.is_exported(path):
-            raise ConfigError(f"stage {name!r} starts from the previous stage's export, but {path} does not "
-                              "exist: run that stage first or set init_from to an export")
+            raise ConfigError(
+                f"stage {name!r} starts from the previous stage's export, but {path} does not "
+                "exist: run that stage first or set init_from to an export"
+            )
         return path
     path = resolve_path(stage.init_from)  # a path that does not exist is tried as a hub id
     if path.exists() and not C.is_exported(path):
@@ -143,7 +151,9 @@ def build_stage_model(cfg: TrainConfig, name: str, stage: StageConfig, tokenizer
         model = build_model(cfg.model, tokenizer)
     else:
         logger.info("stage %s: initialised from %s", name, path)
-        model = LlavaOVModel.from_pretrained(path, llm={"attn_implementation": cfg.model.llm.attn_implementation})
+        model = LlavaOVModel.from_pretrained(
+            path, llm={"attn_implementation": cfg.model.llm.attn_implementation}
+        )
     ckpt = stage.activation_checkpointing
     model.set_activation_checkpointing(cfg.model.activation_checkpointing if ckpt is None else ckpt)
     if cfg.model.compile and not model.config.compile:  # an export loads eagerly
@@ -151,5 +161,14 @@ def build_stage_model(cfg: TrainConfig, name: str, stage: StageConfig, tokenizer
     return model
 
 
-__all__ = ["build_stage_model", "build_tokenizer", "check_run_paths", "check_shards", "init_path", "prepare", "resolve_path",
-           "stage_data_config", "stage_processor"]
+__all__ = [
+    "build_stage_model",
+    "build_tokenizer",
+    "check_run_paths",
+    "check_shards",
+    "init_path",
+    "prepare",
+    "resolve_path",
+    "stage_data_config",
+    "stage_processor",
+]

@@ -89,15 +89,29 @@ def find_resume(resume: str, root: Path) -> Path | None:
     if resume == "auto":
         found = list_checkpoints(root)
         newest = found[-1][0] if found else -1
-        partial = sorted(p.name for p in root.iterdir() if _TAG_RE.match(p.name) and int(p.name[5:]) > newest
-                         and not (p / STATE_FILE).is_file()) if root.is_dir() else []
+        partial = (
+            sorted(
+                p.name
+                for p in root.iterdir()
+                if _TAG_RE.match(p.name) and int(p.name[5:]) > newest and not (p / STATE_FILE).is_file()
+            )
+            if root.is_dir()
+            else []
+        )
         if partial:
-            logger.warning("checkpoint(s) %s under %s are incomplete (no %s); resuming from %s", partial, root,
-                           STATE_FILE, found[-1][1] if found else "the start")
+            logger.warning(
+                "checkpoint(s) %s under %s are incomplete (no %s); resuming from %s",
+                partial,
+                root,
+                STATE_FILE,
+                found[-1][1] if found else "the start",
+            )
         return found[-1][1] if found else None
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"checkpoint.resume={resume!r} is not a complete checkpoint (no {STATE_FILE})")
+        raise FileNotFoundError(
+            f"checkpoint.resume={resume!r} is not a complete checkpoint (no {STATE_FILE})"
+        )
     return path
 
 
@@ -116,8 +130,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save(engine: Any, env: D.DistEnv, root: Path, step: int, state: dict[str, Any],
-         rank_state: dict[str, Any], keep: int, extra: Any = None) -> Path:
+def save(
+    engine: Any,
+    env: D.DistEnv,
+    root: Path,
+    step: int,
+    state: dict[str, Any],
+    rank_state: dict[str, Any],
+    keep: int,
+    extra: Any = None,
+) -> Path:
     """Collective: DeepSpeed shards, this rank's state, the task's ``extra(path, env)`` files, then (rank 0)
     the trainer state — the completion marker — and pruning."""
     tag = tag_of(step)
@@ -138,7 +160,9 @@ def save(engine: Any, env: D.DistEnv, root: Path, step: int, state: dict[str, An
     return path
 
 
-def load(engine: Any, env: D.DistEnv, path: Path, check_world_size: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def load(
+    engine: Any, env: D.DistEnv, path: Path, check_world_size: Any = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Collective: restore the engine from ``path``; returns (trainer state, this rank's state: empty when
     the checkpoint was written by another world size and ``check_world_size(state, env)`` allows it).
     RNG states are restored by the caller (:func:`set_rng_state`) once everything else is built."""
@@ -149,13 +173,19 @@ def load(engine: Any, env: D.DistEnv, path: Path, check_world_size: Any = None) 
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
     elif state["world_size"] != env.world_size:
-        raise ValueError(f"{path} was written by {state['world_size']} ranks; exact resume needs the same "
-                         f"world size (running {env.world_size})")
+        raise ValueError(
+            f"{path} was written by {state['world_size']} ranks; exact resume needs the same "
+            f"world size (running {env.world_size})"
+        )
     same = state["world_size"] == env.world_size
     if not same:
-        logger.warning("%s was written by %d ranks, this run has %d: the weights are restored, the engine's "
-                       "optimizer moments and the data-stream positions start afresh", path, state["world_size"],
-                       env.world_size)
+        logger.warning(
+            "%s was written by %d ranks, this run has %d: the weights are restored, the engine's "
+            "optimizer moments and the data-stream positions start afresh",
+            path,
+            state["world_size"],
+            env.world_size,
+        )
     D.load_checkpoint(engine, path.parent, path.name, module_only=not same)
     rank_file = path / f"rank_{env.rank:05d}.pt"
     rank_state = torch.load(rank_file, weights_only=False) if same else {}

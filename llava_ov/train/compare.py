@@ -49,7 +49,9 @@ class Variant:
             out.append("model.tower.output_layer=-1")
         if self.mode == "frames":
             spec = tower_spec(TowerConfig(name=self.tower))
-            out.append(f"media.frames={balanced_frames(spec, budget, clip_frames, max_side=max_side).num_frames}")
+            out.append(
+                f"media.frames={balanced_frames(spec, budget, clip_frames, max_side=max_side).num_frames}"
+            )
         return out
 
 
@@ -61,8 +63,14 @@ VARIANTS = (
     Variant("Qwen3-ViT frames", "qwen3_vit", "frames"),
 )
 QUICK_OVERRIDES = [  # seconds-long runs for a smoke test of the whole comparison
-    "data.synthetic.num_train=48", "data.synthetic.num_heldout=20", "data.synthetic.workers=1",
-    "data.num_workers=0", "data.shuffle_buffer=8", "align.max_steps=2", "sft.max_steps=6", "log.every=2",
+    "data.synthetic.num_train=48",
+    "data.synthetic.num_heldout=20",
+    "data.synthetic.workers=1",
+    "data.num_workers=0",
+    "data.shuffle_buffer=8",
+    "align.max_steps=2",
+    "sft.max_steps=6",
+    "log.every=2",
     "model.llm.from_scratch={hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, "
     "num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16}",
 ]
@@ -97,34 +105,62 @@ class CompareConfig:
         return self.tune_budget if self.tune_budget is not None else budgets[(len(budgets) - 1) // 2]
 
 
-def run_overrides(cfg: CompareConfig, variant: Variant, budget: int, seed: int, lr: float | None = None) -> list[str]:
+def run_overrides(
+    cfg: CompareConfig, variant: Variant, budget: int, seed: int, lr: float | None = None
+) -> list[str]:
     run = cfg.run_dir(variant, budget, seed, lr)
     # one synthetic cache per codec setting (the clips are shared, their precomputed patches are not)
     cache = cfg.out / "synthetic" / f"{variant.tower}_{variant.mode}_b{budget}{'_quick' if cfg.quick else ''}"
     base = [f"output_dir={run}", f"seed={seed}", f"data.synthetic.out_dir={cache}", "log.progress=false"]
-    return base + (QUICK_OVERRIDES if cfg.quick else []) + variant.overrides(budget, cfg.clip_frames, cfg.max_side, lr) + cfg.extra
+    return (
+        base
+        + (QUICK_OVERRIDES if cfg.quick else [])
+        + variant.overrides(budget, cfg.clip_frames, cfg.max_side, lr)
+        + cfg.extra
+    )
 
 
-def run_one(cfg: CompareConfig, variant: Variant, budget: int, seed: int, lr: float | None = None) -> dict[str, Any]:
+def run_one(
+    cfg: CompareConfig, variant: Variant, budget: int, seed: int, lr: float | None = None
+) -> dict[str, Any]:
     """Train + evaluate one cell (reused when its eval.json exists); the run's summary record."""
     run = cfg.run_dir(variant, budget, seed, lr)
     eval_file = run / "sft" / "eval.json"
     start = time.time()
     if not eval_file.is_file():
         run.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, str(TRAIN_SCRIPT), "--config", str(DEFAULT_CONFIG), *run_overrides(cfg, variant, budget, seed, lr)]
-        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+        cmd = [
+            sys.executable,
+            str(TRAIN_SCRIPT),
+            "--config",
+            str(DEFAULT_CONFIG),
+            *run_overrides(cfg, variant, budget, seed, lr),
+        ]
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+        }
         with open(run / "train.log", "w") as log:
             rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
         if rc != 0 or not eval_file.is_file():
             tail = (run / "train.log").read_text().splitlines()[-3:]
-            raise RuntimeError(f"{variant.name} budget {budget} seed {seed} failed (rc {rc}): {' | '.join(tail)}")
+            raise RuntimeError(
+                f"{variant.name} budget {budget} seed {seed} failed (rc {rc}): {' | '.join(tail)}"
+            )
     summary = json.loads(eval_file.read_text())
     steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     sft = [r for r in steps if r.get("stage") == "sft" and "llm_visual_tokens_per_sample" in r]
     return {
-        "variant": variant.name, "tower": variant.tower, "mode": variant.mode, "budget": budget, "seed": seed,
-        "lr": lr, "train_loss_tail": tail_loss(steps, cfg.tail), "accuracy": summary["accuracy"], "chance": summary["chance"],
+        "variant": variant.name,
+        "tower": variant.tower,
+        "mode": variant.mode,
+        "budget": budget,
+        "seed": seed,
+        "lr": lr,
+        "train_loss_tail": tail_loss(steps, cfg.tail),
+        "accuracy": summary["accuracy"],
+        "chance": summary["chance"],
         "per_type": {k: v["accuracy"] for k, v in summary["per_type"].items()},
         "llm_tokens": statistics.fmean(r["llm_visual_tokens_per_sample"] for r in sft) if sft else None,
         "tower_patches": statistics.fmean(r["tower_patches_per_sample"] for r in sft) if sft else None,
@@ -151,7 +187,10 @@ def choose_lr(records: Sequence[dict[str, Any]]) -> float | None:
 
 
 def format_search(search: Sequence[dict[str, Any]], chosen: dict[str, float | None]) -> str:
-    lines = ["| variant | SFT peak LR | final train loss | held-out (not used to choose) | chosen |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| variant | SFT peak LR | final train loss | held-out (not used to choose) | chosen |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in search:
         lr = "recipe" if r["lr"] is None else f"{r['lr']:g}"
         mark = "yes" if chosen.get(r["variant"], "-") == r["lr"] else ""
@@ -168,12 +207,22 @@ def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for (variant, budget), rs in cells.items():
         acc = [r["accuracy"] for r in rs]
         types = sorted({t for r in rs for t in r["per_type"]})
-        rows.append({
-            "variant": variant, "budget": budget, "seeds": len(rs), "accuracy": statistics.fmean(acc),
-            "spread": max(acc) - min(acc), "chance": rs[0]["chance"], "lr": rs[0].get("lr"),
-            "per_type": {t: statistics.fmean(r["per_type"][t] for r in rs if t in r["per_type"]) for t in types},
-            "llm_tokens": _mean([r["llm_tokens"] for r in rs]), "tower_patches": _mean([r["tower_patches"] for r in rs]),
-        })
+        rows.append(
+            {
+                "variant": variant,
+                "budget": budget,
+                "seeds": len(rs),
+                "accuracy": statistics.fmean(acc),
+                "spread": max(acc) - min(acc),
+                "chance": rs[0]["chance"],
+                "lr": rs[0].get("lr"),
+                "per_type": {
+                    t: statistics.fmean(r["per_type"][t] for r in rs if t in r["per_type"]) for t in types
+                },
+                "llm_tokens": _mean([r["llm_tokens"] for r in rs]),
+                "tower_patches": _mean([r["tower_patches"] for r in rs]),
+            }
+        )
     return rows
 
 
@@ -190,8 +239,15 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         tok = "-" if r["llm_tokens"] is None else f"{r['llm_tokens']:.0f}"
         patches = "-" if r["tower_patches"] is None else f"{r['tower_patches']:.0f}"
         lr = "recipe" if r.get("lr") is None else f"{r['lr']:g}"
-        cells = [r["variant"], str(r["budget"]), lr, tok, patches, f"{r['accuracy']:.3f} ± {r['spread']:.3f} (n={r['seeds']})",
-                 *(f"{r['per_type'].get(t, float('nan')):.3f}" for t in types)]
+        cells = [
+            r["variant"],
+            str(r["budget"]),
+            lr,
+            tok,
+            patches,
+            f"{r['accuracy']:.3f} ± {r['spread']:.3f} (n={r['seeds']})",
+            *(f"{r['per_type'].get(t, float('nan')):.3f}" for t in types),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -229,16 +285,22 @@ def compare(cfg: CompareConfig, progress: bool = True) -> tuple[list[dict[str, A
     from tqdm import tqdm
 
     tune_b, seed0 = cfg.tuning_budget(), cfg.seeds[0]
-    search_cells = [(v, tune_b, seed0, lr) for v in cfg.variants for lr in cfg.lrs] if len(cfg.lrs) > 1 else []
+    search_cells = (
+        [(v, tune_b, seed0, lr) for v in cfg.variants for lr in cfg.lrs] if len(cfg.lrs) > 1 else []
+    )
     # seed-major: every budget of the first seed before the second seed (a cut-short run still spans the budgets)
     grid = [(v, b, s) for s in cfg.seeds for b in cfg.budgets for v in cfg.variants]
     for v, b, s, lr in search_cells + [(*c, lr) for c in grid for lr in cfg.lrs]:
-        run_overrides(cfg, v, b, s, lr)  # plan every cell up front: bad settings fail before hours of training
+        run_overrides(
+            cfg, v, b, s, lr
+        )  # plan every cell up front: bad settings fail before hours of training
     search = []
     for variant, budget, seed, lr in tqdm(search_cells, desc="LR search", disable=not progress):
         search.append(run_one(cfg, variant, budget, seed, lr))
-    chosen = {v.name: choose_lr([r for r in search if r["variant"] == v.name]) if search else cfg.lrs[0]
-              for v in cfg.variants}
+    chosen = {
+        v.name: choose_lr([r for r in search if r["variant"] == v.name]) if search else cfg.lrs[0]
+        for v in cfg.variants
+    }
     records = []
     bar = tqdm(grid, desc="compare", disable=not progress)
     for variant, budget, seed in bar:
@@ -246,8 +308,9 @@ def compare(cfg: CompareConfig, progress: bool = True) -> tuple[list[dict[str, A
         records.append(run_one(cfg, variant, budget, seed, chosen[variant.name]))
     rows = aggregate(records)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "results.json").write_text(json.dumps({"runs": records, "rows": rows, "lr_search": search,
-                                                      "chosen_lr": chosen}, indent=1))
+    (cfg.out / "results.json").write_text(
+        json.dumps({"runs": records, "rows": rows, "lr_search": search, "chosen_lr": chosen}, indent=1)
+    )
     table = cfg.out / "table.md"
     text = format_table(rows) + "\n"
     if search:
@@ -256,5 +319,17 @@ def compare(cfg: CompareConfig, progress: bool = True) -> tuple[list[dict[str, A
     return rows, table, plot(rows, cfg.out / "accuracy_vs_tokens.png")
 
 
-__all__ = ["VARIANTS", "CompareConfig", "Variant", "aggregate", "choose_lr", "compare", "format_search", "format_table",
-           "plot", "run_one", "run_overrides", "tail_loss"]
+__all__ = [
+    "VARIANTS",
+    "CompareConfig",
+    "Variant",
+    "aggregate",
+    "choose_lr",
+    "compare",
+    "format_search",
+    "format_table",
+    "plot",
+    "run_one",
+    "run_overrides",
+    "tail_loss",
+]

@@ -153,9 +153,12 @@ class TrainConfig:
     stages: list[str] = field(default_factory=lambda: ["align", "sft"])
     align: StageConfig = field(default_factory=_align)
     sft: StageConfig = field(default_factory=_sft)
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(
-        tower=TowerConfig(size="debug"), llm=LLMConfig(from_scratch={})))
-    tokenizer: str = "auto"  # auto (model.llm's) | synthetic (built from the synthetic QA texts) | path / hub id
+    model: ModelConfig = field(
+        default_factory=lambda: ModelConfig(tower=TowerConfig(size="debug"), llm=LLMConfig(from_scratch={}))
+    )
+    tokenizer: str = (
+        "auto"  # auto (model.llm's) | synthetic (built from the synthetic QA texts) | path / hub id
+    )
     tokenizer_vocab: int = 512  # size of the synthetic tokenizer
     data_config: str = "data_configs/synthetic_motion_qa.yaml"
     data: dict = field(default_factory=dict)  # DataConfig overrides for every stage
@@ -183,8 +186,10 @@ class TrainConfig:
             self.media.validate()
             if self.media.budget is not None:
                 if self.media.projector_merge != self.model.projector.merge:
-                    raise ValueError(f"media.projector_merge {self.media.projector_merge} != model.projector.merge "
-                                     f"{self.model.projector.merge}")
+                    raise ValueError(
+                        f"media.projector_merge {self.media.projector_merge} != model.projector.merge "
+                        f"{self.model.projector.merge}"
+                    )
                 from llava_ov.model.budget import media_plan
                 from llava_ov.model.towers import tower_spec
 
@@ -199,8 +204,9 @@ def previous_stage(name: str) -> str | None:
     return STAGES[i - 1] if i > 0 else None
 
 
-def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                      stage: str | None = None) -> TrainConfig:
+def load_train_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, stage: str | None = None
+) -> TrainConfig:
     """Defaults ← YAML ← ``key=value`` overrides, all strict. Mappings merge key by key (an override of
     ``data.max_tokens`` keeps the YAML's other ``data`` keys). ``stage`` runs that stage alone."""
     cfg = load_config(TrainConfig, path, overrides)

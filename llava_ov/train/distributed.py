@@ -72,19 +72,33 @@ def init_distributed(cfg: DeepSpeedConfig) -> DistEnv:
         deepspeed.init_distributed(dist_backend=backend)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device, backend,
-                   torch.bfloat16 if bf16 else torch.float32)
+    return DistEnv(
+        dist.get_rank(),
+        dist.get_world_size(),
+        local_rank,
+        device,
+        backend,
+        torch.bfloat16 if bf16 else torch.float32,
+    )
 
 
 def zero_section(stage: int) -> dict[str, Any]:
     """ZeRO presets: 2 shards optimizer state + gradients, 3 also parameters (16-bit gather on save)."""
     section: dict[str, Any] = {"stage": stage}
     if stage >= 2:
-        section |= {"contiguous_gradients": True, "overlap_comm": torch.cuda.is_available(),
-                    "reduce_bucket_size": 5e7, "allgather_bucket_size": 5e7}
+        section |= {
+            "contiguous_gradients": True,
+            "overlap_comm": torch.cuda.is_available(),
+            "reduce_bucket_size": 5e7,
+            "allgather_bucket_size": 5e7,
+        }
     if stage == 3:
-        section |= {"stage3_gather_16bit_weights_on_model_save": True, "stage3_param_persistence_threshold": 1e5,
-                    "stage3_prefetch_bucket_size": 5e7, "stage3_max_live_parameters": 1e9}
+        section |= {
+            "stage3_gather_16bit_weights_on_model_save": True,
+            "stage3_param_persistence_threshold": 1e5,
+            "stage3_prefetch_bucket_size": 5e7,
+            "stage3_max_live_parameters": 1e9,
+        }
     return section
 
 
@@ -94,7 +108,9 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     for key, value in update.items():
         if value == "auto" and key in out:
             continue
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
@@ -152,9 +168,14 @@ def save_checkpoint(engine: Any, root: Path, tag: str) -> None:
 def load_checkpoint(engine: Any, root: Path, tag: str, module_only: bool = False) -> None:
     """Restore the engine (``module_only``: the weights alone, e.g. when the optimizer's ZeRO partitions
     were written by another world size)."""
-    path, _ = engine.load_checkpoint(str(root), tag=tag, load_module_strict=False,
-                                     load_optimizer_states=not module_only, load_lr_scheduler_states=False,
-                                     load_module_only=module_only)
+    path, _ = engine.load_checkpoint(
+        str(root),
+        tag=tag,
+        load_module_strict=False,
+        load_optimizer_states=not module_only,
+        load_lr_scheduler_states=False,
+        load_module_only=module_only,
+    )
     if path is None:
         raise FileNotFoundError(f"DeepSpeed found no checkpoint {root}/{tag}")
 

@@ -44,7 +44,9 @@ def _batches(items: Iterable[Any], size: int) -> Iterable[list[LMMItem]]:
         yield chunk
 
 
-def predict(model: nn.Module, tokenizer: Any, data_cfg: DataConfig, env: D.DistEnv, cfg: EvalConfig) -> list[dict]:
+def predict(
+    model: nn.Module, tokenizer: Any, data_cfg: DataConfig, env: D.DistEnv, cfg: EvalConfig
+) -> list[dict]:
     """This rank's records ``{id, qtype, answer, prediction, correct}``: the eval prompts answered by
     the inference :class:`Engine` (the one chat and the lmms-eval plugin use)."""
     stream = eval_items(data_cfg, tokenizer, model.tokens_counter(), env.rank, env.world_size)
@@ -57,8 +59,14 @@ def predict(model: nn.Module, tokenizer: Any, data_cfg: DataConfig, env: D.DistE
         if not chunk:
             break
         for item, text in zip(chunk, engine.generate_items(chunk, gen)):
-            records.append(score_answer(item.meta.get("id", item.key), item.meta.get("qtype", "all"),
-                                        str(item.meta.get("answer", "")), text))
+            records.append(
+                score_answer(
+                    item.meta.get("id", item.key),
+                    item.meta.get("qtype", "all"),
+                    str(item.meta.get("answer", "")),
+                    text,
+                )
+            )
     return records
 
 
@@ -95,13 +103,21 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def format_table(summary: dict[str, Any]) -> str:
     rows = [f"{'question type':<14} {'n':>5} {'accuracy':>9} {'chance':>7} {'majority':>9}"]
     for qtype, t in summary["per_type"].items():
-        rows.append(f"{qtype:<14} {t['n']:>5} {t['accuracy']:>9.3f} {t['chance']:>7.3f} {t['majority']:>9.3f}")
+        rows.append(
+            f"{qtype:<14} {t['n']:>5} {t['accuracy']:>9.3f} {t['chance']:>7.3f} {t['majority']:>9.3f}"
+        )
     rows.append(f"{'overall':<14} {summary['n']:>5} {summary['accuracy']:>9.3f} {summary['chance']:>7.3f}")
     return "\n".join(rows)
 
 
-def evaluate(model: nn.Module, tokenizer: Any, data_cfg: DataConfig, env: D.DistEnv, cfg: EvalConfig,
-             out_path: Path | None = None) -> dict[str, Any] | None:
+def evaluate(
+    model: nn.Module,
+    tokenizer: Any,
+    data_cfg: DataConfig,
+    env: D.DistEnv,
+    cfg: EvalConfig,
+    out_path: Path | None = None,
+) -> dict[str, Any] | None:
     """Collective: every rank answers its share; rank 0 gets (and writes) the summary, others None."""
     if not data_cfg.eval_sources:
         return None

@@ -53,14 +53,25 @@ class FlopModel:
     vision: Part
     rows_per_patch: float = 1.0  # tower rows per frame patch (1/2 for two-frame tubelets)
 
-    def step_flops(self, text_tokens: float, targets: float, visual_tokens: float, patches: float,
-                   sample_sq: float = 0.0, media_sq: float = 0.0) -> float:
+    def step_flops(
+        self,
+        text_tokens: float,
+        targets: float,
+        visual_tokens: float,
+        patches: float,
+        sample_sq: float = 0.0,
+        media_sq: float = 0.0,
+    ) -> float:
         """``visual_tokens``: LLM visual tokens (the projector's rows); ``patches``: frame patches given
         to the tower; ``sample_sq`` = Σ sample length², ``media_sq`` = Σ media patch count² (0: the
         quadratic term left out)."""
         f = self.rows_per_patch
-        return (self.llm.flops(text_tokens, sample_sq) + self.lm_head.flops(targets)
-                + self.projector.flops(visual_tokens) + self.vision.flops(patches * f, media_sq * f * f))
+        return (
+            self.llm.flops(text_tokens, sample_sq)
+            + self.lm_head.flops(targets)
+            + self.projector.flops(visual_tokens)
+            + self.vision.flops(patches * f, media_sq * f * f)
+        )
 
 
 def matrix_params(module: nn.Module, skip: Sequence[str] = ()) -> int:

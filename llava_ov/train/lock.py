@@ -73,12 +73,23 @@ class RunLock:
             holder, age = {}, STALE_S + 1  # unreadable or vanished: treat as stale
         host, pid = holder.get("host"), holder.get("pid")
         here = host == socket.gethostname()
-        live = _pid_alive(int(pid)) and int(pid) != os.getpid() if here and isinstance(pid, int) else age < STALE_S
+        live = (
+            _pid_alive(int(pid)) and int(pid) != os.getpid()
+            if here and isinstance(pid, int)
+            else age < STALE_S
+        )
         if live:
-            raise ConfigError(f"output_dir {path.parent} is held by a live run (host {host}, pid {pid}, started "
-                              f"{holder.get('started')}); wait for it, stop it, or use another output_dir")
-        logger.warning("taking over the run lock of a dead run (host %s, pid %s, started %s): %s", host, pid,
-                       holder.get("started"), path)
+            raise ConfigError(
+                f"output_dir {path.parent} is held by a live run (host {host}, pid {pid}, started "
+                f"{holder.get('started')}); wait for it, stop it, or use another output_dir"
+            )
+        logger.warning(
+            "taking over the run lock of a dead run (host %s, pid %s, started %s): %s",
+            host,
+            pid,
+            holder.get("started"),
+            path,
+        )
         path.unlink(missing_ok=True)
 
     def _start_heartbeat(self) -> None:

@@ -102,8 +102,10 @@ class Task:
 
     def check_world_size(self, state: dict[str, Any], env: D.DistEnv) -> None:
         if state["world_size"] != env.world_size:
-            raise ValueError(f"the checkpoint was written by {state['world_size']} ranks; exact resume needs the same "
-                             f"world size (running {env.world_size})")
+            raise ValueError(
+                f"the checkpoint was written by {state['world_size']} ranks; exact resume needs the same "
+                f"world size (running {env.world_size})"
+            )
 
     def describe(self, env: D.DistEnv) -> str:
         return f"stage {self.name}"
@@ -134,8 +136,9 @@ def restore_stats(stats: DataStats, state: dict[str, Any]) -> None:
     stats.by_source.update(state["by_source"])
 
 
-def train_step(task: Task, engine: Any, loader: Any, it: Any, env: D.DistEnv, step: int,
-               step_offset: int) -> dict[str, Any] | None:
+def train_step(
+    task: Task, engine: Any, loader: Any, it: Any, env: D.DistEnv, step: int, step_offset: int
+) -> dict[str, Any] | None:
     """One optimizer step (collective); None when a rank's data ran out (every rank then stops)."""
     gas, max_steps = task.stage.grad_accum, task.stage.max_steps
     timer = StepTimer()
@@ -173,20 +176,35 @@ def train_step(task: Task, engine: Any, loader: Any, it: Any, env: D.DistEnv, st
         for k, v in task.counts(b).items():
             counts[k] = counts.get(k, 0.0) + v
     keys, extra_keys = sorted(counts), sorted(extra)
-    sums = D.all_reduce_sum([loss_sum, timer.data_wait, stats.used, *(stats.skipped.get(r, 0) for r in REASONS),
-                             *(counts[k] for k in keys), *(extra[k] for k in extra_keys)])
+    sums = D.all_reduce_sum(
+        [
+            loss_sum,
+            timer.data_wait,
+            stats.used,
+            *(stats.skipped.get(r, 0) for r in REASONS),
+            *(counts[k] for k in keys),
+            *(extra[k] for k in extra_keys),
+        ]
+    )
     loss, wait, used, *rest = sums
-    skips, rest = rest[:len(REASONS)], rest[len(REASONS):]
-    summed = dict(zip(keys, rest[:len(keys)]))
+    skips, rest = rest[: len(REASONS)], rest[len(REASONS) :]
+    summed = dict(zip(keys, rest[: len(keys)]))
     record = {
-        "stage": task.name, "step": step + 1, "max_steps": max_steps, "global_step": step_offset + step + 1,
-        "loss": loss / total, "weight": total,
+        "stage": task.name,
+        "step": step + 1,
+        "max_steps": max_steps,
+        "global_step": step_offset + step + 1,
+        "loss": loss / total,
+        "weight": total,
         **{f"lr/{k}": v for k, v in lrs.items()},
         "grad_norm": None if grad_norm is None else float(grad_norm),
         **task.step_record(summed, seconds, env),
-        "step_time_s": seconds, "data_wait_s": wait / env.world_size, "peak_mem_gb": D.peak_memory_gb(env.device),
-        **{k: (v / env.world_size if task.global_loss else v) for k, v in zip(extra_keys, rest[len(keys):])},
-        "used_samples": int(used), "skipped": int(sum(skips)),
+        "step_time_s": seconds,
+        "data_wait_s": wait / env.world_size,
+        "peak_mem_gb": D.peak_memory_gb(env.device),
+        **{k: (v / env.world_size if task.global_loss else v) for k, v in zip(extra_keys, rest[len(keys) :])},
+        "used_samples": int(used),
+        "skipped": int(sum(skips)),
         **{f"skipped/{r}": int(n) for r, n in zip(REASONS, skips) if n},
         "time": time.time(),
     }
@@ -195,7 +213,9 @@ def train_step(task: Task, engine: Any, loader: Any, it: Any, env: D.DistEnv, st
     return record
 
 
-def run_task(task: Task, run: Any, env: D.DistEnv, metrics: MetricsLogger, step_offset: int = 0) -> StageResult:
+def run_task(
+    task: Task, run: Any, env: D.DistEnv, metrics: MetricsLogger, step_offset: int = 0
+) -> StageResult:
     """Train one stage (collective). ``run``: the run config (``output_dir``, ``seed``, ``deepspeed``,
     ``checkpoint``, ``log`` sections)."""
     name, stage = task.name, task.stage
@@ -206,8 +226,9 @@ def run_task(task: Task, run: Any, env: D.DistEnv, metrics: MetricsLogger, step_
     start_time = time.perf_counter()
     task.build(env)
     optimizer = build_optimizer(task.param_groups(), stage.optim)
-    engine = D.build_engine(task.model, optimizer, D.deepspeed_config(run.deepspeed, env, stage.grad_accum,
-                                                                       stage.optim.grad_clip))
+    engine = D.build_engine(
+        task.model, optimizer, D.deepspeed_config(run.deepspeed, env, stage.grad_accum, stage.optim.grad_clip)
+    )
     seed_everything(run.seed * 1000 + env.rank)
     start, rank_state = 0, {}
     path = C.find_resume(run.checkpoint.resume, sdir / C.CHECKPOINTS)
@@ -221,8 +242,10 @@ def run_task(task: Task, run: Any, env: D.DistEnv, metrics: MetricsLogger, step_
         restore_stats(loader.stats, rank_state["stats"])
     if "rng" in rank_state:
         C.set_rng_state(rank_state["rng"])
-    metrics.write(task.describe(env) + f", ZeRO-{run.deepspeed.zero_stage}, {env.world_size} rank(s), {env.dtype}, "
-                  f"device {env.device}")
+    metrics.write(
+        task.describe(env) + f", ZeRO-{run.deepspeed.zero_stage}, {env.world_size} rank(s), {env.dtype}, "
+        f"device {env.device}"
+    )
     metrics.start_stage(name, start, stage.max_steps)
     it = iter(loader)
     step = start
@@ -234,17 +257,28 @@ def run_task(task: Task, run: Any, env: D.DistEnv, metrics: MetricsLogger, step_
         metrics.log(record)
         done = step + 1
         if run.checkpoint.every and done % run.checkpoint.every == 0 and done < stage.max_steps:
-            C.save(engine, env, sdir / C.CHECKPOINTS, done, {"stage": name, "config": to_dict(run)},
-                   {"data": loader.state_dict(), "stats": stats_state(loader.stats)}, run.checkpoint.keep,
-                   extra=task.save_extra)
+            C.save(
+                engine,
+                env,
+                sdir / C.CHECKPOINTS,
+                done,
+                {"stage": name, "config": to_dict(run)},
+                {"data": loader.state_dict(), "stats": stats_state(loader.stats)},
+                run.checkpoint.keep,
+                extra=task.save_extra,
+            )
     else:
         step = stage.max_steps
     metrics.end_stage()
     totals = D.all_gather_object(stats_state(loader.stats))
-    data_summary = {"used": sum(t["used"] for t in totals),
-                    "skipped": {r: sum(t["skipped"].get(r, 0) for t in totals) for r in REASONS}}
-    metrics.write(f"stage {name}: data used {data_summary['used']} samples, skipped "
-                  f"{sum(data_summary['skipped'].values())} {({k: v for k, v in data_summary['skipped'].items() if v})}")
+    data_summary = {
+        "used": sum(t["used"] for t in totals),
+        "skipped": {r: sum(t["skipped"].get(r, 0) for t in totals) for r in REASONS},
+    }
+    metrics.write(
+        f"stage {name}: data used {data_summary['used']} samples, skipped "
+        f"{sum(data_summary['skipped'].values())} { ({k: v for k, v in data_summary['skipped'].items() if v}) }"
+    )
     task.export(engine, env, final)
     metrics.write(f"stage {name}: exported {final}")
     del engine, optimizer, loader, it

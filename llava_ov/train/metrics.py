@@ -22,10 +22,23 @@ logger = logging.getLogger("llava_ov.train")
 #: Dense bf16 peak TFLOP/s per device, matched by substring of ``torch.cuda.get_device_name``
 #: (first match wins, so the more specific names come first).
 PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
-    ("GB200", 2500.0), ("B200", 2250.0), ("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0),
-    ("H800", 989.0), ("GH200", 989.0), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0),
-    ("L40", 181.0), ("A10G", 70.0), ("A10", 125.0), ("RTX 4090", 165.0), ("RTX 3090", 71.0),
-    ("MI300X", 1307.0), ("MI250X", 383.0),
+    ("GB200", 2500.0),
+    ("B200", 2250.0),
+    ("H200", 989.0),
+    ("H100 PCIe", 756.0),
+    ("H100", 989.0),
+    ("H800", 989.0),
+    ("GH200", 989.0),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.0),
+    ("L40", 181.0),
+    ("A10G", 70.0),
+    ("A10", 125.0),
+    ("RTX 4090", 165.0),
+    ("RTX 3090", 71.0),
+    ("MI300X", 1307.0),
+    ("MI250X", 383.0),
 )
 
 
@@ -57,8 +70,17 @@ class MetricsLogger:
     """Rank 0 writes ``metrics.jsonl`` (appended, so resumed runs continue it), wandb and the console.
     Other ranks hold a logger that does nothing."""
 
-    CONSOLE_KEYS = ("loss", "grad_norm", "tokens_per_s", "visual_tokens_per_s", "samples_per_s", "mfu",
-                    "data_wait_s", "peak_mem_gb", "skipped")
+    CONSOLE_KEYS = (
+        "loss",
+        "grad_norm",
+        "tokens_per_s",
+        "visual_tokens_per_s",
+        "samples_per_s",
+        "mfu",
+        "data_wait_s",
+        "peak_mem_gb",
+        "skipped",
+    )
 
     def __init__(self, cfg: LogConfig, output_dir: Path, run_config: dict[str, Any], enabled: bool) -> None:
         self.cfg, self.enabled = cfg, enabled
@@ -71,8 +93,14 @@ class MetricsLogger:
         if cfg.wandb_mode != "disabled":
             import wandb
 
-            self.wandb = wandb.init(project=cfg.wandb_project, name=cfg.wandb_name, mode=cfg.wandb_mode,
-                                    dir=str(output_dir), config=run_config, resume="allow")
+            self.wandb = wandb.init(
+                project=cfg.wandb_project,
+                name=cfg.wandb_name,
+                mode=cfg.wandb_mode,
+                dir=str(output_dir),
+                config=run_config,
+                resume="allow",
+            )
 
     def start_stage(self, stage: str, start: int, total: int) -> None:
         if not self.enabled:
@@ -89,8 +117,14 @@ class MetricsLogger:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.wandb is not None:
-            self.wandb.log({f"{record['stage']}/{k}": v for k, v in record.items()
-                            if isinstance(v, (int, float)) and v is not None}, step=record["global_step"])
+            self.wandb.log(
+                {
+                    f"{record['stage']}/{k}": v
+                    for k, v in record.items()
+                    if isinstance(v, (int, float)) and v is not None
+                },
+                step=record["global_step"],
+            )
         step = record["step"]
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
@@ -160,8 +194,14 @@ def smooth(values: Iterable[float], alpha: float = 0.9) -> list[float]:
     return out
 
 
-def plot_loss(metrics_path: Path, out_path: Path, stages: list[str], title: str = "LMM training loss",
-              ylabel: str = "training loss (token mean)", reference: tuple[float, str] | None = None) -> Path | None:
+def plot_loss(
+    metrics_path: Path,
+    out_path: Path,
+    stages: list[str],
+    title: str = "LMM training loss",
+    ylabel: str = "training loss (token mean)",
+    reference: tuple[float, str] | None = None,
+) -> Path | None:
     """Loss (raw + smoothed) against the run-wide step, one colour per stage; ``reference``: a dashed
     horizontal line (value, label), e.g. the chance level; PNG via matplotlib Agg."""
     records = [r for r in read_metrics(metrics_path) if r["stage"] in stages]

@@ -32,8 +32,13 @@ def apply_lora(model: nn.Module, cfg: LoraConfig) -> None:
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    peft_cfg = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                              target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        task_type="CAUSAL_LM",
+    )
     model.llm = get_peft_model(model.llm, peft_cfg)
 
 
@@ -61,14 +66,21 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
         key = module if decay else f"{module}/no_decay"
         if key not in groups:
             lr = cfg.module_lr(module)
-            groups[key] = {"name": key, "params": [], "lr": lr, "base_lr": lr,
-                           "weight_decay": cfg.weight_decay if decay else 0.0}
+            groups[key] = {
+                "name": key,
+                "params": [],
+                "lr": lr,
+                "base_lr": lr,
+                "weight_decay": cfg.weight_decay if decay else 0.0,
+            }
         groups[key]["params"].append(p)
     return [groups[k] for k in sorted(groups)]
 
 
 def build_optimizer(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
 
 
 def set_lr(optimizer: Any, factor: float) -> dict[str, float]:

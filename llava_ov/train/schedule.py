@@ -18,7 +18,9 @@ def warmup_steps(cfg: OptimConfig, max_steps: int) -> int:
     return min(round(cfg.warmup_ratio * max_steps), max_steps)
 
 
-def lr_factor(step: int, max_steps: int, warmup: int, schedule: str = "cosine", min_ratio: float = 0.0) -> float:
+def lr_factor(
+    step: int, max_steps: int, warmup: int, schedule: str = "cosine", min_ratio: float = 0.0
+) -> float:
     """Multiplier of the peak LR for optimizer step ``step`` (0-based, ``< max_steps``).
 
     Warmup: ``(step + 1) / warmup`` (the first step already moves; step ``warmup - 1`` is at the peak).

@@ -75,8 +75,14 @@ class LMMTask(Task):
         return param_groups(self.model, self.stage.optim)
 
     def make_loader(self, env: D.DistEnv, resume: dict[str, Any] | None) -> Any:
-        return build_loader(self.data_cfg, self.tokenizer, self.model.tokens_counter(), env.rank, env.world_size,
-                            resume=resume)
+        return build_loader(
+            self.data_cfg,
+            self.tokenizer,
+            self.model.tokens_counter(),
+            env.rank,
+            env.world_size,
+            resume=resume,
+        )
 
     def weight(self, batch: LMMBatch) -> float:
         return float(num_targets(batch))
@@ -85,17 +91,33 @@ class LMMTask(Task):
         return engine(batch).loss, {}
 
     def counts(self, batch: LMMBatch) -> dict[str, float]:
-        return {"targets": num_targets(batch), "text_tokens": batch.num_tokens, "visual_tokens": batch.media.num_patches,
-                "llm_visual": int(batch.media.num_tokens.sum()), "samples": batch.num_samples,
-                "sample_sq": sample_sq(batch), "media_sq": squared_lengths(batch.media.cu_seqlens)}
+        return {
+            "targets": num_targets(batch),
+            "text_tokens": batch.num_tokens,
+            "visual_tokens": batch.media.num_patches,
+            "llm_visual": int(batch.media.num_tokens.sum()),
+            "samples": batch.num_samples,
+            "sample_sq": sample_sq(batch),
+            "media_sq": squared_lengths(batch.media.cu_seqlens),
+        }
 
     def step_record(self, sums: dict[str, float], seconds: float, env: D.DistEnv) -> dict[str, Any]:
         text, patches, samples = sums["text_tokens"], sums["visual_tokens"], sums["samples"]
         return {
-            "targets": int(sums["targets"]), "tokens_per_s": text / seconds, "visual_tokens_per_s": patches / seconds,
-            "mfu": mfu(self.flops.step_flops(text, sums["targets"], sums["llm_visual"], patches, sums["sample_sq"],
-                                             sums["media_sq"]), seconds, env.world_size, self.peak),
-            "samples": int(samples), "text_tokens": int(text), "visual_tokens": int(patches),
+            "targets": int(sums["targets"]),
+            "tokens_per_s": text / seconds,
+            "visual_tokens_per_s": patches / seconds,
+            "mfu": mfu(
+                self.flops.step_flops(
+                    text, sums["targets"], sums["llm_visual"], patches, sums["sample_sq"], sums["media_sq"]
+                ),
+                seconds,
+                env.world_size,
+                self.peak,
+            ),
+            "samples": int(samples),
+            "text_tokens": int(text),
+            "visual_tokens": int(patches),
             # equal LLM tokens is not equal tower compute: both, per sample
             "llm_visual_tokens_per_sample": sums["llm_visual"] / max(samples, 1),
             "tower_patches_per_sample": patches / max(samples, 1),
@@ -103,8 +125,10 @@ class LMMTask(Task):
 
     def describe(self, env: D.DistEnv) -> str:
         p, st = self.params, self.stage
-        return (f"stage {self.name}: {p['total'] / 1e6:.2f}M parameters, {p['trainable'] / 1e6:.3f}M trainable "
-                f"({', '.join(st.trainable)}{' + LoRA' if st.lora.enabled else ''})")
+        return (
+            f"stage {self.name}: {p['total'] / 1e6:.2f}M parameters, {p['trainable'] / 1e6:.3f}M trainable "
+            f"({', '.join(st.trainable)}{' + LoRA' if st.lora.enabled else ''})"
+        )
 
     def export(self, engine: Any, env: D.DistEnv, final: Path) -> None:
         """``model.save_pretrained`` + ``processor.save_pretrained`` on rank 0 (full parameters gathered
@@ -131,12 +155,18 @@ class LMMTask(Task):
         summary = evaluate(model, model.tokenizer, self.data_cfg, env, self.cfg.eval, out)
         if summary is not None:
             metrics.write(f"held-out evaluation after {self.name} ({final}):\n{format_table(summary)}")
-            metrics.summary({f"{self.name}/eval/accuracy": summary["accuracy"],
-                             **{f"{self.name}/eval/{k}": t["accuracy"] for k, t in summary["per_type"].items()}})
+            metrics.summary(
+                {
+                    f"{self.name}/eval/accuracy": summary["accuracy"],
+                    **{f"{self.name}/eval/{k}": t["accuracy"] for k, t in summary["per_type"].items()},
+                }
+            )
         return summary
 
 
-def run_stage(cfg: TrainConfig, name: str, env: D.DistEnv, tokenizer: Any, metrics: MetricsLogger) -> StageResult:
+def run_stage(
+    cfg: TrainConfig, name: str, env: D.DistEnv, tokenizer: Any, metrics: MetricsLogger
+) -> StageResult:
     return run_task(LMMTask(cfg, name, tokenizer), cfg, env, metrics, step_offset(cfg, name))
 
 
@@ -144,8 +174,11 @@ def run_stage(cfg: TrainConfig, name: str, env: D.DistEnv, tokenizer: Any, metri
 
 
 def setup_logging(env: D.DistEnv) -> None:
-    logging.basicConfig(level=logging.INFO if env.is_main else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(
+        level=logging.INFO if env.is_main else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
     for noisy in ("DeepSpeed", "deepspeed", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -153,7 +186,9 @@ def setup_logging(env: D.DistEnv) -> None:
 def train(cfg: TrainConfig) -> dict[str, StageResult]:
     """Run ``cfg.stages`` in order (collective under a launcher); returns the results per stage."""
     cfg.validate()
-    B.check_run_paths(cfg)  # fail fast on a missing path or a bad data section, before any process group or model
+    B.check_run_paths(
+        cfg
+    )  # fail fast on a missing path or a bad data section, before any process group or model
     for name in cfg.stages:
         B.stage_data_config(cfg, cfg.stage(name))
     if cfg.threads:

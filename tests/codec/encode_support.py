@@ -11,8 +11,18 @@ import numpy as np
 TB = Fraction(1, 90000)
 
 
-def encode(path, frames, codec="libx264", options=None, pix_fmt="yuv420p", times=None, extra_streams=0,
-           tb=TB, container_options=None, audio_first=False):
+def encode(
+    path,
+    frames,
+    codec="libx264",
+    options=None,
+    pix_fmt="yuv420p",
+    times=None,
+    extra_streams=0,
+    tb=TB,
+    container_options=None,
+    audio_first=False,
+):
     """Frames (uint8 [N, H, W, 3]) → ``path`` at 30 fps (or at ``times`` seconds), time base ``tb``."""
     with av.open(str(path), "w", options=container_options or {}) as c:
         if audio_first:

@@ -19,15 +19,22 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *map(str, args)],
-                          capture_output=True, text=True, env=ENV, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    good = [make_clip(root / f"good{i}.mp4", "mover", width=112, height=112, num_frames=24, seed=i).path
-            for i in range(2)]
+    good = [
+        make_clip(root / f"good{i}.mp4", "mover", width=112, height=112, num_frames=24, seed=i).path
+        for i in range(2)
+    ]
     (root / "empty.mp4").write_bytes(b"")
     (root / "notes.mp4").write_text("this is not a video\n" * 20)
     data = Path(good[0]).read_bytes()
@@ -38,8 +45,19 @@ def media(tmp_path_factory):
 def test_one_video_npz_and_png(media, tmp_path):
     _, good = media
     out = tmp_path / "one.npz"
-    res = run_script("codec_patchify.py", good[0], "--budget", "200", "--input-size", "112", "--frames", "16",
-                     "--out", out, "--png")
+    res = run_script(
+        "codec_patchify.py",
+        good[0],
+        "--budget",
+        "200",
+        "--input-size",
+        "112",
+        "--frames",
+        "16",
+        "--out",
+        out,
+        "--png",
+    )
     assert res.returncode == 0, res.stderr
     with np.load(out) as z:
         assert z["positions"].dtype == np.int32 and z["positions"].shape == (200, 3)
@@ -54,8 +72,22 @@ def test_many_files_go_on_and_list_failures(media, tmp_path):
     root, good = media
     bad = [root / "empty.mp4", root / "notes.mp4", root / "missing.mp4"]
     out = tmp_path / "many"
-    res = run_script("codec_patchify.py", good[0], *bad, good[1], "--budget", "0.1", "--input-size", "112",
-                     "--frames", "16", "--out", out, "--workers", "2")
+    res = run_script(
+        "codec_patchify.py",
+        good[0],
+        *bad,
+        good[1],
+        "--budget",
+        "0.1",
+        "--input-size",
+        "112",
+        "--frames",
+        "16",
+        "--out",
+        out,
+        "--workers",
+        "2",
+    )
     assert res.returncode == 1
     assert sorted(p.name for p in out.glob("*.npz")) == ["good0.npz", "good1.npz"]
     assert "Traceback" not in res.stderr
@@ -77,8 +109,16 @@ def test_single_bad_file_is_one_line(media, tmp_path):
 
 def test_truncated_file_keeps_what_decodes(media, tmp_path):
     root, _ = media
-    res = run_script("codec_patchify.py", root / "truncated.mp4", "--mode", "frames", "--input-size", "112",
-                     "--out", tmp_path / "t.npz")
+    res = run_script(
+        "codec_patchify.py",
+        root / "truncated.mp4",
+        "--mode",
+        "frames",
+        "--input-size",
+        "112",
+        "--out",
+        tmp_path / "t.npz",
+    )
     # A file cut mid-stream either yields the frames that decode or one clear error line.
     assert res.returncode in (0, 1)
     if res.returncode == 1:
@@ -126,8 +166,12 @@ def test_budget_the_context_frame_uses_up_warns_or_fails_with_strict(media, tmp_
     assert len(warning) == 1 and "budget 256 patches, the dense context frame takes 256" in warning[0]
     assert "no patch is left for motion" in warning[0]
     res = run_script("codec_patchify.py", good[0], "--budget", "300", "--strict", "--out", tmp_path / "b.npz")
-    assert res.returncode == 2 and "only 44 (15%) for motion" in res.stderr and not (tmp_path / "b.npz").exists()
-    res = run_script("codec_patchify.py", good[0], "--budget", "200", "--input-size", "112", "--out", tmp_path / "c.npz")
+    assert (
+        res.returncode == 2 and "only 44 (15%) for motion" in res.stderr and not (tmp_path / "b.npz").exists()
+    )
+    res = run_script(
+        "codec_patchify.py", good[0], "--budget", "200", "--input-size", "112", "--out", tmp_path / "c.npz"
+    )
     assert res.returncode == 0 and "warning" not in res.stderr  # 64 context + 136 motion patches
     res = run_script("codec_patchify.py", good[0], "--budget", "100", "--out", tmp_path / "d.npz")
     assert res.returncode == 2 and "no patch is left for motion" in res.stderr  # every input would fail
@@ -140,10 +184,22 @@ def test_folders_expand_and_workers_are_checked(media, tmp_path):
     for g in good[:2]:
         (folder / Path(g).name).write_bytes(Path(g).read_bytes())
     (folder / "notes.txt").write_text("not media")
-    res = run_script("codec_patchify.py", tmp_path / "in", "--budget", "0.2", "--input-size", "112", "--frames", "8",
-                     "--out", tmp_path / "o")
+    res = run_script(
+        "codec_patchify.py",
+        tmp_path / "in",
+        "--budget",
+        "0.2",
+        "--input-size",
+        "112",
+        "--frames",
+        "8",
+        "--out",
+        tmp_path / "o",
+    )
     assert res.returncode == 0, res.stderr
-    assert sorted(p.name for p in (tmp_path / "o").glob("*.npz")) == sorted(Path(g).stem + ".npz" for g in good[:2])
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.npz")) == sorted(
+        Path(g).stem + ".npz" for g in good[:2]
+    )
     for workers in ("0", "-1"):
         res = run_script("codec_patchify.py", good[0], "--workers", workers, "--out", tmp_path / "w.npz")
         assert res.returncode == 2 and "--workers must be >= 1" in res.stderr

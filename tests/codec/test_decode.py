@@ -88,10 +88,14 @@ def test_native_aspect_keeps_the_source_shape(wide_h264, rotated_h264):
     """aspect="native": the largest grid of ``cell``-pixel squares within ``max_cells`` at the shown
     aspect (a 128x64 source, 8 cells of 16 px: 2 x 4 -> 32 x 64), rotation applied first."""
     frames, *_ = render_scene("mover", 128, 64, 16)
-    clip = decode_clip(wide_h264.path, _cfg(num_frames=3, aspect="native", max_cells=8, cell=16, motion="none"))
+    clip = decode_clip(
+        wide_h264.path, _cfg(num_frames=3, aspect="native", max_cells=8, cell=16, motion="none")
+    )
     assert clip.frames.shape == (3, 32, 64, 3)
     assert np.abs(clip.frames.astype(np.float32) - frames[clip.frame_ids, ::2, ::2]).mean() < 25
-    rot = decode_clip(rotated_h264.path, _cfg(num_frames=2, aspect="native", max_cells=12, cell=16, motion="none"))
+    rot = decode_clip(
+        rotated_h264.path, _cfg(num_frames=2, aspect="native", max_cells=12, cell=16, motion="none")
+    )
     assert rot.frames.shape == (2, 64, 48, 3)  # shown 96 wide x 128 high: 4 x 3 cells
     with pytest.raises(ValueError, match="max_cells"):
         DecodeConfig(aspect="native")
@@ -259,8 +263,16 @@ def test_seeking_gives_the_same_clip_as_decoding_everything(video_dir, codec, bf
     (and its reference) instead of decoding the frames between; the result is the same, exactly."""
     from encoder.codec.synthetic import make_clip
 
-    clip = make_clip(video_dir / f"long_{codec}_{bframes}.mkv", "mover", codec=codec, width=64, height=64,
-                     num_frames=320, gop=16, bframes=bframes)
+    clip = make_clip(
+        video_dir / f"long_{codec}_{bframes}.mkv",
+        "mover",
+        codec=codec,
+        width=64,
+        height=64,
+        num_frames=320,
+        gop=16,
+        bframes=bframes,
+    )
     for motion in ("auto", "estimated", "none"):
         a = decode_clip(clip.path, DecodeConfig(num_frames=8, input_size=64, motion=motion))
         b = decode_clip(clip.path, DecodeConfig(num_frames=8, input_size=64, motion=motion, seek=False))
@@ -277,7 +289,9 @@ def test_keyframe_sampling_on_a_long_clip(video_dir):
     sample); auto does so only when samples are more than two GOPs apart; uniform is unchanged."""
     from encoder.codec.synthetic import make_clip
 
-    clip = make_clip(video_dir / "long_gop8.mkv", "mover", codec="h264", width=64, height=64, num_frames=400, gop=8)
+    clip = make_clip(
+        video_dir / "long_gop8.mkv", "mover", codec="h264", width=64, height=64, num_frames=400, gop=8
+    )
     uniform = decode_clip(clip.path, DecodeConfig(num_frames=8, input_size=64))
     snapped = decode_clip(clip.path, DecodeConfig(num_frames=8, input_size=64, sampling="keyframe"))
     auto = decode_clip(clip.path, DecodeConfig(num_frames=8, input_size=64, sampling="auto"))
@@ -287,6 +301,8 @@ def test_keyframe_sampling_on_a_long_clip(video_dir):
     assert set(snapped.motion_source) == {"bitstream"}
     np.testing.assert_array_equal(auto.frame_ids, snapped.frame_ids)  # 57 frames apart > 2 GOPs of 8
     short = decode_clip(clip.path, DecodeConfig(num_frames=64, input_size=64, sampling="auto"))
-    np.testing.assert_array_equal(short.frame_ids, decode_clip(clip.path, DecodeConfig(num_frames=64, input_size=64)).frame_ids)
+    np.testing.assert_array_equal(
+        short.frame_ids, decode_clip(clip.path, DecodeConfig(num_frames=64, input_size=64)).frame_ids
+    )
     with pytest.raises(ValueError, match="sampling"):
         DecodeConfig(sampling="nearest")

@@ -184,7 +184,9 @@ def test_estimate_motion_recovers_smooth_shift(levels):
 def test_pyramid_agrees_with_exhaustive_search(mover_h264):
     from encoder.codec.motion import rgb_to_luma
 
-    clip = decode_clip(mover_h264.path, DecodeConfig(num_frames=64, input_size=112, motion="none"))  # consecutive
+    clip = decode_clip(
+        mover_h264.path, DecodeConfig(num_frames=64, input_size=112, motion="none")
+    )  # consecutive
     y = rgb_to_luma(torch.from_numpy(clip.frames)).float()
     full = estimate_motion(y[1:], y[:-1], 8, 7, levels=1)
     coarse = estimate_motion(y[1:], y[:-1], 8, 7, levels=2)

@@ -43,15 +43,18 @@ def assert_same(a, b):
     assert a.has_pts == b.has_pts
 
 
-@pytest.mark.parametrize("name, kw", [
-    ("x264_defaults", {}),  # B-frames, 3 references, an edit list shifting pts
-    ("x264_bpyramid", {"options": {"x264-params": "bframes=3:b-pyramid=normal:ref=4:keyint=12"}}),
-    ("hevc", {"codec": "libx265", "options": {"x265-params": "log-level=error:keyint=12"}}),
-    ("mpeg4", {"codec": "mpeg4", "tb": Fraction(1, 30000)}),  # its time base must fit 16 bits
-    ("vfr", {"times": np.cumsum(np.r_[0, np.random.default_rng(0).uniform(0.02, 0.06, 39)])}),
-    ("audio_first", {"audio_first": True}),
-    ("two_video", {"extra_streams": 1}),
-])
+@pytest.mark.parametrize(
+    "name, kw",
+    [
+        ("x264_defaults", {}),  # B-frames, 3 references, an edit list shifting pts
+        ("x264_bpyramid", {"options": {"x264-params": "bframes=3:b-pyramid=normal:ref=4:keyint=12"}}),
+        ("hevc", {"codec": "libx265", "options": {"x265-params": "log-level=error:keyint=12"}}),
+        ("mpeg4", {"codec": "mpeg4", "tb": Fraction(1, 30000)}),  # its time base must fit 16 bits
+        ("vfr", {"times": np.cumsum(np.r_[0, np.random.default_rng(0).uniform(0.02, 0.06, 39)])}),
+        ("audio_first", {"audio_first": True}),
+        ("two_video", {"extra_streams": 1}),
+    ],
+)
 def test_tables_give_the_demux_index(tmp_path, name, kw):
     path = encode(tmp_path / f"{name}.mp4", **kw)
     tables, demux, used = indexes(path)
@@ -59,10 +62,13 @@ def test_tables_give_the_demux_index(tmp_path, name, kw):
     assert_same(tables, demux)
 
 
-@pytest.mark.parametrize("name, kw", [
-    ("fragmented.mp4", {"container_options": {"movflags": "frag_keyframe+empty_moov"}}),
-    ("other.mkv", {}),
-])
+@pytest.mark.parametrize(
+    "name, kw",
+    [
+        ("fragmented.mp4", {"container_options": {"movflags": "frag_keyframe+empty_moov"}}),
+        ("other.mkv", {}),
+    ],
+)
 def test_demux_pass_where_the_tables_do_not_hold(tmp_path, name, kw):
     path = encode(tmp_path / name, **kw)
     tables, demux, used = indexes(path)

@@ -40,7 +40,9 @@ def coverage(sel: PatchSelection, clip) -> tuple[float, float]:
 
 
 def _cfg(budget, **select) -> CodecConfig:
-    return CodecConfig(decode=DecodeConfig(num_frames=64, input_size=SIZE), select=SelectConfig(budget=budget, **select))
+    return CodecConfig(
+        decode=DecodeConfig(num_frames=64, input_size=SIZE), select=SelectConfig(budget=budget, **select)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,9 @@ def clips(tmp_path_factory):
         ("static_h264", "static", "h264"),
         ("blink_h264", "blink", "h264"),
     ]:
-        out[name] = make_clip(root / f"{name}.mp4", scene, codec=codec, width=SIZE, height=SIZE, num_frames=64, seed=1)
+        out[name] = make_clip(
+            root / f"{name}.mp4", scene, codec=codec, width=SIZE, height=SIZE, num_frames=64, seed=1
+        )
     return out
 
 
@@ -95,8 +99,15 @@ def test_handheld_camera_rotation_and_zoom(tmp_path, codec, min_recall, max_bg):
     model spends more of the budget on the background and misses more of the mover."""
     results = {}
     for seed in (1, 2):
-        clip = make_clip(tmp_path / f"hand{seed}.mp4", "handheld", codec=codec, width=SIZE, height=SIZE, num_frames=64,
-                         seed=seed)
+        clip = make_clip(
+            tmp_path / f"hand{seed}.mp4",
+            "handheld",
+            codec=codec,
+            width=SIZE,
+            height=SIZE,
+            num_frames=64,
+            seed=seed,
+        )
         for camera in ("default", "median"):
             cfg = _cfg(_object_budget(clip))
             if camera == "median":
@@ -143,7 +154,7 @@ def test_positions_sorted_and_pixels_match_frames(clips):
     assert (np.diff(keys) > 0).all()
     t_to_i = {int(t): i for i, t in enumerate(canvas.frame_t)}
     for (t, h, w), px in zip(sel.positions[::97], sel.pixels[::97]):
-        ref = canvas.frames[t_to_i[int(t)], h * P:(h + 1) * P, w * P:(w + 1) * P].transpose(2, 0, 1)
+        ref = canvas.frames[t_to_i[int(t)], h * P : (h + 1) * P, w * P : (w + 1) * P].transpose(2, 0, 1)
         np.testing.assert_array_equal(px, ref)
 
 
@@ -184,7 +195,12 @@ def test_grid_scores_exact_and_pooled():
     np.testing.assert_allclose(pooled.sum(axis=(1, 2)), sal.sum(axis=(1, 2)), rtol=0.05)
     hot = np.zeros((1, 112, 112), np.float32)
     hot[0, 50:54, 70:74] = 1.0
-    assert np.unravel_index(grid_scores(hot, 32)[0].argmax(), (32, 32)) in {(14, 20), (14, 21), (15, 20), (15, 21)}
+    assert np.unravel_index(grid_scores(hot, 32)[0].argmax(), (32, 32)) in {
+        (14, 20),
+        (14, 21),
+        (15, 20),
+        (15, 21),
+    }
 
 
 @pytest.mark.parametrize("size", [224, 448])
@@ -216,7 +232,9 @@ def test_random_mode_keeps_codec_count_and_context(clips, select):
     assert int(ctx.sum()) == G * G == rand.meta["context_patches"]
     assert not np.array_equal(rand.positions, codec.positions)
     assert len(np.unique(rand.positions[~ctx][:, 0])) > 16  # spread over the clip's frames
-    np.testing.assert_array_equal(patchify(clip.path, rand_cfg).positions, rand.positions)  # same clip, same draw
+    np.testing.assert_array_equal(
+        patchify(clip.path, rand_cfg).positions, rand.positions
+    )  # same clip, same draw
     rand_cfg.select.seed = 1
     assert not np.array_equal(patchify(clip.path, rand_cfg).positions, rand.positions)
     codec_recall, rand_recall = coverage(codec, clip)[0], coverage(rand, clip)[0]
@@ -224,7 +242,9 @@ def test_random_mode_keeps_codec_count_and_context(clips, select):
     frames = {int(t): i for i, t in enumerate(rand.frame_t)}
     canvas = patchify_with_canvas(clip.path, rand_cfg)[1].frames
     for (t, h, w), px in zip(rand.positions[:20], rand.pixels[:20]):  # pixels come from their frames
-        np.testing.assert_array_equal(px, canvas[frames[int(t)], h * P:(h + 1) * P, w * P:(w + 1) * P].transpose(2, 0, 1))
+        np.testing.assert_array_equal(
+            px, canvas[frames[int(t)], h * P : (h + 1) * P, w * P : (w + 1) * P].transpose(2, 0, 1)
+        )
 
 
 def test_a_budget_above_a_short_clip_is_a_cap(video_dir):
@@ -236,6 +256,8 @@ def test_a_budget_above_a_short_clip_is_a_cap(video_dir):
     sel = patchify(one.path, cfg)
     assert len(sel) == 256 and sel.meta["budget_capped"] and sel.meta["budget_requested"] == 1024
     assert sel.meta["budget"] == 256
-    exact = patchify(one.path, CodecConfig(decode=DecodeConfig(num_frames=64, input_size=224),
-                                           select=SelectConfig(budget=256)))
+    exact = patchify(
+        one.path,
+        CodecConfig(decode=DecodeConfig(num_frames=64, input_size=224), select=SelectConfig(budget=256)),
+    )
     assert len(exact) == 256 and not exact.meta["budget_capped"]

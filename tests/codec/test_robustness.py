@@ -21,8 +21,18 @@ def scene() -> tuple[np.ndarray, np.ndarray]:
 
 
 def clip_of(path, boxes, width=W, height=H) -> SyntheticClip:
-    return SyntheticClip(path=str(path), boxes=boxes, velocity=(0, 0), bg_velocity=(0, 0), scene="mover", codec="h264",
-                         width=width, height=height, num_frames=len(boxes), fps=30.0)
+    return SyntheticClip(
+        path=str(path),
+        boxes=boxes,
+        velocity=(0, 0),
+        bg_velocity=(0, 0),
+        scene="mover",
+        codec="h264",
+        width=width,
+        height=height,
+        num_frames=len(boxes),
+        fps=30.0,
+    )
 
 
 def mover_recall(sel, clip) -> float:
@@ -41,8 +51,10 @@ def budget_for(clip, frames=16) -> int:
 
 
 def run(path, clip, **decode) -> float:
-    cfg = CodecConfig(decode=DecodeConfig(num_frames=16, input_size=SIZE, **decode),
-                      select=SelectConfig(budget=budget_for(clip)))
+    cfg = CodecConfig(
+        decode=DecodeConfig(num_frames=16, input_size=SIZE, **decode),
+        select=SelectConfig(budget=budget_for(clip)),
+    )
     sel = patchify(path, cfg)
     assert len(sel) <= cfg.select.budget
     return mover_recall(sel, clip)
@@ -51,8 +63,12 @@ def run(path, clip, **decode) -> float:
 X264_DEFAULTS = {}  # preset medium: 3 B-frames (adaptive), 3 references, scene cut 40, keyint 250
 CASES = {
     "h264_defaults_bframes": dict(codec="libx264", options=X264_DEFAULTS),
-    "h264_bpyramid_4refs": dict(codec="libx264", options={"x264-params": "bframes=3:ref=4:b-pyramid=normal:keyint=24"}),
-    "hevc_open_gop": dict(codec="libx265", options={"x265-params": "open-gop=1:keyint=16:bframes=4:ref=3:log-level=error"}),
+    "h264_bpyramid_4refs": dict(
+        codec="libx264", options={"x264-params": "bframes=3:ref=4:b-pyramid=normal:keyint=24"}
+    ),
+    "hevc_open_gop": dict(
+        codec="libx265", options={"x265-params": "open-gop=1:keyint=16:bframes=4:ref=3:log-level=error"}
+    ),
     "h264_422": dict(codec="libx264", pix_fmt="yuv422p"),
     "h264_444": dict(codec="libx264", pix_fmt="yuv444p"),
     "h264_10bit": dict(codec="libx264", pix_fmt="yuv420p10le"),
@@ -97,8 +113,13 @@ def test_rotation_metadata(rotation, tmp_path):
         shown[:, 1], shown[:, 3] = W - b[:, 2], W - b[:, 0]
         w, h = H, W
     shown[~present] = b[~present]
-    sel = patchify(path, CodecConfig(decode=DecodeConfig(num_frames=16, input_size=SIZE),
-                                     select=SelectConfig(budget=budget_for(clip_of(path, shown, w, h)))))
+    sel = patchify(
+        path,
+        CodecConfig(
+            decode=DecodeConfig(num_frames=16, input_size=SIZE),
+            select=SelectConfig(budget=budget_for(clip_of(path, shown, w, h))),
+        ),
+    )
     assert sel.meta["rotation"] == rotation
     assert mover_recall(sel, clip_of(path, shown, w, h)) >= 0.8
 
@@ -119,8 +140,12 @@ def test_stream_that_starts_without_a_keyframe(tmp_path):
             pkt.stream = out
             dst.mux(pkt)
     try:
-        sel = patchify(cut, CodecConfig(decode=DecodeConfig(num_frames=16, input_size=SIZE),
-                                        select=SelectConfig(budget=G * G + 60)))
+        sel = patchify(
+            cut,
+            CodecConfig(
+                decode=DecodeConfig(num_frames=16, input_size=SIZE), select=SelectConfig(budget=G * G + 60)
+            ),
+        )
     except VideoDecodeError as e:
         assert str(cut) in str(e)
         return

@@ -247,7 +247,18 @@ def test_bitcost_needs_packets():
 def _sparse_scores() -> np.ndarray:
     """Frame 0 anything; 10 informative patches (scores 2..11) over frames 3 and 9, the rest noise <= 0.5."""
     s = np.random.default_rng(3).random((T, GH, GW), dtype=np.float32) * 0.5
-    hot = [(3, 0, 0), (3, 0, 1), (3, 1, 1), (3, 2, 2), (9, 0, 3), (9, 1, 3), (9, 2, 3), (9, 3, 3), (9, 3, 0), (3, 3, 1)]
+    hot = [
+        (3, 0, 0),
+        (3, 0, 1),
+        (3, 1, 1),
+        (3, 2, 2),
+        (9, 0, 3),
+        (9, 1, 3),
+        (9, 2, 3),
+        (9, 3, 3),
+        (9, 3, 0),
+        (3, 3, 1),
+    ]
     for i, (t, h, w) in enumerate(hot):
         s[t, h, w] = 2.0 + i
     return s

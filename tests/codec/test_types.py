@@ -12,9 +12,14 @@ def _sel(k=5, p=14):
     rng = np.random.default_rng(0)
     pos = np.stack([np.sort(rng.integers(0, 64, k)), rng.integers(0, 16, k), rng.integers(0, 16, k)], 1)
     return PatchSelection(
-        positions=pos, pixels=rng.integers(0, 256, (k, 3, p, p), dtype=np.uint8),
-        scores=rng.random(k), frame_ids=np.arange(8) * 3, frame_t=virtual_t(8), patch_size=p,
-        grid_hw=(16, 16), meta={"path": "x.mp4", "mode": "codec", "fps": np.float32(25.0)},
+        positions=pos,
+        pixels=rng.integers(0, 256, (k, 3, p, p), dtype=np.uint8),
+        scores=rng.random(k),
+        frame_ids=np.arange(8) * 3,
+        frame_t=virtual_t(8),
+        patch_size=p,
+        grid_hw=(16, 16),
+        meta={"path": "x.mp4", "mode": "codec", "fps": np.float32(25.0)},
     )
 
 
@@ -26,7 +31,10 @@ def test_virtual_grid_matches_notes():
 
 def test_roundtrip_file_and_bytes(tmp_path):
     sel = _sel()
-    for back in (PatchSelection.load(sel.save(tmp_path / "a" / "s.npz")), PatchSelection.from_bytes(sel.to_bytes())):
+    for back in (
+        PatchSelection.load(sel.save(tmp_path / "a" / "s.npz")),
+        PatchSelection.from_bytes(sel.to_bytes()),
+    ):
         np.testing.assert_array_equal(back.positions, sel.positions)
         np.testing.assert_array_equal(back.pixels, sel.pixels)
         np.testing.assert_array_equal(back.scores, sel.scores)
@@ -48,7 +56,10 @@ def test_roundtrip_file_and_bytes(tmp_path):
 )
 def test_validation(change, match):
     sel = _sel()
-    kwargs = {k: getattr(sel, k) for k in ("positions", "pixels", "scores", "frame_ids", "frame_t", "patch_size", "grid_hw")}
+    kwargs = {
+        k: getattr(sel, k)
+        for k in ("positions", "pixels", "scores", "frame_ids", "frame_t", "patch_size", "grid_hw")
+    }
     kwargs.update(change)
     with pytest.raises(ValueError, match=match):
         PatchSelection(**kwargs)

@@ -12,18 +12,44 @@ REPO = Path(__file__).resolve().parents[2]
 EVAL_DIR = REPO / "eval"
 
 STANDARD = [
-    "ai2d", "chartqa", "docvqa_val", "infovqa_val", "ocrbench", "mmbench_en_dev", "mmstar", "realworldqa",
-    "videomme", "mvbench", "nextqa_mc_test", "perceptiontest_val_mc", "temporalbench_long_qa", "video_mmmu",
-    "mlvu_dev", "longvideobench_val_v",
+    "ai2d",
+    "chartqa",
+    "docvqa_val",
+    "infovqa_val",
+    "ocrbench",
+    "mmbench_en_dev",
+    "mmstar",
+    "realworldqa",
+    "videomme",
+    "mvbench",
+    "nextqa_mc_test",
+    "perceptiontest_val_mc",
+    "temporalbench_long_qa",
+    "video_mmmu",
+    "mlvu_dev",
+    "longvideobench_val_v",
 ]
 MVBENCH = [
-    "mvbench_action_sequence", "mvbench_moving_count", "mvbench_action_prediction",
-    "mvbench_episodic_reasoning", "mvbench_action_antonym", "mvbench_action_count",
-    "mvbench_scene_transition", "mvbench_object_shuffle", "mvbench_object_existence",
-    "mvbench_fine_grained_pose", "mvbench_unexpected_action", "mvbench_moving_direction",
-    "mvbench_state_change", "mvbench_object_interaction", "mvbench_character_order",
-    "mvbench_action_localization", "mvbench_counterfactual_inference", "mvbench_fine_grained_action",
-    "mvbench_moving_attribute", "mvbench_egocentric_navigation",
+    "mvbench_action_sequence",
+    "mvbench_moving_count",
+    "mvbench_action_prediction",
+    "mvbench_episodic_reasoning",
+    "mvbench_action_antonym",
+    "mvbench_action_count",
+    "mvbench_scene_transition",
+    "mvbench_object_shuffle",
+    "mvbench_object_existence",
+    "mvbench_fine_grained_pose",
+    "mvbench_unexpected_action",
+    "mvbench_moving_direction",
+    "mvbench_state_change",
+    "mvbench_object_interaction",
+    "mvbench_character_order",
+    "mvbench_action_localization",
+    "mvbench_counterfactual_inference",
+    "mvbench_fine_grained_action",
+    "mvbench_moving_attribute",
+    "mvbench_egocentric_navigation",
 ]
 VIDEO_MMMU = ["video_mmmu_adaptation", "video_mmmu_comprehension", "video_mmmu_perception"]
 
@@ -39,8 +65,14 @@ def load_eval_module(name: str):
     return sys.modules[mod_name]
 
 
-def write_results(path: Path, tasks: dict, groups: dict | None = None, n_samples: dict | None = None,
-                  date: str = "20260101_120000", mtime: float | None = None) -> Path:
+def write_results(
+    path: Path,
+    tasks: dict,
+    groups: dict | None = None,
+    n_samples: dict | None = None,
+    date: str = "20260101_120000",
+    mtime: float | None = None,
+) -> Path:
     """A ``*_results.json`` with the real top-level layout.
 
     ``tasks``: task -> {metric key: value}; ``groups``: group -> {subtask: {metric key: value}};
@@ -59,7 +91,9 @@ def write_results(path: Path, tasks: dict, groups: dict | None = None, n_samples
         group_subtasks[task] = []
     counts = {}
     for task, pair in n_samples.items():
-        counts[task] = {"original": pair[0]} if len(pair) == 1 else {"original": pair[0], "effective": pair[1]}
+        counts[task] = (
+            {"original": pair[0]} if len(pair) == 1 else {"original": pair[0], "effective": pair[1]}
+        )
     data = {
         "results": results,
         "group_subtasks": group_subtasks,
@@ -93,9 +127,11 @@ def tiny_export(folder: Path) -> Path:
     from llava_ov.model import build_model, debug_config
     from llava_ov.text.tokenizer import build_tokenizer
 
-    corpus = ["Which colour is the square? A red square on a white page.",
-              "Which way does the object move? It moves left, right, up or down.",
-              "Answer with the option's letter from the given choices directly: A B C D E."]
+    corpus = [
+        "Which colour is the square? A red square on a white page.",
+        "Which way does the object move? It moves left, right, up or down.",
+        "Answer with the option's letter from the given choices directly: A B C D E.",
+    ]
     tokenizer = build_tokenizer(corpus * 4, vocab_size=400)
     torch.manual_seed(2)
     model = build_model(debug_config(initializer_range=0.3), tokenizer)  # non-empty greedy answers

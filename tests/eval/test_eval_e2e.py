@@ -63,18 +63,41 @@ def test_one_task_fails_alone(tmp_path):
     (tasks_dir / "toy.json").write_text(json.dumps(docs))
     ai2d = summ.load_benchmarks()["ai2d"]
     bench_file = tmp_path / "benchmarks.yaml"
-    bench_file.write_text(yaml.safe_dump({"benchmarks": [
-        {"name": "ai2d", "kind": ai2d.kind, "metric": ai2d.metric, "scale": int(ai2d.scale)},
-        {"name": "toy_text_qa_e2e", "kind": "image", "metric": "accuracy,none", "scale": 1},
-    ]}))
+    bench_file.write_text(
+        yaml.safe_dump(
+            {
+                "benchmarks": [
+                    {"name": "ai2d", "kind": ai2d.kind, "metric": ai2d.metric, "scale": int(ai2d.scale)},
+                    {"name": "toy_text_qa_e2e", "kind": "image", "metric": "accuracy,none", "scale": 1},
+                ]
+            }
+        )
+    )
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     out = tmp_path / "out"
     env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     res = subprocess.run(
-        ["bash", str(EVAL_DIR / "run_all_16.sh"), str(ckpt), "--model", "dummy", "--tasks", "ai2d,toy_text_qa_e2e",
-         "--include-path", str(tasks_dir), "--out", str(out), "--benchmarks", str(bench_file)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            "bash",
+            str(EVAL_DIR / "run_all_16.sh"),
+            str(ckpt),
+            "--model",
+            "dummy",
+            "--tasks",
+            "ai2d,toy_text_qa_e2e",
+            "--include-path",
+            str(tasks_dir),
+            "--out",
+            str(out),
+            "--benchmarks",
+            str(bench_file),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     msg = res.stdout + res.stderr
     assert res.returncode == 1, msg

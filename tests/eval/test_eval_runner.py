@@ -26,14 +26,21 @@ def export(path):
 
 
 def wrapper(*args, cwd, env=None):
-    return subprocess.run(["bash", str(WRAPPER), *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          env=env, timeout=60)
+    return subprocess.run(
+        ["bash", str(WRAPPER), *map(str, args)], cwd=cwd, capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def test_dry_run_lists_the_16_from_any_cwd(tmp_path):
     ckpt, out = export(tmp_path / "run" / "sft" / "final"), tmp_path / "out"
-    res = wrapper(ckpt, "--dry-run", "--out", out, cwd=tmp_path, env={k: v for k, v in os.environ.items()
-                                                                       if k not in ("OPENAI_API_KEY", JUDGE)})
+    res = wrapper(
+        ckpt,
+        "--dry-run",
+        "--out",
+        out,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", JUDGE)},
+    )
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert len(lines) == 16
@@ -45,7 +52,8 @@ def test_dry_run_lists_the_16_from_any_cwd(tmp_path):
         assert argv.count("--tasks") == 1 and argv[argv.index("--tasks") + 1] == launched
         assert argv[argv.index("--model") + 1] == "llava_ov"
         assert argv[argv.index("--model_args") + 1] == (
-            f"pretrained={ckpt},failures={out / name / 'failed_media.jsonl'}")
+            f"pretrained={ckpt},failures={out / name / 'failed_media.jsonl'}"
+        )
         assert argv[argv.index("--output_path") + 1] == str(out / name)
         assert argv[argv.index("--include_path") + 1] == str(EVAL_DIR / "tasks")
         assert argv[argv.index("--batch_size") + 1] == "1"
@@ -54,8 +62,24 @@ def test_dry_run_lists_the_16_from_any_cwd(tmp_path):
 
 
 def test_dry_run_subset_with_options(capsys, tmp_path):
-    rc = run_all.main([str(tmp_path), "--dry-run", "--tasks", "mvbench,ai2d", "--limit", "3", "--batch-size", "2",
-                       "--model", "dummy", "--model-args", "a=1,b=x", "--include-path", str(tmp_path / "t")])
+    rc = run_all.main(
+        [
+            str(tmp_path),
+            "--dry-run",
+            "--tasks",
+            "mvbench,ai2d",
+            "--limit",
+            "3",
+            "--batch-size",
+            "2",
+            "--model",
+            "dummy",
+            "--model-args",
+            "a=1,b=x",
+            "--include-path",
+            str(tmp_path / "t"),
+        ]
+    )
     assert rc == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
@@ -79,8 +103,10 @@ def test_dry_run_local_task_prints_prepare_on_stderr(capsys, tmp_path):
 def test_only_our_local_tasks_are_prepared(capsys, tmp_path):
     """A local task of the user's (no `prepare: true`) runs as it is: no prepare step for it."""
     bench = tmp_path / "benchmarks.yaml"
-    bench.write_text((EVAL_DIR / "benchmarks.yaml").read_text() + (
-        "  - name: my_local_task\n    kind: image\n    metric: accuracy,none\n    scale: 1\n"))
+    bench.write_text(
+        (EVAL_DIR / "benchmarks.yaml").read_text()
+        + ("  - name: my_local_task\n    kind: image\n    metric: accuracy,none\n    scale: 1\n")
+    )
     args = [str(export(tmp_path)), "--dry-run", "--benchmarks", str(bench)]
     assert run_all.main([*args, "--tasks", "my_local_task"]) == 0
     captured = capsys.readouterr()
@@ -106,7 +132,9 @@ def test_not_an_lmm_export_fails_in_one_line(tmp_path, dry_run):
     """A folder without llava_ov.json fails before any task starts, also under --dry-run."""
     folder = tmp_path / "not_export"
     folder.mkdir()
-    res = wrapper(folder, "--tasks", "ai2d", "--out", tmp_path / "o", *(["--dry-run"] if dry_run else []), cwd=tmp_path)
+    res = wrapper(
+        folder, "--tasks", "ai2d", "--out", tmp_path / "o", *(["--dry-run"] if dry_run else []), cwd=tmp_path
+    )
     assert res.returncode == 2 and res.stdout == ""
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {folder} is not an LMM export (no llava_ov.json)")
@@ -122,8 +150,10 @@ def test_results_glob_ignores_submissions(tmp_path):
     """mmbench writes submissions/mmbench_en_dev_results.json (no 'results' mapping): not a results file."""
     bench = summ.load_benchmarks()["mmbench_en_dev"]
     start = time.time()
-    real = write_results(tmp_path / "mmbench_en_dev" / "m" / "20260101_120000_results.json",
-                         {"mmbench_en_dev": {"gpt_eval_score,none": 50.0}})
+    real = write_results(
+        tmp_path / "mmbench_en_dev" / "m" / "20260101_120000_results.json",
+        {"mmbench_en_dev": {"gpt_eval_score,none": 50.0}},
+    )
     sub = tmp_path / "mmbench_en_dev" / "submissions" / "mmbench_en_dev_results.json"
     sub.parent.mkdir(parents=True)
     sub.write_text(json.dumps({"overall_acc": 0.5, "category_acc": {}, "l2_category_acc": {}}))
@@ -151,7 +181,10 @@ def test_num_processes_launcher(capsys, tmp_path):
     launcher would start one process)."""
     import torch
 
-    assert run_all.main([str(export(tmp_path)), "--dry-run", "--tasks", "ai2d,chartqa", "--num-processes", "2"]) == 0
+    assert (
+        run_all.main([str(export(tmp_path)), "--dry-run", "--tasks", "ai2d,chartqa", "--num-processes", "2"])
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     for line in lines:
@@ -189,12 +222,15 @@ Please set `--verbosity=DEBUG` to get more information.
 def test_failure_reason():
     reason = run_all.failure_reason(OFFLINE_LOG, "/tmp/hf")
     assert reason == "dataset 'lmms-lab-encoder/ai2d' is not in the HF cache (/tmp/hf) and the hub is offline"
-    log = ("INFO start\nTraceback (most recent call last):\n  File x\nValueError: Tasks not found: foo_task.\n"
-           "2026-12-01 09:17:14 | ERROR    | lmms_eval.__main__:cli_evaluate:614 - Error during evaluation: "
-           "Tasks not found: foo_task. Please set `--verbosity=DEBUG` to get more information.\n")
+    log = (
+        "INFO start\nTraceback (most recent call last):\n  File x\nValueError: Tasks not found: foo_task.\n"
+        "2026-12-01 09:17:14 | ERROR    | lmms_eval.__main__:cli_evaluate:614 - Error during evaluation: "
+        "Tasks not found: foo_task. Please set `--verbosity=DEBUG` to get more information.\n"
+    )
     assert run_all.failure_reason(log) == "ValueError: Tasks not found: foo_task."
     assert run_all.failure_reason("ModuleNotFoundError: No module named 'cv2'\n") == (
-        "ModuleNotFoundError: No module named 'cv2'")
+        "ModuleNotFoundError: No module named 'cv2'"
+    )
     assert run_all.failure_reason("all fine\nlast words\n") == "last words"
     assert run_all.failure_reason("") == "no output in the log"
 
@@ -203,10 +239,15 @@ def test_check_results(tmp_path):
     benches = summ.load_benchmarks()
     start = time.time()
     assert run_all.check_results(benches["ai2d"], tmp_path / "ai2d", start) == "no results JSON was written"
-    write_results(tmp_path / "ai2d" / "m" / "old_results.json", {"ai2d": {"exact_match,flexible-extract": 1.0}},
-                  mtime=start - 3600)
+    write_results(
+        tmp_path / "ai2d" / "m" / "old_results.json",
+        {"ai2d": {"exact_match,flexible-extract": 1.0}},
+        mtime=start - 3600,
+    )
     assert run_all.check_results(benches["ai2d"], tmp_path / "ai2d", start) == "no results JSON was written"
-    write_results(tmp_path / "ai2d" / "m" / "new_results.json", {"ai2d": {"exact_match,flexible-extract": 1.0}})
+    write_results(
+        tmp_path / "ai2d" / "m" / "new_results.json", {"ai2d": {"exact_match,flexible-extract": 1.0}}
+    )
     assert run_all.check_results(benches["ai2d"], tmp_path / "ai2d", start) is None
     groups = {"mvbench": {s: {"mvbench_accuracy,none": 50.0} for s in MVBENCH}}
     path = write_results(tmp_path / "mvbench" / "m" / "x_results.json", {}, groups=groups)
@@ -225,7 +266,9 @@ def test_failed_preparation_fails_local_tasks(tmp_path, monkeypatch, capsys):
     script.write_text("import sys\nprint('RuntimeError: cannot render shapes')\nsys.exit(3)\n")
     monkeypatch.setattr(run_all, "PREPARE_SCRIPT", script)
     ckpt = export(tmp_path / "ckpt")
-    rc = run_all.main([str(ckpt), "--tasks", "llava_ov_shapes,llava_ov_shapes_mc", "--out", str(tmp_path / "o")])
+    rc = run_all.main(
+        [str(ckpt), "--tasks", "llava_ov_shapes,llava_ov_shapes_mc", "--out", str(tmp_path / "o")]
+    )
     out = capsys.readouterr().out
     assert rc == 1
     assert "FAILED llava_ov_shapes: data preparation failed (rc 3): RuntimeError: cannot render shapes" in out
@@ -238,12 +281,20 @@ def test_failed_preparation_fails_local_tasks(tmp_path, monkeypatch, capsys):
 def test_missing_module_fails_before_launch(tmp_path, monkeypatch, capsys):
     benches = summ.load_benchmarks()
     fake = dict(benches)
-    fake["videomme"] = summ.Benchmark(**{**benches["videomme"].__dict__, "requires": {"no_such_mod_x": "pkg-x"}})
+    fake["videomme"] = summ.Benchmark(
+        **{**benches["videomme"].__dict__, "requires": {"no_such_mod_x": "pkg-x"}}
+    )
     monkeypatch.setattr(summ, "load_benchmarks", lambda path=None: fake)
-    monkeypatch.setattr(run_all, "run_preflight", lambda names, *a: {n: {"task": n, "status": "ok", "message": ""}
-                                                                      for n in names})
+    monkeypatch.setattr(
+        run_all,
+        "run_preflight",
+        lambda names, *a: {n: {"task": n, "status": "ok", "message": ""} for n in names},
+    )
     monkeypatch.setattr(run_all, "run_logged", lambda *a, **k: pytest.fail("lmms-eval must not start"))
     ckpt = export(tmp_path / "ckpt")
     assert run_all.main([str(ckpt), "--tasks", "videomme", "--out", str(tmp_path / "o")]) == 1
-    assert "FAILED videomme: python module(s) missing: no_such_mod_x (pip install pkg-x)" in capsys.readouterr().out
+    assert (
+        "FAILED videomme: python module(s) missing: no_such_mod_x (pip install pkg-x)"
+        in capsys.readouterr().out
+    )
     assert sys.modules[summ.__name__] is summ  # run_all and the tests share one summarize module

@@ -15,9 +15,14 @@ summ = load_eval_module("summarize")
 
 # task: (results entry, n-samples); 0-1 tasks and 0-100 tasks as each really writes them
 PLAIN = {
-    "ai2d": ({"exact_match,flexible-extract": 0.8123, "exact_match_stderr,flexible-extract": 0.007}, (3088, 3088)),
-    "chartqa": ({"relaxed_overall,none": 0.755, "relaxed_human_split,none": 0.6,
-                 "relaxed_augmented_split,none": 0.9}, (2500, 2500)),
+    "ai2d": (
+        {"exact_match,flexible-extract": 0.8123, "exact_match_stderr,flexible-extract": 0.007},
+        (3088, 3088),
+    ),
+    "chartqa": (
+        {"relaxed_overall,none": 0.755, "relaxed_human_split,none": 0.6, "relaxed_augmented_split,none": 0.9},
+        (2500, 2500),
+    ),
     "docvqa_val": ({"anls,none": 0.9}, (5349, 100)),  # run with --limit 100
     "infovqa_val": ({"anls,none": 0.6}, (2801, 2801)),
     "ocrbench": ({"ocrbench_accuracy,none": 0.612}, (1000,)),  # no 'effective' -> 'original'
@@ -27,8 +32,10 @@ PLAIN = {
     "videomme": ({"videomme_perception_score,none": 58.0}, (2700, 2700)),
     "nextqa_mc_test": ({"exact_match,none": 0.8}, (8564, 8564)),
     "perceptiontest_val_mc": ({"accuracy,none": 0.57}, (19140, 19140)),
-    "temporalbench_long_qa": ({"temporalbench_score,none": [60.0, 22.5],
-                               "temporalbench_score_stderr,none": "N/A"}, (1000, 1000)),
+    "temporalbench_long_qa": (
+        {"temporalbench_score,none": [60.0, 22.5], "temporalbench_score_stderr,none": "N/A"},
+        (1000, 1000),
+    ),
     "mlvu_dev": ({"mlvu_percetion_score,none": 63.4}, (2174, 2174)),
     "longvideobench_val_v": ({"lvb_acc,none": 0.56}, (1337, 1337)),
     # not one of the 16: reported as local, not averaged
@@ -37,10 +44,22 @@ PLAIN = {
     "some_other_task": ({"accuracy,none": 0.1}, (10, 10)),
 }
 EXPECTED = {  # 0-100 scores
-    "ai2d": 81.23, "chartqa": 75.5, "docvqa_val": 90.0, "infovqa_val": 60.0, "ocrbench": 61.2,
-    "mmbench_en_dev": 80.5, "mmstar": 55.0, "realworldqa": 65.0,
-    "videomme": 58.0, "mvbench": 49.5, "nextqa_mc_test": 80.0, "perceptiontest_val_mc": 57.0,
-    "temporalbench_long_qa": 22.5, "video_mmmu": 50.0, "mlvu_dev": 63.4, "longvideobench_val_v": 56.0,
+    "ai2d": 81.23,
+    "chartqa": 75.5,
+    "docvqa_val": 90.0,
+    "infovqa_val": 60.0,
+    "ocrbench": 61.2,
+    "mmbench_en_dev": 80.5,
+    "mmstar": 55.0,
+    "realworldqa": 65.0,
+    "videomme": 58.0,
+    "mvbench": 49.5,
+    "nextqa_mc_test": 80.0,
+    "perceptiontest_val_mc": 57.0,
+    "temporalbench_long_qa": 22.5,
+    "video_mmmu": 50.0,
+    "mlvu_dev": 63.4,
+    "longvideobench_val_v": 56.0,
 }
 IMAGE = STANDARD[:8]
 VIDEO = STANDARD[8:]
@@ -48,8 +67,10 @@ VIDEO = STANDARD[8:]
 
 def write_all_16(path, **kw):
     groups = {
-        "mvbench": {s: {"mvbench_accuracy,none": 40.0 + i, "mvbench_accuracy_stderr,none": "N/A"}
-                    for i, s in enumerate(MVBENCH)},
+        "mvbench": {
+            s: {"mvbench_accuracy,none": 40.0 + i, "mvbench_accuracy_stderr,none": "N/A"}
+            for i, s in enumerate(MVBENCH)
+        },
         "video_mmmu": {s: {"mmmu_acc,none": v} for s, v in zip(VIDEO_MMMU, (0.4, 0.5, 0.6))},
     }
     n_samples = {t: n for t, (_, n) in PLAIN.items()}
@@ -63,7 +84,10 @@ def test_benchmarks_yaml_lists_the_16_then_local():
     standard = [n for n, b in benches.items() if b.section == "benchmarks"]
     assert standard == STANDARD
     assert [n for n, b in benches.items() if b.section == "local"] == [
-        "llava_ov_motion_qa", "llava_ov_shapes", "llava_ov_shapes_mc"]
+        "llava_ov_motion_qa",
+        "llava_ov_shapes",
+        "llava_ov_shapes_mc",
+    ]
     assert [n for n in standard if benches[n].kind == "image"] == IMAGE
     assert list(benches["mvbench"].subtasks) == MVBENCH
     assert list(benches["video_mmmu"].subtasks) == VIDEO_MMMU
@@ -127,12 +151,20 @@ def test_custom_output_paths_and_empty_dir(tmp_path, capsys):
 
 def test_newest_results_per_task(tmp_path):
     # old file: ai2d and chartqa; new file: ai2d only -> ai2d from the new one, chartqa from the old
-    old = write_results(tmp_path / "a" / "m" / "20260101_100000_results.json",
-                        {"ai2d": {"exact_match,flexible-extract": 0.5}, "chartqa": {"relaxed_overall,none": 0.3}},
-                        n_samples={"ai2d": (10, 10), "chartqa": (20, 20)}, date="20260101_100000", mtime=1_000_000)
-    write_results(tmp_path / "b" / "m" / "20260102_100000_results.json",
-                  {"ai2d": {"exact_match,flexible-extract": 0.7}}, n_samples={"ai2d": (10, 5)},
-                  date="20260102_100000", mtime=2_000_000)
+    old = write_results(
+        tmp_path / "a" / "m" / "20260101_100000_results.json",
+        {"ai2d": {"exact_match,flexible-extract": 0.5}, "chartqa": {"relaxed_overall,none": 0.3}},
+        n_samples={"ai2d": (10, 10), "chartqa": (20, 20)},
+        date="20260101_100000",
+        mtime=1_000_000,
+    )
+    write_results(
+        tmp_path / "b" / "m" / "20260102_100000_results.json",
+        {"ai2d": {"exact_match,flexible-extract": 0.7}},
+        n_samples={"ai2d": (10, 5)},
+        date="20260102_100000",
+        mtime=2_000_000,
+    )
     s = summ.summarize(tmp_path)
     assert s.row("ai2d").score == pytest.approx(70.0) and s.row("ai2d").samples == 5
     assert s.row("ai2d").source.startswith("b")
@@ -143,9 +175,12 @@ def test_newest_results_per_task(tmp_path):
 
 
 def test_partial_group_and_bad_values(tmp_path):
-    write_results(tmp_path / "r_results.json", {"temporalbench_long_qa": {"temporalbench_score,none": "N/A"}},
-                  groups={"video_mmmu": {"video_mmmu_adaptation": {"mmmu_acc,none": 0.3}}},
-                  n_samples={"video_mmmu_adaptation": (100, 100)})
+    write_results(
+        tmp_path / "r_results.json",
+        {"temporalbench_long_qa": {"temporalbench_score,none": "N/A"}},
+        groups={"video_mmmu": {"video_mmmu_adaptation": {"mmmu_acc,none": 0.3}}},
+        n_samples={"video_mmmu_adaptation": (100, 100)},
+    )
     s = summ.summarize(tmp_path)
     vm = s.row("video_mmmu")
     assert vm.score == pytest.approx(30.0) and vm.count == 1 and "differ from benchmarks.yaml" in vm.note
@@ -170,7 +205,9 @@ def test_benchmarks_yaml_matches_installed_lmms_eval():
     tasks_root = Path(spec.origin).parent / "tasks"
     defined = {}  # task/group name -> its YAML file
     for path in tasks_root.rglob("*.yaml"):
-        for m in re.finditer(r"^(?:task|group):\s*[\"']?([\w.-]+)[\"']?\s*$", path.read_text(errors="replace"), re.M):
+        for m in re.finditer(
+            r"^(?:task|group):\s*[\"']?([\w.-]+)[\"']?\s*$", path.read_text(errors="replace"), re.M
+        ):
             defined.setdefault(m.group(1), path)
     for name, bench in summ.load_benchmarks().items():
         if bench.section != "benchmarks":

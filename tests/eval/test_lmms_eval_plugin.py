@@ -30,7 +30,9 @@ LOCAL = ["llava_ov_motion_qa", "llava_ov_shapes", "llava_ov_shapes_mc"]
 
 
 def _train_support():
-    spec = importlib.util.spec_from_file_location("llava_ov_train_support", REPO / "tests" / "lmm" / "train_support.py")
+    spec = importlib.util.spec_from_file_location(
+        "llava_ov_train_support", REPO / "tests" / "lmm" / "train_support.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -45,29 +47,66 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("plugin")
     data_root = root / "synthetic"
     # enough steps for non-trivial answers; max_new_tokens as in the task YAML
-    cfg = support.tiny_config(root / "run", data_root, **{"sft.max_steps": 120, "eval.max_new_tokens": 3,
-                                                          "log.every": 60})
+    cfg = support.tiny_config(
+        root / "run", data_root, **{"sft.max_steps": 120, "eval.max_new_tokens": 3, "log.every": 60}
+    )
     train(cfg)
     records = json.loads((root / "run" / "sft" / "eval.json").read_text())["records"]
     include = root / "tasks"
-    shutil.copytree(REPO / "eval" / "tasks" / "llava_ov", include / "llava_ov",
-                    ignore=shutil.ignore_patterns("data", "__pycache__"))
-    local_data = (f"data.synthetic.out_dir={data_root} data.synthetic.num_train=48 "
-                  "data.synthetic.num_heldout=20 data.synthetic.workers=1")
-    prep = subprocess.run([sys.executable, str(REPO / "eval" / "prepare_local_tasks.py"),
-                           "--tasks-dir", str(include), *local_data.split()], capture_output=True, text=True)
+    shutil.copytree(
+        REPO / "eval" / "tasks" / "llava_ov",
+        include / "llava_ov",
+        ignore=shutil.ignore_patterns("data", "__pycache__"),
+    )
+    local_data = (
+        f"data.synthetic.out_dir={data_root} data.synthetic.num_train=48 "
+        "data.synthetic.num_heldout=20 data.synthetic.workers=1"
+    )
+    prep = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "eval" / "prepare_local_tasks.py"),
+            "--tasks-dir",
+            str(include),
+            *local_data.split(),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert prep.returncode == 0, prep.stderr
-    docs = [json.loads(x) for x in (include / "llava_ov" / "data" / "motion_qa" / "test.jsonl").read_text().splitlines()]
+    docs = [
+        json.loads(x)
+        for x in (include / "llava_ov" / "data" / "motion_qa" / "test.jsonl").read_text().splitlines()
+    ]
     (include / "llava_ov" / "data" / "motion_qa" / docs[MISSING]["media"]).unlink()
-    env = os.environ | {"HF_HOME": str(root / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                        "LLAVA_OV_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"}
+    env = os.environ | {
+        "HF_HOME": str(root / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "LLAVA_OV_CACHE": str(root / "cache"),
+        "OMP_NUM_THREADS": "1",
+    }
     return root / "run" / "sft" / "final", records, docs, include, local_data, env
 
 
 def _run_all(setup, out: Path, tasks: list[str], *extra: str) -> subprocess.CompletedProcess:
     ckpt, _, _, include, local_data, env = setup
-    cmd = ["bash", str(RUN_ALL), str(ckpt), "--tasks", ",".join(tasks), "--limit", str(LIMIT), "--out", str(out),
-           "--include-path", str(include), "--local-data", local_data, *extra]
+    cmd = [
+        "bash",
+        str(RUN_ALL),
+        str(ckpt),
+        "--tasks",
+        ",".join(tasks),
+        "--limit",
+        str(LIMIT),
+        "--out",
+        str(out),
+        "--include-path",
+        str(include),
+        "--local-data",
+        local_data,
+        *extra,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
 
 
@@ -80,7 +119,9 @@ def _results(out: Path, task: str) -> dict:
 def _samples(out: Path, task: str) -> list[dict]:
     files = sorted((out / task).rglob(f"*_samples_{task}.jsonl"))
     assert files, f"no samples for {task}"
-    return sorted((json.loads(line) for line in files[-1].read_text().splitlines()), key=lambda s: s["doc_id"])
+    return sorted(
+        (json.loads(line) for line in files[-1].read_text().splitlines()), key=lambda s: s["doc_id"]
+    )
 
 
 def _cache_entries(setup) -> list[Path]:
@@ -101,7 +142,8 @@ def test_entry_point_resolves_our_model():
     from llava_ov.lmms_eval_plugin.model import LlavaOVLmms
 
     assert [ep.value for ep in entry_points(group="lmms_eval.models") if ep.name == "llava_ov"] == [
-        "llava_ov.lmms_eval_plugin:manifest"]
+        "llava_ov.lmms_eval_plugin:manifest"
+    ]
     assert "llava_ov" in list_available_models()
     assert get_model("llava_ov") is LlavaOVLmms
 
@@ -112,7 +154,11 @@ def test_local_tasks_run_and_a_task_without_data_fails_alone(first_run):
     failed = [line for line in res.stdout.splitlines() if line.startswith("FAILED")]
     assert len(failed) == 1 and failed[0].startswith("FAILED ai2d:") and "HF cache" in failed[0], res.stdout
     assert "1 of 4 task(s) failed: ai2d" in res.stdout
-    expected = {"llava_ov_motion_qa": "accuracy,none", "llava_ov_shapes": "accuracy,none", "llava_ov_shapes_mc": "acc,none"}
+    expected = {
+        "llava_ov_motion_qa": "accuracy,none",
+        "llava_ov_shapes": "accuracy,none",
+        "llava_ov_shapes_mc": "acc,none",
+    }
     for task, key in expected.items():
         results = _results(out, task)
         assert 0.0 <= results["results"][task][key] <= 1.0
@@ -136,8 +182,11 @@ def test_motion_qa_answers_equal_the_trainers(setup, first_run):
     assert ours == {k: trainer[k] for k in ours}
     assert len(set(ours.values())) >= 1 and any(ours.values())  # non-trivial answers were compared
     correct = [s["accuracy"] for s in samples if s["doc_id"] != MISSING]
-    assert correct == [float(ours[docs[s["doc_id"]]["id"]] == normalize_answer(docs[s["doc_id"]]["answer"]))
-                       for s in samples if s["doc_id"] != MISSING]
+    assert correct == [
+        float(ours[docs[s["doc_id"]]["id"]] == normalize_answer(docs[s["doc_id"]]["answer"]))
+        for s in samples
+        if s["doc_id"] != MISSING
+    ]
 
 
 def test_missing_video_is_logged_and_counted(setup, first_run):
@@ -162,7 +211,9 @@ def test_second_run_hits_the_patch_cache(setup, first_run, tmp_path):
 
 def test_two_processes_split_the_requests(setup, first_run, tmp_path):
     out, _ = first_run
-    res = _run_all(setup, tmp_path / "two", ["llava_ov_motion_qa"], "--num-processes", "2", "--allow-failed-media")
+    res = _run_all(
+        setup, tmp_path / "two", ["llava_ov_motion_qa"], "--num-processes", "2", "--allow-failed-media"
+    )
     assert res.returncode == 0, res.stdout + res.stderr  # the deleted clip is failed media, allowed here
     log = (tmp_path / "two" / "llava_ov_motion_qa" / "lmms_eval.log").read_text()
     assert "rank 0/2" in log and "rank 1/2" in log

@@ -41,11 +41,14 @@ def positions(sel) -> set:
     return {tuple(p) for p in sel.positions.tolist()}
 
 
-@pytest.mark.parametrize("mode,n,frames,min_iou", [
-    ("codec", 16, 16, 1.0),    # every frame sampled: the same frames, the same motion
-    ("codec", 24, 16, 0.9),    # sampled first: motion between consecutive sampled frames
-    ("frames", 40, 8, 1.0),    # dense mode: the same 8 frames
-])
+@pytest.mark.parametrize(
+    "mode,n,frames,min_iou",
+    [
+        ("codec", 16, 16, 1.0),  # every frame sampled: the same frames, the same motion
+        ("codec", 24, 16, 0.9),  # sampled first: motion between consecutive sampled frames
+        ("frames", 40, 8, 1.0),  # dense mode: the same 8 frames
+    ],
+)
 def test_frame_folder_and_lists_match_the_h264_clip(tmp_path, mode, n, frames, min_iou):
     src, folder, clip = write_clip(tmp_path, n)
     proc = LlavaOVProcessor(None, codec(mode, frames))

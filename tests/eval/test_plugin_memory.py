@@ -58,8 +58,12 @@ def write_image_task(folder: Path, n: int) -> Path:
     from PIL import Image
 
     yy, xx = np.mgrid[0:SIDE, 0:SIDE]
-    images = [Image.fromarray(np.stack([(xx + 7 * i) % 256, (yy + 3 * i) % 256, (xx + yy) // 13 % 256], -1)
-                              .astype(np.uint8)) for i in range(n)]
+    images = [
+        Image.fromarray(
+            np.stack([(xx + 7 * i) % 256, (yy + 3 * i) % 256, (xx + yy) // 13 % 256], -1).astype(np.uint8)
+        )
+        for i in range(n)
+    ]
     features = datasets.Features({"image": datasets.Image(), "question": datasets.Value("string")})
     ds = datasets.Dataset.from_dict({"image": images, "question": ["What is shown?"] * n}, features=features)
     ds.save_to_disk(str(folder))
@@ -85,9 +89,15 @@ def _answer_task(ckpt: str, data: str, n: int) -> tuple[float | None, int]:
     lm.task_dict = {TASK: {SPLIT: datasets.load_from_disk(data)}}
 
     def requests(ids):
-        return [Instance(request_type="generate_until", idx=0, metadata={"task": TASK, "doc_id": i, "repeats": 1},
-                         arguments=("What is shown?", {"max_new_tokens": 2}, doc_to_visual, i, TASK, SPLIT))
-                for i in ids]
+        return [
+            Instance(
+                request_type="generate_until",
+                idx=0,
+                metadata={"task": TASK, "doc_id": i, "repeats": 1},
+                arguments=("What is shown?", {"max_new_tokens": 2}, doc_to_visual, i, TASK, SPLIT),
+            )
+            for i in ids
+        ]
 
     lm.generate_until(requests(range(2)))  # warm-up: model workspaces, lazy imports
     answers: list[str] = []

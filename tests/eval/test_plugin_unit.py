@@ -36,7 +36,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def files(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("plugin")
     video = make_clip(d / "clip.mp4", "mover", width=56, height=56, num_frames=8).path
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 42, 3), dtype=np.uint8)).save(d / "still.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 42, 3), dtype=np.uint8)).save(
+        d / "still.png"
+    )
     return {"dir": d, "video": video, "image": str(d / "still.png"), "missing": str(d / "gone_clip.mp4")}
 
 
@@ -64,7 +66,9 @@ def pil(seed: int, size=(28, 28)) -> Image.Image:
 
 
 def instance(kind: str, args: tuple, doc_id: int) -> Instance:
-    return Instance(request_type=kind, arguments=args, idx=0, metadata={"task": TASK, "doc_id": doc_id, "repeats": 1})
+    return Instance(
+        request_type=kind, arguments=args, idx=0, metadata={"task": TASK, "doc_id": doc_id, "repeats": 1}
+    )
 
 
 def doc_to_visual(doc):
@@ -100,8 +104,21 @@ def test_media_list_rules():
 def test_unknown_model_arg_lists_valid_keys(ckpt, files):
     with pytest.raises(ValueError, match=r"unknown model_args \['bogus', 'temperature'\]") as info:
         LlavaOVLmms(pretrained=str(ckpt), cache_dir=str(files["dir"]), bogus=1, temperature=0.5)
-    for key in ("pretrained", "mode", "budget", "num_frames", "input_size", "image_max_side", "device", "dtype",
-                "attn_implementation", "max_new_tokens", "cache", "cache_dir", "failures"):
+    for key in (
+        "pretrained",
+        "mode",
+        "budget",
+        "num_frames",
+        "input_size",
+        "image_max_side",
+        "device",
+        "dtype",
+        "attn_implementation",
+        "max_new_tokens",
+        "cache",
+        "cache_dir",
+        "failures",
+    ):
         assert key in str(info.value)
     with pytest.raises(ValueError, match="cannot load"):
         LlavaOVLmms(pretrained=str(files["dir"] / "no_ckpt_here"), cache=False)
@@ -119,14 +136,21 @@ def test_model_args_override_codec(ckpt):
 
 def test_generate_until_groups_and_skips(lm, files):
     img = pil(3, (42, 28))
-    docs = [{"visuals": [files["video"]]}, {"visuals": [img, img]}, {"visuals": None},
-            {"visuals": [files["missing"]]}, {"visuals": [files["image"]]}]
+    docs = [
+        {"visuals": [files["video"]]},
+        {"visuals": [img, img]},
+        {"visuals": None},
+        {"visuals": [files["missing"]]},
+        {"visuals": [files["image"]]},
+    ]
     lm.task_dict = {TASK: {SPLIT: docs}}
     short, longer = {"max_new_tokens": 3}, {"max_new_tokens": 7, "until": ["\n\n"], "do_sample": False}
     kwargs = [short, longer, short, longer, longer]
     questions = ["What happens?", "What is this?", "How many apples?", "Gone?", "Describe."]
-    reqs = [instance("generate_until", (q, dict(k), doc_to_visual, i, TASK, SPLIT), i)
-            for i, (q, k) in enumerate(zip(questions, kwargs))]
+    reqs = [
+        instance("generate_until", (q, dict(k), doc_to_visual, i, TASK, SPLIT), i)
+        for i, (q, k) in enumerate(zip(questions, kwargs))
+    ]
     before = lm.skipped
     answers = lm.generate_until(reqs)
     assert lm.skipped == before + 1 and answers[3] == ""
@@ -145,10 +169,18 @@ def test_generate_until_multi_round(lm, files):
     calls: list[dict] = []
     returned: dict = {}
 
-    def doc_to_text(doc, lmms_eval_specific_kwargs=None, previous_output=None, round_idx=None,
-                    previous_round_info=None):
-        calls.append({"doc": doc["name"], "previous_output": list(previous_output or []), "round_idx": round_idx,
-                      "info": previous_round_info, "kwargs": lmms_eval_specific_kwargs})
+    def doc_to_text(
+        doc, lmms_eval_specific_kwargs=None, previous_output=None, round_idx=None, previous_round_info=None
+    ):
+        calls.append(
+            {
+                "doc": doc["name"],
+                "previous_output": list(previous_output or []),
+                "round_idx": round_idx,
+                "info": previous_round_info,
+                "kwargs": lmms_eval_specific_kwargs,
+            }
+        )
         if round_idx is None or round_idx == 0:
             return doc["question"]
         if round_idx == 1:  # a follow-up with a new image
@@ -156,12 +188,17 @@ def test_generate_until_multi_round(lm, files):
         returned["results"] = list(previous_output)  # terminal: the answers of both rounds
         return None, None, True, returned["results"], None
 
-    docs = [{"name": "other", "visuals": [], "question": "unused"},
-            {"name": "mr", "visuals": [files["video"]], "question": "What moves?"}]
+    docs = [
+        {"name": "other", "visuals": [], "question": "unused"},
+        {"name": "mr", "visuals": [files["video"]], "question": "What moves?"},
+    ]
     lm.task_dict = {TASK: {SPLIT: docs}}
     dtt = functools.partial(doc_to_text, lmms_eval_specific_kwargs={"pre": ""})
-    req = instance("generate_until_multi_round",
-                   ("What moves?", {"max_new_tokens": 5, "until": ["nothing"]}, doc_to_visual, dtt, 1, TASK, SPLIT), 1)
+    req = instance(
+        "generate_until_multi_round",
+        ("What moves?", {"max_new_tokens": 5, "until": ["nothing"]}, doc_to_visual, dtt, 1, TASK, SPLIT),
+        1,
+    )
     [result] = lm.generate_until_multi_round([req])
 
     assert result is returned["results"] and len(result) == 2 and all(result)
@@ -174,8 +211,11 @@ def test_generate_until_multi_round(lm, files):
     gen = GenerationConfig(max_new_tokens=5)  # until is dropped between rounds
     eng = lm.engine
     assert first == eng.generate([("What moves?", [files["video"]])], gen)[0]
-    history = [{"from": "human", "value": "<video>\nWhat moves?"}, {"from": "gpt", "value": first},
-               {"from": "human", "value": f"<image>\nAnd now? You said: {first}"}]
+    history = [
+        {"from": "human", "value": "<video>\nWhat moves?"},
+        {"from": "gpt", "value": first},
+        {"from": "human", "value": f"<image>\nAnd now? You said: {first}"},
+    ]
     assert second == eng.generate([(history, [files["video"], img])], gen)[0]
     assert second != eng.generate([(f"And now? You said: {first}", [img])], gen)[0]  # the history mattered
 
@@ -199,8 +239,11 @@ def test_loglikelihood_generation_results(lm, files):
     lm.task_dict = {TASK: {SPLIT: docs}}
     context = "Which one is it?"
     options = [" A red cat", " 3 apples", " The dog runs", " quick brown fox"]
-    reqs = [instance("loglikelihood", (context, opt, doc_to_visual, doc, TASK, SPLIT), doc)
-            for doc in (0, 1) for opt in options]
+    reqs = [
+        instance("loglikelihood", (context, opt, doc_to_visual, doc, TASK, SPLIT), doc)
+        for doc in (0, 1)
+        for opt in options
+    ]
     reqs.append(instance("loglikelihood", (context, " A", doc_to_visual, 2, TASK, SPLIT), 2))
     before = lm.skipped
     cache = lm.engine.processor.cache
@@ -208,11 +251,13 @@ def test_loglikelihood_generation_results(lm, files):
     out = lm.loglikelihood(reqs)
     assert cache.hits + cache.misses - lookups == 2  # each doc's media read once, not once per choice
     assert len(out) == len(reqs) and all(isinstance(r, GenerationResult) for r in out)
-    assert all(isinstance(r.text, tuple) and isinstance(r.text[0], float) and isinstance(r.text[1], bool)
-               for r in out)
+    assert all(
+        isinstance(r.text, tuple) and isinstance(r.text[0], float) and isinstance(r.text[1], bool)
+        for r in out
+    )
     assert out[-1].text == (float("inf"), False) and lm.skipped == before + 1
     for doc in (0, 1):
-        mine = out[doc * len(options):(doc + 1) * len(options)]
+        mine = out[doc * len(options) : (doc + 1) * len(options)]
         media = media_list(docs[doc]["visuals"])
         ref = lm.engine.loglikelihood([(context, opt.lstrip(), media) for opt in options])
         for r, e in zip(mine, ref):
@@ -221,7 +266,9 @@ def test_loglikelihood_generation_results(lm, files):
         assert int(np.argmin(losses)) == int(np.argmax([e.logprob for e in ref]))
         assert len(set(losses)) == len(losses)
     # the leading delimiter is dropped: " A red cat" scores exactly like "A red cat"
-    plain = lm.loglikelihood([instance("loglikelihood", (context, "A red cat", doc_to_visual, 0, TASK, SPLIT), 0)])
+    plain = lm.loglikelihood(
+        [instance("loglikelihood", (context, "A red cat", doc_to_visual, 0, TASK, SPLIT), 0)]
+    )
     assert plain[0].text == out[0].text
 
 
@@ -247,24 +294,47 @@ def test_failed_media_are_recorded_and_frame_folders_are_clips(ckpt, files, tmp_
     def listing(doc):  # like mvbench_frames_doc_to_visual: the task reads the folder itself
         return [Image.open(os.path.join(doc["dir"], f)) for f in sorted(os.listdir(doc["dir"]))]
 
-    docs = [{"visuals": [files["missing"]]}, {"visuals": [str(corrupt)]}, {"visuals": [str(empty)]},
-            {"visuals": [str(frames)]}, {"dir": str(tmp_path / "no_such_folder")}, {"visuals": [files["image"]]}]
+    docs = [
+        {"visuals": [files["missing"]]},
+        {"visuals": [str(corrupt)]},
+        {"visuals": [str(empty)]},
+        {"visuals": [str(frames)]},
+        {"dir": str(tmp_path / "no_such_folder")},
+        {"visuals": [files["image"]]},
+    ]
     lm2.task_dict = {TASK: {SPLIT: docs}}
-    reqs = [instance("generate_until", ("What happens?", {"max_new_tokens": 4}, listing if i == 4 else doc_to_visual,
-                                        i, TASK, SPLIT), i) for i in range(len(docs))]
+    reqs = [
+        instance(
+            "generate_until",
+            ("What happens?", {"max_new_tokens": 4}, listing if i == 4 else doc_to_visual, i, TASK, SPLIT),
+            i,
+        )
+        for i in range(len(docs))
+    ]
     answers = lm2.generate_until(reqs)
     assert answers[:3] == ["", "", ""] and answers[4] == "" and lm2.skipped == 4
     gen = GenerationConfig(max_new_tokens=4)
     assert answers[3] and answers[3] == lm2.engine.generate([("What happens?", [str(frames)])], gen)[0]
     assert answers[5] == lm2.engine.generate([("What happens?", [files["image"]])], gen)[0]
     sel = lm2.engine.processor.load_media(str(frames))[0]
-    assert sel.frame_ids.tolist() == [0, 5] and sel.meta["source"] == "frames"  # sampled to the checkpoint's 2
+    assert (
+        sel.frame_ids.tolist() == [0, 5] and sel.meta["source"] == "frames"
+    )  # sampled to the checkpoint's 2
     lines = [json.loads(x) for x in log.read_text().splitlines()]
-    expected = [(0, "missing", files["missing"]), (1, "undecodable", str(corrupt)), (2, "not frames", str(empty)),
-                (4, "missing", str(tmp_path / "no_such_folder"))]
-    assert lines == [{"task": TASK, "split": SPLIT, "doc_id": d, "reason": r, "media": m} for d, r, m in expected]
+    expected = [
+        (0, "missing", files["missing"]),
+        (1, "undecodable", str(corrupt)),
+        (2, "not frames", str(empty)),
+        (4, "missing", str(tmp_path / "no_such_folder")),
+    ]
+    assert lines == [
+        {"task": TASK, "split": SPLIT, "doc_id": d, "reason": r, "media": m} for d, r, m in expected
+    ]
     # multiple choice: a failed doc is one line however many choices it has, each choice scores inf
-    reqs = [instance("loglikelihood", ("Which?", opt, doc_to_visual, 0, TASK, SPLIT), 0) for opt in (" A", " B", " C")]
+    reqs = [
+        instance("loglikelihood", ("Which?", opt, doc_to_visual, 0, TASK, SPLIT), 0)
+        for opt in (" A", " B", " C")
+    ]
     reqs.append(instance("loglikelihood", ("Which?", " A", doc_to_visual, 3, TASK, SPLIT), 3))
     out = lm2.loglikelihood(reqs)
     assert [r.text for r in out[:3]] == [(float("inf"), False)] * 3 and out[3].text[0] < float("inf")

@@ -41,8 +41,15 @@ TINY_SCENE = {"size": 56, "num_frames": 8}
 
 
 def tiny_config(tmp_path: Path, **updates) -> ProbeConfig:
-    base = {"media": TINY_MEDIA, "synthetic": {"out_dir": str(tmp_path / "clips"), **TINY_SCENE},
-            "epochs": 30, "batch_size": 8, "lr": 3e-3, "heads": 2, "progress": False}
+    base = {
+        "media": TINY_MEDIA,
+        "synthetic": {"out_dir": str(tmp_path / "clips"), **TINY_SCENE},
+        "epochs": 30,
+        "batch_size": 8,
+        "lr": 3e-3,
+        "heads": 2,
+        "progress": False,
+    }
     for key, value in updates.items():
         base[key] = {**base[key], **value} if isinstance(value, dict) and key in base else value
     return merge(ProbeConfig(), base)
@@ -62,8 +69,17 @@ def write_clip(path: Path, label: str, index: int, task: str = "color") -> Path:
 def test_probe_learns_a_separable_task(tmp_path):
     """Two colours of a large static object, 10 + 5 tiny clips per class: the probe on a random-init
     frozen tower separates them on held-out clips (chance 0.5)."""
-    cfg = tiny_config(tmp_path, synthetic={"task": "color", "classes": ["red", "blue"], "num_train": 10,
-                                           "num_heldout": 5, "object_size": 0.6}, epochs=60)
+    cfg = tiny_config(
+        tmp_path,
+        synthetic={
+            "task": "color",
+            "classes": ["red", "blue"],
+            "num_train": 10,
+            "num_heldout": 5,
+            "object_size": 0.6,
+        },
+        epochs=60,
+    )
     result = run_probe(cfg)
     assert result["classes"] == ["red", "blue"]
     assert (result["n_train"], result["n_heldout"], result["chance"]) == (20, 10, 0.5)
@@ -112,8 +128,9 @@ def test_folder_per_class_loading(tmp_path):
     assert {c.split for c in data.clips["train"]} == {"train"}
     assert len(data.clips["heldout"]) == 4
     assert [(s.key, s.reason) for s in data.skipped] == [("heldout/green/0.mp4", "bad_sample")]
-    capped = folder_clips(root, ProbeDataConfig(source="folder", root=str(root), max_per_class=1,
-                                                classes=["red", "blue"]))
+    capped = folder_clips(
+        root, ProbeDataConfig(source="folder", root=str(root), max_per_class=1, classes=["red", "blue"])
+    )
     assert capped.classes == ["red", "blue"] and len(capped.clips["train"]) == 2
     with pytest.raises(ValueError, match="no train/ folder"):
         folder_clips(root / "train", ProbeDataConfig(source="folder", root="x"))
@@ -185,8 +202,12 @@ def test_corrupt_clip_is_skipped_and_counted(tmp_path, caplog):
 
 
 def _towers() -> list[tuple[str, str]]:
-    runs = [("ov_encoder", "codec"), ("ov_encoder", "random"), ("ov_encoder", "frames"),
-            ("siglip2", "frames")]
+    runs = [
+        ("ov_encoder", "codec"),
+        ("ov_encoder", "random"),
+        ("ov_encoder", "frames"),
+        ("siglip2", "frames"),
+    ]
     if importlib.util.find_spec("llava_ov.model.towers.qwen3_vit") is not None:
         runs.append(("qwen3_vit", "frames"))
     return runs
@@ -240,17 +261,40 @@ def _cli():
 def tiny_cli_args(tmp_path: Path) -> list[str]:
     media = [f"media.{k}={v}" for k, v in TINY_MEDIA.items() if k not in ("budget", "mode")]
     scene = [f"synthetic.{k}={v}" for k, v in TINY_SCENE.items()]
-    return ["--budget", "64", "--epochs", "3", "--quiet", "--set", *media, *scene,
-            f"synthetic.out_dir={tmp_path / 'clips'}", "synthetic.num_train=2", "synthetic.num_heldout=1",
-            "batch_size=4", "heads=2"]
+    return [
+        "--budget",
+        "64",
+        "--epochs",
+        "3",
+        "--quiet",
+        "--set",
+        *media,
+        *scene,
+        f"synthetic.out_dir={tmp_path / 'clips'}",
+        "synthetic.num_train=2",
+        "synthetic.num_heldout=1",
+        "batch_size=4",
+        "heads=2",
+    ]
 
 
 def test_cli_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     assert _cli().main([*tiny_cli_args(tmp_path), "--out", str(out)]) == 0
     result = json.loads((out / "result.json").read_text())
-    keys = {"tower", "mode", "budget", "llm_tokens", "tower_tokens", "top1", "per_class", "chance", "n_train",
-            "n_heldout", "seconds"}
+    keys = {
+        "tower",
+        "mode",
+        "budget",
+        "llm_tokens",
+        "tower_tokens",
+        "top1",
+        "per_class",
+        "chance",
+        "n_train",
+        "n_heldout",
+        "seconds",
+    }
     assert keys <= set(result)
     assert (result["tower"], result["mode"], result["budget"]) == ("ov_encoder", "codec", 64)
     assert (result["n_train"], result["n_heldout"]) == (8, 4)
@@ -278,12 +322,22 @@ def test_cli_shards(tmp_path, capsys):
 
 def test_cli_compare(tmp_path, capsys):
     out = tmp_path / "cmp"
-    args = [*tiny_cli_args(tmp_path), "--out", str(out),
-            "--compare", "ov_encoder:codec", "ov_encoder:frames", "siglip2"]
+    args = [
+        *tiny_cli_args(tmp_path),
+        "--out",
+        str(out),
+        "--compare",
+        "ov_encoder:codec",
+        "ov_encoder:frames",
+        "siglip2",
+    ]
     assert _cli().main(args) == 0
     rows = json.loads((out / "comparison.json").read_text())
-    assert [(r["tower"], r["mode"]) for r in rows] == [("ov_encoder", "codec"), ("ov_encoder", "frames"),
-                                                       ("siglip2", "frames")]
+    assert [(r["tower"], r["mode"]) for r in rows] == [
+        ("ov_encoder", "codec"),
+        ("ov_encoder", "frames"),
+        ("siglip2", "frames"),
+    ]
     assert {r["llm_tokens"] for r in rows} == {64}
     assert all((out / r["name"] / "result.json").is_file() for r in rows)
 

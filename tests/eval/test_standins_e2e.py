@@ -38,13 +38,23 @@ def hf_home(tmp_path_factory) -> Path:
 def _env(hf: Path, cache: Path) -> dict:
     drop = ("OPENAI_API_KEY", "AZURE_API_KEY", "LLAVA_OV_MMBENCH_JUDGE")
     return {k: v for k, v in os.environ.items() if k not in drop} | {
-        "HF_HOME": str(hf), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "LLAVA_OV_CACHE": str(cache),
-        "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        "HF_HOME": str(hf),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "LLAVA_OV_CACHE": str(cache),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
 
 
 def _run(ckpt: Path, hf: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(RUN_ALL), str(ckpt), "--out", str(out), *args], capture_output=True,
-                          text=True, env=_env(hf, out.parent / "cache"), timeout=1500)
+    return subprocess.run(
+        ["bash", str(RUN_ALL), str(ckpt), "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        env=_env(hf, out.parent / "cache"),
+        timeout=1500,
+    )
 
 
 def _csv(out: Path) -> dict[str, dict]:
@@ -78,7 +88,9 @@ def test_all_16_on_standins(ckpt, hf_home, tmp_path):
     assert all(r["score"] != "" for r in standard), rows
     assert "judge-free" in rows["mmbench_en_dev"]["note"] and "mmbench_en_dev_static" not in rows
     assert rows["mvbench"]["samples"] == str(2 * len(MVBENCH)) and rows["video_mmmu"]["samples"] == "6"
-    assert all(r["failed_media"] == "0" for r in standard), {r["benchmark"]: r["failed_media"] for r in standard}
+    assert all(r["failed_media"] == "0" for r in standard), {
+        r["benchmark"]: r["failed_media"] for r in standard
+    }
     assert "failed media" in (out / "summary.md").read_text().splitlines()[0]
     # the submission file mmbench writes (needs openpyxl) is there and is not taken for a results file
     assert list((out / "mmbench_en_dev").rglob("submissions/*.xlsx"))
@@ -89,7 +101,9 @@ def test_check_names_missing_dataset_and_media_folder(ckpt, tmp_path):
     load_eval_module("standins").build_standins(hf, ["videomme", "mlvu_dev", "perceptiontest_val_mc"])
     shutil.rmtree(hf / "mlvu")  # the media folder lmms-eval expects: $HF_HOME/mlvu
     (hf / "perceptiontest_val" / "videos" / "video_1.mp4").unlink()  # its utils would sys.exit on it
-    res = _run(ckpt, hf, tmp_path / "out", "--check", "--tasks", "ai2d,videomme,mlvu_dev,perceptiontest_val_mc")
+    res = _run(
+        ckpt, hf, tmp_path / "out", "--check", "--tasks", "ai2d,videomme,mlvu_dev,perceptiontest_val_mc"
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     lines = {line.split()[0]: line for line in res.stdout.splitlines()[1:]}
     assert "dataset missing" in lines["ai2d"] and str(hf / "datasets") in lines["ai2d"]
@@ -111,19 +125,30 @@ def test_missing_video_is_counted_and_fails_the_run(ckpt, tmp_path):
     msg = res.stdout + res.stderr
     assert res.returncode == 3, msg
     assert "MEDIA FAILED longvideobench_val_v: 1 sample(s)" in res.stdout, msg
-    records = [json.loads(x) for x in (out / "longvideobench_val_v" / "failed_media.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(x) for x in (out / "longvideobench_val_v" / "failed_media.jsonl").read_text().splitlines()
+    ]
     assert [(r["task"], r["doc_id"], r["media"]) for r in records] == [("longvideobench_val_v", 1, str(gone))]
     row = _csv(out)["longvideobench_val_v"]
     assert row["failed_media"] == "1" and "FAILED MEDIA" in row["note"]
     assert "longvideobench_val_v (!)" in (out / "summary.md").read_text()
 
-    res = _run(ckpt, hf, out, "--tasks", "longvideobench_val_v,mlvu_dev", "--limit", "2", "--allow-failed-media")
+    res = _run(
+        ckpt, hf, out, "--tasks", "longvideobench_val_v,mlvu_dev", "--limit", "2", "--allow-failed-media"
+    )
     msg = res.stdout + res.stderr
     assert res.returncode == 1, msg  # mlvu_dev was not launched: a failed task
     failed = [line for line in res.stdout.splitlines() if line.startswith("FAILED ")]
-    assert len(failed) == 1 and failed[0].startswith("FAILED mlvu_dev: preflight: 1 of 2 document(s) lack media")
-    assert str(hf / "mlvu" / "standin_0.mp4") in failed[0] and not (out / "mlvu_dev" / "lmms_eval.log").exists()
+    assert len(failed) == 1 and failed[0].startswith(
+        "FAILED mlvu_dev: preflight: 1 of 2 document(s) lack media"
+    )
+    assert (
+        str(hf / "mlvu" / "standin_0.mp4") in failed[0] and not (out / "mlvu_dev" / "lmms_eval.log").exists()
+    )
 
     res = _run(ckpt, hf, out, "--tasks", "longvideobench_val_v", "--limit", "2", "--allow-failed-media")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "1 sample(s) with failed media in longvideobench_val_v (allowed by --allow-failed-media)" in res.stdout
+    assert (
+        "1 sample(s) with failed media in longvideobench_val_v (allowed by --allow-failed-media)"
+        in res.stdout
+    )

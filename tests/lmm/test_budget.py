@@ -18,10 +18,16 @@ SIGLIP2 = TowerSpec(16)
 QWEN3 = TowerSpec(16, frames_per_token=2, merge=2)
 
 
-@pytest.mark.parametrize("spec, budget, frames, side", [
-    (SIGLIP2, 2048, 8, 256), (SIGLIP2, 2048, 32, 128), (QWEN3, 2048, 64, 256),
-    (SIGLIP2, 512, 8, 128), (QWEN3, 512, 16, 256),
-])
+@pytest.mark.parametrize(
+    "spec, budget, frames, side",
+    [
+        (SIGLIP2, 2048, 8, 256),
+        (SIGLIP2, 2048, 32, 128),
+        (QWEN3, 2048, 64, 256),
+        (SIGLIP2, 512, 8, 128),
+        (QWEN3, 512, 16, 256),
+    ],
+)
 def test_notes_examples(spec, budget, frames, side):
     plan = plan_frames(spec, budget, frames)
     assert (plan.height, plan.width) == (side, side) and plan.llm_tokens == budget
@@ -58,9 +64,16 @@ def test_frame_plans_split_the_same_budget():
 
 
 @pytest.mark.parametrize("wh", [(64, 64), (96, 64), (64, 112)], ids=["square", "landscape", "portrait"])
-@pytest.mark.parametrize("spec, projector_merge, frames", [
-    (SIGLIP2, 1, 3), (SIGLIP2, 2, 4), (QWEN3, 1, 3), (QWEN3, 1, 4), (OV, 1, 5),
-])
+@pytest.mark.parametrize(
+    "spec, projector_merge, frames",
+    [
+        (SIGLIP2, 1, 3),
+        (SIGLIP2, 2, 4),
+        (QWEN3, 1, 3),
+        (QWEN3, 1, 4),
+        (OV, 1, 5),
+    ],
+)
 def test_plan_matches_the_counted_tokens_of_a_real_clip(tmp_path, spec, projector_merge, frames, wh):
     """Frames keep the source's aspect (odd frame counts, non-square sources): the counted tokens are
     the plan's for that aspect, within the budget, and the patch grid is the plan's frame size."""
@@ -79,9 +92,16 @@ def test_plan_matches_the_counted_tokens_of_a_real_clip(tmp_path, spec, projecto
         assert (sel.grid_hw[1] > sel.grid_hw[0]) == (w > h)
 
 
-@pytest.mark.parametrize("spec, projector_merge, mode", [
-    (SIGLIP2, 1, "frames"), (SIGLIP2, 2, "frames"), (QWEN3, 1, "frames"), (OV, 1, "codec"), (OV, 1, "frames"),
-])
+@pytest.mark.parametrize(
+    "spec, projector_merge, mode",
+    [
+        (SIGLIP2, 1, "frames"),
+        (SIGLIP2, 2, "frames"),
+        (QWEN3, 1, "frames"),
+        (OV, 1, "codec"),
+        (OV, 1, "frames"),
+    ],
+)
 @pytest.mark.parametrize("wh", [(640, 480), (300, 700), (20, 20)])
 def test_images_follow_the_budget_rule(tmp_path, spec, projector_merge, mode, wh):
     """A still image takes at most ``budget`` LLM tokens at its own aspect, in every input mode."""
@@ -109,8 +129,10 @@ def test_codec_plan_gives_its_budget(tmp_path):
         assert len(sel) == TokenCounter()(sel) == plan.llm_tokens == 100
 
 
-@pytest.mark.parametrize("name, mode", [("ov_encoder", "codec"), ("ov_encoder", "frames"), ("siglip2", "frames"),
-                                        ("qwen3_vit", "frames")])
+@pytest.mark.parametrize(
+    "name, mode",
+    [("ov_encoder", "codec"), ("ov_encoder", "frames"), ("siglip2", "frames"), ("qwen3_vit", "frames")],
+)
 def test_every_tower_takes_non_square_clips_and_images_under_the_budget(tmp_path, name, mode):
     """Each tower (tiny random config) runs on what the plan cuts for it: a portrait clip with an odd
     frame count and a landscape image; its output rows are the tokens the data side counts, and the

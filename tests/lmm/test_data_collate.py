@@ -16,15 +16,29 @@ from llava_ov.text.tokenizer import IMAGE_PAD, VIDEO_PAD
 def _sel(k: int, seed: int, frames: int = 4) -> PatchSelection:
     rng = np.random.default_rng(seed)
     pos = np.stack([rng.integers(0, 64, k), rng.integers(0, 4, k), rng.integers(0, 4, k)], 1)
-    return PatchSelection(pos, rng.integers(0, 255, (k, 3, 14, 14), dtype=np.uint8), np.ones(k),
-                          np.arange(frames), np.linspace(0, 63, frames).astype(int), 14, (4, 4), {"mode": "codec"})
+    return PatchSelection(
+        pos,
+        rng.integers(0, 255, (k, 3, 14, 14), dtype=np.uint8),
+        np.ones(k),
+        np.arange(frames),
+        np.linspace(0, 63, frames).astype(int),
+        14,
+        (4, 4),
+        {"mode": "codec"},
+    )
 
 
 def _sample(key: str, sizes: list[int], seed: int = 0, text: str = "What happens?") -> MediaSample:
     media = [_sel(k, seed + i) for i, k in enumerate(sizes)]
     kinds = ["video"] * len(sizes)
-    record = {"conversations": [{"from": "human", "value": "<video>\n" * len(sizes) + text},
-                                {"from": "gpt", "value": "It moves."}], "qtype": "direction", "answer": "left"}
+    record = {
+        "conversations": [
+            {"from": "human", "value": "<video>\n" * len(sizes) + text},
+            {"from": "gpt", "value": "It moves."},
+        ],
+        "qtype": "direction",
+        "answer": "left",
+    }
     return MediaSample(key, record, media, kinds, "src")
 
 
@@ -33,7 +47,10 @@ def merge4(sel: PatchSelection) -> int:
 
 
 def test_media_packing_matches_spans(tokenizer):
-    items = [make_item(_sample("a", [8, 12], 0), tokenizer, merge4), make_item(_sample("b", [5], 7), tokenizer, merge4)]
+    items = [
+        make_item(_sample("a", [8, 12], 0), tokenizer, merge4),
+        make_item(_sample("b", [5], 7), tokenizer, merge4),
+    ]
     batch = collate_items(items)
     media, text = batch.media, batch.text
     assert media.pixels.dtype == torch.uint8 and media.pixels.shape == (25, 3, 14, 14)
@@ -54,7 +71,11 @@ def test_media_packing_matches_spans(tokenizer):
 
 
 def test_padded_layout_and_skips(tokenizer):
-    items = [make_item(_sample("a", [4]), tokenizer), Skipped("x", "bad_json"), make_item(_sample("b", []), tokenizer)]
+    items = [
+        make_item(_sample("a", [4]), tokenizer),
+        Skipped("x", "bad_json"),
+        make_item(_sample("b", []), tokenizer),
+    ]
     batch = LMMCollator(padded=True, pad_token_id=tokenizer.pad_token_id)(items)
     assert batch.text.input_ids.shape[0] == 2 and batch.media.cu_seqlens.tolist() == [0, 4]
     assert [s.key for s in batch.skipped] == ["x"]
@@ -79,7 +100,9 @@ def test_pack_items_respects_limits(tokenizer, max_media):
     stream: list[LMMItem | Skipped] = []
     for i in range(40):
         sizes = [int(rng.integers(4, 16))] if i % 3 else []
-        stream.append(make_item(_sample(f"s{i}", sizes, i, text="word " * int(rng.integers(0, 30))), tokenizer))
+        stream.append(
+            make_item(_sample(f"s{i}", sizes, i, text="word " * int(rng.integers(0, 30))), tokenizer)
+        )
         if i % 9 == 0:
             stream.append(Skipped(f"bad{i}", "corrupt_media"))
     max_tokens = max(len(it) for it in stream if isinstance(it, LMMItem)) + 40

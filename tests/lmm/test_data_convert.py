@@ -19,7 +19,9 @@ CODEC_SET = ["decode.num_frames=8", "decode.input_size=56", "select.budget=32"]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("convert_llava_json", ROOT / "scripts" / "convert_llava_json.py")
+    spec = importlib.util.spec_from_file_location(
+        "convert_llava_json", ROOT / "scripts" / "convert_llava_json.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -59,8 +61,20 @@ def _samples(out: Path) -> list[dict]:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_convert_writes_good_lists_failures(dataset, tmp_path, capsys, workers):
     out = tmp_path / "shards"
-    rc = _script().main([str(dataset / "data.json"), "--media-root", str(dataset / "media"), "--out", str(out),
-                         "--workers", str(workers), "--samples-per-shard", "2", "--quiet"])
+    rc = _script().main(
+        [
+            str(dataset / "data.json"),
+            "--media-root",
+            str(dataset / "media"),
+            "--out",
+            str(out),
+            "--workers",
+            str(workers),
+            "--samples-per-shard",
+            "2",
+            "--quiet",
+        ]
+    )
     assert rc == 1
     raws = _samples(out)
     assert [r["__key__"] for r in raws] == ["img_a_1", "vid", "png"]
@@ -78,8 +92,19 @@ def test_convert_writes_good_lists_failures(dataset, tmp_path, capsys, workers):
 
 def test_precompute_codec_writes_npz(dataset, tmp_path):
     out = tmp_path / "npz"
-    rc = _script().main([str(dataset / "data.json"), "--media-root", str(dataset / "media"), "--out", str(out),
-                         "--precompute-codec", "--set", *CODEC_SET, "--quiet"])
+    rc = _script().main(
+        [
+            str(dataset / "data.json"),
+            "--media-root",
+            str(dataset / "media"),
+            "--out",
+            str(out),
+            "--precompute-codec",
+            "--set",
+            *CODEC_SET,
+            "--quiet",
+        ]
+    )
     assert rc == 1
     raws = _samples(out)
     assert [sorted(k for k in r if not k.startswith("__")) for r in raws] == [["json", "npz"]] * 3
@@ -94,13 +119,31 @@ def test_a_large_still_is_precomputed_under_the_token_cap(tmp_path):
     from PIL import Image
 
     (tmp_path / "m").mkdir()
-    Image.fromarray(np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(tmp_path / "m/big.jpg")
-    (tmp_path / "d.json").write_text(json.dumps([{"id": "big", "image": "big.jpg",
-                                                  "conversations": _turns("What is it?", "<image>")}]))
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(
+        tmp_path / "m/big.jpg"
+    )
+    (tmp_path / "d.json").write_text(
+        json.dumps([{"id": "big", "image": "big.jpg", "conversations": _turns("What is it?", "<image>")}])
+    )
     for extra, cap in (([], 32), (["image_max_cells=12"], 12)):
         out = tmp_path / f"out{cap}"
-        assert _script().main([str(tmp_path / "d.json"), "--media-root", str(tmp_path / "m"), "--out", str(out),
-                               "--precompute-codec", "--set", *CODEC_SET, *extra, "--quiet"]) == 0
+        assert (
+            _script().main(
+                [
+                    str(tmp_path / "d.json"),
+                    "--media-root",
+                    str(tmp_path / "m"),
+                    "--out",
+                    str(out),
+                    "--precompute-codec",
+                    "--set",
+                    *CODEC_SET,
+                    *extra,
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         sel = PatchSelection.from_bytes(_samples(out)[0]["npz"])
         gh, gw = sel.grid_hw
         assert len(sel) == gh * gw and cap * 0.75 <= len(sel) <= cap and gw > gh  # native size: 1,564 patches
@@ -110,8 +153,16 @@ def test_all_good_exit_zero(dataset, tmp_path):
     records = json.loads((dataset / "data.json").read_text())
     good = [r for r in records if r["id"] in ("vid", "png")]
     (tmp_path / "good.jsonl").write_text("\n".join(json.dumps(r) for r in good))
-    rc = _script().main([str(tmp_path / "good.jsonl"), "--media-root", str(dataset / "media"),
-                         "--out", str(tmp_path / "o"), "--quiet"])
+    rc = _script().main(
+        [
+            str(tmp_path / "good.jsonl"),
+            "--media-root",
+            str(dataset / "media"),
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+        ]
+    )
     assert rc == 0 and not (tmp_path / "o" / "failures.txt").exists()
     assert len(_samples(tmp_path / "o")) == 2
 
@@ -130,14 +181,27 @@ def test_bad_records_are_counted_failures_and_only_good_ones_are_written(dataset
     ]
     (tmp_path / "mixed.json").write_text(json.dumps([bad[0], good[0], *bad[1:4], good[1], *bad[4:]]))
     out = tmp_path / "o"
-    rc = _script().main([str(tmp_path / "mixed.json"), "--media-root", str(dataset / "media"), "--out", str(out),
-                         "--samples-per-shard", "1", "--quiet"])
+    rc = _script().main(
+        [
+            str(tmp_path / "mixed.json"),
+            "--media-root",
+            str(dataset / "media"),
+            "--out",
+            str(out),
+            "--samples-per-shard",
+            "1",
+            "--quiet",
+        ]
+    )
     assert rc == 1
     assert [r["__key__"] for r in _samples(out)] == ["vid", "png"]
     assert not list(out.glob("*.tmp"))
     failures = dict(line.split("\t") for line in (out / "failures.txt").read_text().splitlines())
     assert set(failures) == {"000000000", "conv-str", "turn-str", "role", "media-int", "gone", "broken"}
-    assert all(failures[k].startswith("bad record") for k in ("000000000", "conv-str", "turn-str", "role", "media-int"))
+    assert all(
+        failures[k].startswith("bad record")
+        for k in ("000000000", "conv-str", "turn-str", "role", "media-int")
+    )
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.endswith("7 failed (bad record 5, corrupt media 1, missing media 1)"), summary
 
@@ -160,9 +224,13 @@ def test_bad_inputs_exit_2_with_one_line(dataset, tmp_path, capsys, case):
     rc = _script().main([str(data), "--media-root", str(root), "--out", str(out), "--quiet", *extra])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: "), err
-    expected = {"syntax": "line 1, column", "jsonl-syntax": "line 2, column", "missing-json": "cannot read",
-                "missing-root": "media folder not found",
-                "workers": "--workers"}[case]
+    expected = {
+        "syntax": "line 1, column",
+        "jsonl-syntax": "line 2, column",
+        "missing-json": "cannot read",
+        "missing-root": "media folder not found",
+        "workers": "--workers",
+    }[case]
     assert expected in err[0]
     assert not list(out.glob("*.tar*")) if out.exists() else True
 

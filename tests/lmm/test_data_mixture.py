@@ -27,8 +27,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def _text_source(path: Path, name: str, n: int) -> str:
     with ShardWriter(path / name, max_samples=n) as w:
         for i in range(n):
-            w.write(f"{name}{i}", {"conversations": [{"from": "human", "value": f"Say {i}."},
-                                                      {"from": "gpt", "value": f"{i}"}]})
+            w.write(
+                f"{name}{i}",
+                {
+                    "conversations": [
+                        {"from": "human", "value": f"Say {i}."},
+                        {"from": "gpt", "value": f"{i}"},
+                    ]
+                },
+            )
     return str(path / name)
 
 
@@ -41,13 +48,22 @@ def test_weighted_choices_frequencies():
 
 def test_mixture_respects_weights_and_is_deterministic(tmp_path, tokenizer):
     cfg = DataConfig(
-        sources=[SourceConfig(name="a", shards=_text_source(tmp_path, "a", 6), weight=3.0, media_kind="text"),
-                 SourceConfig(name="b", shards=_text_source(tmp_path, "b", 6), weight=1.0, media_kind="text")],
-        max_length=64, max_tokens=256, seed=3, shuffle_buffer=4, repeat=True, num_workers=0,
+        sources=[
+            SourceConfig(name="a", shards=_text_source(tmp_path, "a", 6), weight=3.0, media_kind="text"),
+            SourceConfig(name="b", shards=_text_source(tmp_path, "b", 6), weight=1.0, media_kind="text"),
+        ],
+        max_length=64,
+        max_tokens=256,
+        seed=3,
+        shuffle_buffer=4,
+        repeat=True,
+        num_workers=0,
     )
 
     def draw(seed: int) -> list[str]:
-        items = MixtureDataset(DataConfig(**{**cfg.__dict__, "seed": seed}), tokenizer, pack=False).iter_items()
+        items = MixtureDataset(
+            DataConfig(**{**cfg.__dict__, "seed": seed}), tokenizer, pack=False
+        ).iter_items()
         return [next(items).source for _ in range(600)]
 
     sources = draw(3)
@@ -57,9 +73,14 @@ def test_mixture_respects_weights_and_is_deterministic(tmp_path, tokenizer):
 
 def test_exhausted_source_leaves_the_mixture(tmp_path, tokenizer):
     cfg = DataConfig(
-        sources=[SourceConfig(name="a", shards=_text_source(tmp_path, "a", 3), weight=100.0, media_kind="text"),
-                 SourceConfig(name="b", shards=_text_source(tmp_path, "b", 5), weight=1.0, media_kind="text")],
-        max_length=64, max_tokens=256, repeat=False, num_workers=0,
+        sources=[
+            SourceConfig(name="a", shards=_text_source(tmp_path, "a", 3), weight=100.0, media_kind="text"),
+            SourceConfig(name="b", shards=_text_source(tmp_path, "b", 5), weight=1.0, media_kind="text"),
+        ],
+        max_length=64,
+        max_tokens=256,
+        repeat=False,
+        num_workers=0,
     )
     items = list(MixtureDataset(cfg, tokenizer, pack=False).iter_items())
     assert not any(isinstance(i, Skipped) for i in items)
@@ -70,10 +91,16 @@ def test_exhausted_source_leaves_the_mixture(tmp_path, tokenizer):
 
 def test_strict_yaml(tmp_path):
     good = tmp_path / "good.yaml"
-    good.write_text("sources:\n  - name: x\n    shards: /d/s-{0..3}.tar\n    codec: {select: {budget: 64}}\n"
-                    "max_tokens: 2048\nmax_length: 1024\n")
+    good.write_text(
+        "sources:\n  - name: x\n    shards: /d/s-{0..3}.tar\n    codec: {select: {budget: 64}}\n"
+        "max_tokens: 2048\nmax_length: 1024\n"
+    )
     cfg = load_data_config(good, ["seed=7"])
-    assert cfg.seed == 7 and cfg.sources[0].weight == 1.0 and codec_config(cfg, cfg.sources[0]).select.budget == 64
+    assert (
+        cfg.seed == 7
+        and cfg.sources[0].weight == 1.0
+        and codec_config(cfg, cfg.sources[0]).select.budget == 64
+    )
     for bad, match in [
         ("sources: []\nmax_tokns: 3\n", "max_tokens"),
         ("sources:\n  - name: x\n    shards: s.tar\n    wieght: 2\n", "weight"),
@@ -97,7 +124,9 @@ def test_env_var_expansion(tmp_path, monkeypatch):
         expand_shards(cfg.sources[0].shards)
 
 
-@pytest.mark.parametrize("name", ["synthetic_motion_qa", "llava_onevision_sft.example", "llava_pretrain_558k.example"])
+@pytest.mark.parametrize(
+    "name", ["synthetic_motion_qa", "llava_onevision_sft.example", "llava_pretrain_558k.example"]
+)
 def test_shipped_configs_load(name, monkeypatch, tmp_path):
     monkeypatch.setenv("DATA_ROOT", str(tmp_path))
     cfg = load_data_config(ROOT / "data_configs" / f"{name}.yaml")
@@ -109,15 +138,25 @@ def test_shipped_configs_load(name, monkeypatch, tmp_path):
     if name == "synthetic_motion_qa":
         assert cfg.synthetic is not None and cfg.synthetic.num_train == 2000
         codec = codec_config(cfg, cfg.sources[0])
-        assert (codec.decode.num_frames, codec.decode.input_size) == (cfg.synthetic.num_frames, cfg.synthetic.size)
+        assert (codec.decode.num_frames, codec.decode.input_size) == (
+            cfg.synthetic.num_frames,
+            cfg.synthetic.size,
+        )
 
 
 def _tagged_source(path: Path, name: str, n: int) -> str:
     with ShardWriter(path / name, max_samples=n) as w:
         for i in range(n):
-            w.write(f"{name}{i}", {"qtype": "even" if i % 2 == 0 else "odd",
-                                   "conversations": [{"from": "human", "value": f"Say {i}."},
-                                                     {"from": "gpt", "value": f"{i}"}]})
+            w.write(
+                f"{name}{i}",
+                {
+                    "qtype": "even" if i % 2 == 0 else "odd",
+                    "conversations": [
+                        {"from": "human", "value": f"Say {i}."},
+                        {"from": "gpt", "value": f"{i}"},
+                    ],
+                },
+            )
     return str(path / name)
 
 
@@ -126,10 +165,22 @@ def test_where_and_max_samples_make_a_curriculum(tmp_path, tokenizer):
     and the other source takes over (per reader). Filtered-out samples are not counted as skipped."""
     shards = _tagged_source(tmp_path, "t", 20)
     cfg = DataConfig(
-        sources=[SourceConfig(name="first", shards=shards, weight=1e6, media_kind="text",
-                              where={"qtype": ["even"]}, max_samples=7),
-                 SourceConfig(name="rest", shards=shards, weight=1.0, media_kind="text")],
-        max_length=64, max_tokens=256, shuffle_buffer=0, repeat=True, num_workers=0,
+        sources=[
+            SourceConfig(
+                name="first",
+                shards=shards,
+                weight=1e6,
+                media_kind="text",
+                where={"qtype": ["even"]},
+                max_samples=7,
+            ),
+            SourceConfig(name="rest", shards=shards, weight=1.0, media_kind="text"),
+        ],
+        max_length=64,
+        max_tokens=256,
+        shuffle_buffer=0,
+        repeat=True,
+        num_workers=0,
     )
     items = MixtureDataset(cfg, tokenizer, pack=False).iter_items()
     drawn = [next(items) for _ in range(30)]

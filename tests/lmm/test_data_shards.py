@@ -49,8 +49,11 @@ def _read_all(pattern, cfg=ReadConfig(shuffle_shards=False)) -> list:
 
 
 def test_round_trip_mp4_npz_jpg(tmp_path, mp4, jpg, tokenizer):
-    npz = PatchSelection.from_bytes(decode_sample({"__key__": "x", "json": json.dumps(_conv()).encode(),
-                                                   "mp4": mp4}, CODEC).media[0].to_bytes())
+    npz = PatchSelection.from_bytes(
+        decode_sample({"__key__": "x", "json": json.dumps(_conv()).encode(), "mp4": mp4}, CODEC)
+        .media[0]
+        .to_bytes()
+    )
     with ShardWriter(tmp_path, max_samples=2) as w:
         w.write("clip.one", _conv(), [("mp4", mp4)])  # dot in the key: sanitized
         w.write("pre", _conv(), [("npz", npz.to_bytes())])
@@ -94,15 +97,26 @@ def test_bad_samples_are_skipped_and_counted(tmp_path, mp4, tokenizer):
         sample = decode_sample(raw, CODEC, "src")
         out.append(make_item(sample, tokenizer, max_length=256))
     skips = {s.key: s.reason for s in out if isinstance(s, Skipped)}
-    assert skips == {"corrupt": "corrupt_media", "badjson": "bad_json", "nomedia": "missing_media",
-                     "toolong": "too_long"}
+    assert skips == {
+        "corrupt": "corrupt_media",
+        "badjson": "bad_json",
+        "nomedia": "missing_media",
+        "toolong": "too_long",
+    }
     assert [it.key for it in out if not isinstance(it, Skipped)] == ["good0", "good1", "good2"]
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_skips_reach_main_process_through_workers(tmp_path, mp4, tokenizer, workers, caplog):
-    cfg = DataConfig(sources=[SourceConfig(name="bad", shards=_bad_shard(tmp_path, mp4))], codec=CODEC_OVERRIDES,
-                     max_length=256, max_tokens=512, repeat=False, shuffle_buffer=0, num_workers=workers)
+    cfg = DataConfig(
+        sources=[SourceConfig(name="bad", shards=_bad_shard(tmp_path, mp4))],
+        codec=CODEC_OVERRIDES,
+        max_length=256,
+        max_tokens=512,
+        repeat=False,
+        shuffle_buffer=0,
+        num_workers=workers,
+    )
     loader = build_loader(cfg, tokenizer)
     with caplog.at_level("WARNING", logger="llava_ov.data"):
         keys = sorted(k for batch in loader for k in batch.keys)
@@ -112,9 +126,18 @@ def test_skips_reach_main_process_through_workers(tmp_path, mp4, tokenizer, work
     assert "corrupt" in caplog.text and "corrupt_media" in caplog.text
 
 
-def test_a_sample_skipped_on_every_pass_is_counted_each_time_and_logged_once(tmp_path, mp4, tokenizer, caplog):
-    cfg = DataConfig(sources=[SourceConfig(name="bad", shards=_bad_shard(tmp_path, mp4))], codec=CODEC_OVERRIDES,
-                     max_length=256, max_tokens=512, repeat=True, shuffle_buffer=0, num_workers=0)
+def test_a_sample_skipped_on_every_pass_is_counted_each_time_and_logged_once(
+    tmp_path, mp4, tokenizer, caplog
+):
+    cfg = DataConfig(
+        sources=[SourceConfig(name="bad", shards=_bad_shard(tmp_path, mp4))],
+        codec=CODEC_OVERRIDES,
+        max_length=256,
+        max_tokens=512,
+        repeat=True,
+        shuffle_buffer=0,
+        num_workers=0,
+    )
     loader = build_loader(cfg, tokenizer)
     with caplog.at_level("WARNING", logger="llava_ov.data"):
         keys = [k for batch in itertools.islice(loader, 12) for k in batch.keys]

@@ -23,8 +23,9 @@ from llava_ov.data.synthetic_scenes import COLORS, COUNTS, DIRECTIONS
 
 
 def _cfg(tmp, **kw) -> SyntheticQAConfig:
-    base = dict(out_dir=str(tmp), num_train=20, num_heldout=10, size=64, num_frames=8, workers=1,
-                samples_per_shard=8)
+    base = dict(
+        out_dir=str(tmp), num_train=20, num_heldout=10, size=64, num_frames=8, workers=1, samples_per_shard=8
+    )
     return SyntheticQAConfig(**(base | kw))
 
 
@@ -98,7 +99,9 @@ def test_cache_hit_and_regeneration(tmp_path):
     assert changed["train"][0].parent != out["train"][0].parent  # ...in a sibling folder
     assert _members(changed["heldout"]) == before["heldout"]  # held-out config unchanged: cached
     # the first setting's cache is untouched, and switching back finds it
-    assert [p.stat().st_mtime_ns for p in out["train"]] == mtimes and _members(out["train"]) == before["train"]
+    assert [p.stat().st_mtime_ns for p in out["train"]] == mtimes and _members(out["train"]) == before[
+        "train"
+    ]
     assert generate_synthetic_qa(cfg, progress=False) == out
 
 
@@ -125,8 +128,10 @@ def test_answers_are_visible_in_decoded_video(tmp_path):
             move = _centroid(frames[-1], mover["color"]) - _centroid(frames[0], mover["color"])
             assert np.sign(np.round(move / 8)).tolist() == list(DIRECTIONS[rec["answer"]]), (rec["id"], move)
         elif rec["qtype"] == "which_moved":
-            moves = {o["color"]: np.abs(_centroid(frames[-1], o["color"]) - _centroid(frames[0], o["color"])).sum()
-                     for o in objs}
+            moves = {
+                o["color"]: np.abs(_centroid(frames[-1], o["color"]) - _centroid(frames[0], o["color"])).sum()
+                for o in objs
+            }
             assert max(moves, key=moves.get) == rec["answer"] and min(moves.values()) < 2
         else:
             blinker = next(o for o in objs if o["role"] == "blinker")
@@ -153,8 +158,12 @@ def test_npz_store_through_the_loader(tmp_path, tokenizer):
     cfg = DataConfig(
         sources=[SourceConfig(name="s", shards="synthetic:train", media_kind="video")],
         eval_sources=[SourceConfig(name="h", shards="synthetic:heldout", media_kind="video")],
-        synthetic=syn, codec={"decode": {"num_frames": 8, "input_size": 56}, "select": {"budget": 64}},
-        repeat=False, num_workers=0, max_length=256, max_tokens=512,
+        synthetic=syn,
+        codec={"decode": {"num_frames": 8, "input_size": 56}, "select": {"budget": 64}},
+        repeat=False,
+        num_workers=0,
+        max_length=256,
+        max_tokens=512,
     )
     loader = build_loader(cfg, tokenizer, rank=0, world_size=1)
     batches = list(loader)
@@ -196,8 +205,11 @@ def test_precomputed_patches_are_those_the_loader_would_make(tmp_path):
 
     syn = _cfg(tmp_path, size=56, num_train=6, num_heldout=0, store="both")
     source = SourceConfig(name="s", shards="synthetic:train", media_kind="video")
-    cfg = DataConfig(sources=[source], synthetic=syn,
-                     codec={"decode": {"num_frames": 8, "input_size": 56}, "select": {"budget": 40, "min_score": 1.0}})
+    cfg = DataConfig(
+        sources=[source],
+        synthetic=syn,
+        codec={"decode": {"num_frames": 8, "input_size": 56}, "select": {"budget": 40, "min_score": 1.0}},
+    )
     assert synthetic_config(cfg).codec["select"] == {"budget": 40, "min_score": 1.0}
     files = _members(prepare_data(cfg, progress=False)["train"])
     lengths = []

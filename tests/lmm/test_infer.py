@@ -70,15 +70,26 @@ def media(tmp_path_factory) -> dict:
     Image.fromarray(rgb).save(d / "still.png")
     pil = Image.fromarray(np.random.default_rng(1).integers(0, 255, (28, 42, 3), dtype=np.uint8))
     (d / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 definitely not a video" * 4)
-    return {"video": video, "image": str(d / "still.png"), "pil": pil, "dir": d,
-            "missing": str(d / "missing_clip.mp4"), "corrupt": str(d / "corrupt.mp4")}
+    return {
+        "video": video,
+        "image": str(d / "still.png"),
+        "pil": pil,
+        "dir": d,
+        "missing": str(d / "missing_clip.mp4"),
+        "corrupt": str(d / "corrupt.mp4"),
+    }
 
 
 @pytest.fixture(scope="module")
 def mixed(media) -> list[tuple[str, list]]:
     """5 requests: video path, image path, PIL image, text only, video + PIL image."""
-    return [("What happens?", [media["video"]]), ("What is this?", [media["image"]]),
-            ("Describe.", [media["pil"]]), ("How many apples?", []), ("Hi", [media["video"], media["pil"]])]
+    return [
+        ("What happens?", [media["video"]]),
+        ("What is this?", [media["image"]]),
+        ("Describe.", [media["pil"]]),
+        ("How many apples?", []),
+        ("Hi", [media["video"], media["pil"]]),
+    ]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -117,7 +128,9 @@ def round_trips(tokenizer, ids: list[int]) -> bool:
 
 def greedy_ids(model, processor, text, media, n: int) -> list[int]:
     item = processor.prompt(text, media)
-    return model.generate(collate_items([item], padded=True, pad_token_id=model.token_ids.pad), max_new_tokens=n)[0]
+    return model.generate(
+        collate_items([item], padded=True, pad_token_id=model.token_ids.pad), max_new_tokens=n
+    )[0]
 
 
 def greedy_case(model, processor, media_sets):
@@ -146,16 +159,23 @@ def test_loglikelihood_matches_manual_and_is_greedy(model, processor, media):
         # the same prefix, its last token replaced by the most likely other token that round-trips
         logp_last = next_token_logp(model, processor, text, med, ids[:-1])
         assert int(logp_last.argmax()) == ids[-1]
-        alt = next(ids[:-1] + [t] for t in logp_last.argsort(descending=True).tolist()
-                   if t != ids[-1] and round_trips(tok, ids[:-1] + [t]))
+        alt = next(
+            ids[:-1] + [t]
+            for t in logp_last.argsort(descending=True).tolist()
+            if t != ids[-1] and round_trips(tok, ids[:-1] + [t])
+        )
         other_text = tok.decode(alt)
         # batch of 3 (padding involved), the greedy one in the middle
         engine.batch_size = 3
-        res = engine.loglikelihood([(text, other_text, med), (text, greedy_text, med), ("Is it red?", "yes", [])])
+        res = engine.loglikelihood(
+            [(text, other_text, med), (text, greedy_text, med), ("Is it red?", "yes", [])]
+        )
         assert [r.num_tokens for r in res] == [k, k, len(tok.encode("yes", add_special_tokens=False))]
         ref_alt = manual_logprobs(model, processor, text, med, alt)
         ref_greedy = manual_logprobs(model, processor, text, med, ids)
-        ref_yes = manual_logprobs(model, processor, "Is it red?", [], tok.encode("yes", add_special_tokens=False))
+        ref_yes = manual_logprobs(
+            model, processor, "Is it red?", [], tok.encode("yes", add_special_tokens=False)
+        )
         assert res[0].logprob == pytest.approx(float(ref_alt.sum()), abs=1e-5)
         assert res[1].logprob == pytest.approx(float(ref_greedy.sum()), abs=1e-5)
         assert res[2].logprob == pytest.approx(float(ref_yes.sum()), abs=1e-5)
@@ -163,7 +183,8 @@ def test_loglikelihood_matches_manual_and_is_greedy(model, processor, media):
         assert res[1].logprob > res[0].logprob
         # shared prefix: the two continuations differ by their last token's log-probability only
         assert res[1].logprob - res[0].logprob == pytest.approx(
-            float(logp_last[ids[-1]] - logp_last[alt[-1]]), abs=1e-5)
+            float(logp_last[ids[-1]] - logp_last[alt[-1]]), abs=1e-5
+        )
 
 
 def test_scored_rejects_empty_continuation(processor):
@@ -208,18 +229,22 @@ def test_until_cuts_before_stop_string(engine, media):
     # stop strings: ASCII-letter runs found after the start of the answer
     words = []
     for i in range(1, len(full) - 1):
-        piece = full[i:i + 2]
+        piece = full[i : i + 2]
         if piece.isascii() and piece.isalpha() and full.find(piece) == i and full[:i].strip():
             words.append((i, piece))
     assert len(words) >= 2, full
     (i1, s1), (i2, s2) = words[0], words[-1]
-    cut = engine.generate([("What happens?", [media["video"]])], GenerationConfig(max_new_tokens=32, until=[s2]))[0]
+    cut = engine.generate(
+        [("What happens?", [media["video"]])], GenerationConfig(max_new_tokens=32, until=[s2])
+    )[0]
     assert cut == full[:i2].strip() and s2 not in cut and len(cut) < len(full)
-    both = engine.generate([("What happens?", [media["video"]])],
-                           GenerationConfig(max_new_tokens=32, until=[s2, s1]))[0]
+    both = engine.generate(
+        [("What happens?", [media["video"]])], GenerationConfig(max_new_tokens=32, until=[s2, s1])
+    )[0]
     assert both == full[:i1].strip()  # the earliest stop string wins, whatever the list order
-    never = engine.generate([("What happens?", [media["video"]])],
-                            GenerationConfig(max_new_tokens=32, until=["\x07never\x07"]))[0]
+    never = engine.generate(
+        [("What happens?", [media["video"]])], GenerationConfig(max_new_tokens=32, until=["\x07never\x07"])
+    )[0]
     assert never == full
 
 
@@ -239,7 +264,11 @@ def test_sampling_is_reproducible_with_a_seed(engine, mixed):
 
 
 def test_on_error_skip_and_raise(model, processor, media):
-    good = [("What happens?", [media["video"]]), ("What is this?", [media["image"]]), ("How many apples?", [])]
+    good = [
+        ("What happens?", [media["video"]]),
+        ("What is this?", [media["image"]]),
+        ("How many apples?", []),
+    ]
     bad_missing = ("Missing?", [media["missing"]])
     bad_corrupt = ("Corrupt?", [media["corrupt"]])
     requests = [good[0], bad_missing, good[1], bad_corrupt, good[2]]
@@ -293,12 +322,12 @@ def test_frame_list_is_a_real_codec_encode(tokenizer):
     frame_of_t = {int(t): int(f) for t, f in zip(sel.frame_t, sel.frame_ids)}
     for (t, h, w), px in zip(sel.positions, sel.pixels):
         f = frame_of_t[int(t)]
-        ref = frames[f, h * 14:(h + 1) * 14, w * 14:(w + 1) * 14].transpose(2, 0, 1).astype(int)
+        ref = frames[f, h * 14 : (h + 1) * 14, w * 14 : (w + 1) * 14].transpose(2, 0, 1).astype(int)
         assert np.abs(ref - px.astype(int)).mean() < 25  # the patch is that frame's content (lossy codec)
         if t > 0:  # non-context patches lie on the moving square (where it is or was a frame ago, give or
             # take one 8-px motion block)
-            x0, y0 = boxes[f - 1:f + 1, :2].min(0) - 8
-            x1, y1 = boxes[f - 1:f + 1, 2:].max(0) + 8
+            x0, y0 = boxes[f - 1 : f + 1, :2].min(0) - 8
+            x1, y1 = boxes[f - 1 : f + 1, 2:].max(0) + 8
             assert w * 14 < x1 and (w + 1) * 14 > x0 and h * 14 < y1 and (h + 1) * 14 > y0, (t, h, w)
 
 
@@ -309,8 +338,16 @@ def test_load_media_errors_and_passthrough(processor):
         processor.load_media(3)
     with pytest.raises(TypeError, match="unsupported media item"):
         processor.load_media([Image.new("RGB", (28, 28)), "not a frame"])
-    sel = PatchSelection(np.zeros((1, 3), np.int32), np.zeros((1, 3, 14, 14), np.uint8), np.ones(1),
-                         np.zeros(1, np.int64), np.zeros(1, np.int32), 14, (1, 1), {"mode": "image"})
+    sel = PatchSelection(
+        np.zeros((1, 3), np.int32),
+        np.zeros((1, 3, 14, 14), np.uint8),
+        np.ones(1),
+        np.zeros(1, np.int64),
+        np.zeros(1, np.int32),
+        14,
+        (1, 1),
+        {"mode": "image"},
+    )
     assert processor.load_media(sel) == (sel, "image")
 
 
@@ -362,8 +399,9 @@ def test_processor_version1_export_and_future_version(tokenizer, tmp_path):
     # a processor.json from a newer version of the code
     future = tmp_path / "future"
     shutil.copytree(out, future)
-    (future / PROCESSOR_FILE).write_text(json.dumps({"format": "llava_ov_processor", "version": 99,
-                                                       "codec": {}, "chat": {}}))
+    (future / PROCESSOR_FILE).write_text(
+        json.dumps({"format": "llava_ov_processor", "version": 99, "codec": {}, "chat": {}})
+    )
     with pytest.raises(ValueError, match=rf"{future / PROCESSOR_FILE}.*version 99"):
         LlavaOVProcessor.from_pretrained(future)
     (future / PROCESSOR_FILE).write_text(json.dumps({"format": "something_else", "version": 1}))
@@ -380,7 +418,11 @@ def test_codec_overrides():
     assert cfg.mode == "codec" and cfg.select.budget == 512 and cfg.decode.input_size == 112
     assert cfg.decode.num_frames == 16 and cfg.num_frames == base.num_frames and cfg.image_max_side == 336
     frames = codec_overrides(base, mode="frames", num_frames=4)  # resolved against the new mode
-    assert frames.mode == "frames" and frames.num_frames == 4 and frames.decode.num_frames == base.decode.num_frames
+    assert (
+        frames.mode == "frames"
+        and frames.num_frames == 4
+        and frames.decode.num_frames == base.decode.num_frames
+    )
     assert codec_overrides(small_codec(), num_frames="3").num_frames == 3
     assert base == CodecConfig()  # the input is not modified
     assert codec_overrides(base) == base
@@ -417,7 +459,11 @@ def test_patch_cache(media, tmp_path):
     cfg3 = small_codec()
     cfg3.num_frames = 3
     three = cache.patchify(media["video"], cfg3)
-    assert (cache.hits, cache.misses) == (2, 2) and three.num_frames == 3 and cache.entry(media["video"], cfg3) != entry
+    assert (
+        (cache.hits, cache.misses) == (2, 2)
+        and three.num_frames == 3
+        and cache.entry(media["video"], cfg3) != entry
+    )
     np.testing.assert_array_equal(three.pixels, patchify(media["video"], cfg3).pixels)
     # an image file through the cache equals patchify directly
     img = cache.patchify(media["image"], cfg)
@@ -470,9 +516,12 @@ def test_generation_config_from_kwargs():
     assert GenerationConfig.from_kwargs({"temperature": 0, "do_sample": False}).temperature == 0.0
     # lmms-eval's convention (mmvet sets temperature 0.2 with do_sample false): greedy
     assert GenerationConfig.from_kwargs({"temperature": 0.7, "do_sample": False}).temperature == 0.0
-    assert GenerationConfig.from_kwargs({"temperature": None, "top_p": None, "max_new_tokens": None}) == \
-        GenerationConfig(128, 0.0, 1.0, [])
-    gen = GenerationConfig.from_kwargs({"until": "\n\n", "max_new_tokens": "16", "top_p": 0.9, "num_beams": 1})
+    assert GenerationConfig.from_kwargs(
+        {"temperature": None, "top_p": None, "max_new_tokens": None}
+    ) == GenerationConfig(128, 0.0, 1.0, [])
+    gen = GenerationConfig.from_kwargs(
+        {"until": "\n\n", "max_new_tokens": "16", "top_p": 0.9, "num_beams": 1}
+    )
     assert gen.until == ["\n\n"] and gen.max_new_tokens == 16 and gen.top_p == 0.9
     assert GenerationConfig.from_kwargs({"until": ["A", "", None, "B"]}).until == ["A", "B"]
     assert GenerationConfig.from_kwargs({"until": ""}).until == []

@@ -23,9 +23,18 @@ def _qwen3(attn: str, kv_heads: int = 2):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(0)
-    config = Qwen3Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=kv_heads, head_dim=16,
-                         max_position_embeddings=128, tie_word_embeddings=False, use_cache=False)
+    config = Qwen3Config(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        head_dim=16,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+        use_cache=False,
+    )
     model = Qwen3ForCausalLM(config).float()
     model.set_attn_implementation(transformers_attn_implementation(attn))
     return model.train()
@@ -81,12 +90,15 @@ def test_packed_attention_gets_no_mask_and_derives_boundaries_from_positions():
     packed = collate_packed(samples)
     model = _qwen3("auto")
     seen = []
-    model.model.layers[0].register_forward_pre_hook(lambda m, a, kw: seen.append(kw.get("attention_mask")),
-                                                    with_kwargs=True)
+    model.model.layers[0].register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw.get("attention_mask")), with_kwargs=True
+    )
     kwargs = model_inputs(packed, "auto")
     with torch.no_grad():
         with_cu = model(**kwargs).logits
-        positions_only = model(**{k: v for k, v in kwargs.items() if not k.startswith(("cu_seq", "max_len"))}).logits
+        positions_only = model(
+            **{k: v for k, v in kwargs.items() if not k.startswith(("cu_seq", "max_len"))}
+        ).logits
         ref = _qwen3("sdpa")(**model_inputs(packed, "sdpa")).logits
     assert seen == [None, None]  # no [L, L] mask for a pack
     torch.testing.assert_close(with_cu, ref, atol=1e-5, rtol=1e-5)
@@ -94,8 +106,13 @@ def test_packed_attention_gets_no_mask_and_derives_boundaries_from_positions():
     assert cu_seqlens_from_positions(packed.position_ids).tolist() == [0, 6, 7, 12]
     assert cu_seqlens_from_positions(torch.arange(5)[None]) is None
     assert packed_causal_mask(batch_size=1, q_length=12, kv_length=12, attention_mask=None) is None
-    mask = packed_causal_mask(batch_size=2, q_length=3, kv_length=3, attention_mask=torch.ones(2, 3, dtype=torch.bool),
-                              allow_is_causal_skip=False)
+    mask = packed_causal_mask(
+        batch_size=2,
+        q_length=3,
+        kv_length=3,
+        attention_mask=torch.ones(2, 3, dtype=torch.bool),
+        allow_is_causal_skip=False,
+    )
     assert mask.shape == (2, 1, 3, 3)
 
 
@@ -115,8 +132,10 @@ def test_generation_with_kv_cache_unchanged():
     ids = torch.zeros(len(prompts), width, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, p in enumerate(prompts):  # left-padded, as generate_from_embeds does
-        ids[i, width - len(p):], mask[i, width - len(p):] = p, 1
-    gen = GenerationConfig(max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None, use_cache=True)
+        ids[i, width - len(p) :], mask[i, width - len(p) :] = p, 1
+    gen = GenerationConfig(
+        max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None, use_cache=True
+    )
     outs = {}
     for attn in ("auto", "sdpa"):
         model = _qwen3(attn).eval()
@@ -145,7 +164,10 @@ def test_auto_resolves_to_the_registered_function():
 
     assert transformers_attn_implementation("sdpa") == "sdpa"
     assert transformers_attn_implementation("auto") == PACKED
-    assert PACKED in AttentionInterface._global_mapping and PACKED in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping
+    assert (
+        PACKED in AttentionInterface._global_mapping
+        and PACKED in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping
+    )
 
 
 def test_compiled_layers_take_packs_of_any_length():

@@ -27,7 +27,12 @@ def _run(fn, hidden, head):
     head.zero_grad(set_to_none=True)
     loss, n = fn(h)
     (loss * 3.0).backward()  # a scaled loss, as the trainer's weighting does
-    return loss.detach(), n, h.grad, {k: p.grad.clone() for k, p in head.named_parameters() if p.grad is not None}
+    return (
+        loss.detach(),
+        n,
+        h.grad,
+        {k: p.grad.clone() for k, p in head.named_parameters() if p.grad is not None},
+    )
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 5, None])
@@ -59,7 +64,11 @@ def test_chunked_loss_bf16_close_to_full_logits():
     hidden, labels, head = _data(n=40, d=32, v=301, dtype=torch.bfloat16)
     ref = _run(lambda h: causal_lm_loss(head(h), labels), hidden, head)
     got = _run(lambda h: lm_head_loss(h, labels, head, 7), hidden, head)
-    assert got[0].dtype == torch.float32 and got[2].dtype == torch.bfloat16 and got[3]["weight"].dtype == torch.bfloat16
+    assert (
+        got[0].dtype == torch.float32
+        and got[2].dtype == torch.bfloat16
+        and got[3]["weight"].dtype == torch.bfloat16
+    )
     torch.testing.assert_close(got[0], ref[0], atol=1e-3, rtol=1e-3)
     torch.testing.assert_close(got[2].float(), ref[2].float(), atol=2e-3, rtol=2e-2)
     torch.testing.assert_close(got[3]["weight"].float(), ref[3]["weight"].float(), atol=2e-3, rtol=2e-2)
@@ -89,8 +98,13 @@ def test_lmm_training_path_equals_logits_path(tokenizer):
         out = model(batch, **kw)
         out.loss.backward()
         assert (out.logits is None) == (not kw)
-        results.append((out.loss.detach(), out.num_targets,
-                        {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        results.append(
+            (
+                out.loss.detach(),
+                out.num_targets,
+                {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+            )
+        )
     (a_loss, a_n, a_grads), (b_loss, b_n, b_grads) = results
     assert a_n == b_n > 0 and a_grads.keys() == b_grads.keys()
     torch.testing.assert_close(a_loss, b_loss, atol=1e-6, rtol=1e-6)

@@ -59,10 +59,10 @@ def test_visual_tokens_land_on_the_pad_positions(model, tokenizer):
         visual = model.encode_media(batch.media)
     spans = batch.text.media_spans
     assert visual.shape == (16, model.llm.config.hidden_size)
-    torch.testing.assert_close(embeds[0, spans[0][0]:spans[0][1]], visual[:8])
-    torch.testing.assert_close(embeds[0, spans[1][0]:spans[1][1]], visual[8:])
-    text_emb = model.llm.get_input_embeddings()(batch.text.input_ids[:, :spans[0][0]])
-    torch.testing.assert_close(embeds[:, :spans[0][0]], text_emb)
+    torch.testing.assert_close(embeds[0, spans[0][0] : spans[0][1]], visual[:8])
+    torch.testing.assert_close(embeds[0, spans[1][0] : spans[1][1]], visual[8:])
+    text_emb = model.llm.get_input_embeddings()(batch.text.input_ids[:, : spans[0][0]])
+    torch.testing.assert_close(embeds[:, : spans[0][0]], text_emb)
 
 
 def test_placeholder_count_mismatch_raises(model, tokenizer):

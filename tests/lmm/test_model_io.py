@@ -45,21 +45,34 @@ def _logits(m: LlavaOVModel, batch) -> torch.Tensor:
 
 def test_save_load_identical_logits(model, ckpt, tokenizer):
     meta = json.loads((ckpt / "llava_ov.json").read_text())
-    assert meta["model"]["llm"] == {"path": "llm", "from_scratch": None, "attn_implementation": "auto",
-                                    "tokenizer": None}
-    assert meta["model"]["tower"]["path"] == "vision_tower" and meta["model"]["projector"]["path"] == "projector.safetensors"
+    assert meta["model"]["llm"] == {
+        "path": "llm",
+        "from_scratch": None,
+        "attn_implementation": "auto",
+        "tokenizer": None,
+    }
+    assert (
+        meta["model"]["tower"]["path"] == "vision_tower"
+        and meta["model"]["projector"]["path"] == "projector.safetensors"
+    )
     assert "codec" not in meta and meta["version"] == 2
     processor = LlavaOVProcessor.from_pretrained(ckpt)
     assert processor.codec.mode == "frames" and processor.codec.decode.input_size == 28
     assert processor.chat == ChatFormat() and len(processor.tokenizer) == len(tokenizer)
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (ckpt / "llm").iterdir()}
-    assert "llava_ov" not in (ckpt / "llm" / "config.json").read_text()  # the LLM folder loads without our code
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
+        p.name for p in (ckpt / "llm").iterdir()
+    }
+    assert (
+        "llava_ov" not in (ckpt / "llm" / "config.json").read_text()
+    )  # the LLM folder loads without our code
     loaded = LlavaOVModel.from_pretrained(ckpt).eval()
     assert loaded.token_ids == model.token_ids
     batch = batch_of(mixed_items(tokenizer, model.tokens_counter()), tokenizer)
     torch.testing.assert_close(_logits(loaded, batch), _logits(model, batch), rtol=0, atol=0)
     # overrides apply on top of the saved config; a re-save of a loaded model stays relocatable
-    again = LlavaOVModel.from_pretrained(ckpt, llm={"attn_implementation": "eager"}, activation_checkpointing=True)
+    again = LlavaOVModel.from_pretrained(
+        ckpt, llm={"attn_implementation": "eager"}, activation_checkpointing=True
+    )
     assert again.config.llm.attn_implementation == "eager" and again.config.activation_checkpointing
     torch.testing.assert_close(_logits(again.eval(), batch), _logits(model, batch), atol=1e-5, rtol=1e-5)
 
@@ -75,7 +88,9 @@ def test_llm_from_local_hf_folder_with_embedding_resize(tokenizer, tmp_path):
     assert emb.shape[0] == len(tokenizer)  # grown to the tokenizer
     torch.testing.assert_close(emb[: len(tokenizer) - 6], small.get_input_embeddings().weight)
     ref = AutoModelForCausalLM.from_pretrained(tmp_path / "qwen")
-    torch.testing.assert_close(m.llm.model.layers[0].mlp.up_proj.weight, ref.model.layers[0].mlp.up_proj.weight)
+    torch.testing.assert_close(
+        m.llm.model.layers[0].mlp.up_proj.weight, ref.model.layers[0].mlp.up_proj.weight
+    )
     batch = batch_of(mixed_items(tokenizer, m.tokens_counter()), tokenizer)
     assert torch.isfinite(m(batch).loss)
 
@@ -119,8 +134,9 @@ class ForceTokens(LogitsProcessor):
 def _prompt_batch(model, tokenizer, question: str, with_media: bool = True):
     items = mixed_items(tokenizer, model.tokens_counter())
     media, kinds = (items[0].media, items[0].kinds) if with_media else ([], [])
-    prompt = build_prompt([{"from": "human", "value": question}], tokenizer,
-                          [model.tokens_counter()(s) for s in media], kinds)
+    prompt = build_prompt(
+        [{"from": "human", "value": question}], tokenizer, [model.tokens_counter()(s) for s in media], kinds
+    )
     return LMMItem("p", prompt, media, kinds)
 
 
@@ -163,21 +179,32 @@ def test_chat_cli(ckpt, tmp_path, capsys):
     bad = tmp_path / "broken.mp4"
     bad.write_text("not a video")
     cmd = [sys.executable, str(ROOT / "scripts" / "chat.py"), "--ckpt", str(ckpt), "--max-new-tokens", "3"]
-    ok = subprocess.run(cmd + ["--video", video, "What happens?"], capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        cmd + ["--video", video, "What happens?"], capture_output=True, text=True, timeout=120
+    )
     assert ok.returncode == 0, ok.stderr
     failed = subprocess.run(cmd + ["--video", str(bad), "What?"], capture_output=True, text=True, timeout=120)
     assert failed.returncode == 1 and failed.stdout == ""
     lines = failed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "broken.mp4" in lines[0], failed.stderr
     chat = _load_chat()  # in-process for the cheaper cases
-    assert chat.main(["--ckpt", str(ckpt), "--image", str(image), "--max-new-tokens", "2", "What is this?"]) == 0
+    assert (
+        chat.main(["--ckpt", str(ckpt), "--image", str(image), "--max-new-tokens", "2", "What is this?"]) == 0
+    )
     capsys.readouterr()
-    assert chat.main(["--ckpt", str(ckpt), "--video", video, "--mode", "collage", "--max-new-tokens", "2", "Q?"]) == 0
+    assert (
+        chat.main(["--ckpt", str(ckpt), "--video", video, "--mode", "collage", "--max-new-tokens", "2", "Q?"])
+        == 0
+    )
     warned = capsys.readouterr().err
     assert "trained with mode 'frames'; asking with --mode 'collage'" in warned  # a mode it never saw
     # --set takes one KEY=VALUE (repeatable): it no longer swallows the question
-    assert chat.main(["--ckpt", str(ckpt), "--video", video, "--set", "num_frames=2", "--max-new-tokens", "2",
-                      "Q?"]) == 0
+    assert (
+        chat.main(
+            ["--ckpt", str(ckpt), "--video", video, "--set", "num_frames=2", "--max-new-tokens", "2", "Q?"]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert chat.main(["--ckpt", str(tmp_path), "--image", str(image), "Q?"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -187,8 +214,12 @@ def test_chat_cli(ckpt, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {missing}: no such checkpoint folder"]
     if not torch.cuda.is_available():  # a device the machine lacks: one line, exit 2, before any loading
-        no_gpu = subprocess.run(cmd + ["--device", "cuda", "--image", str(image), "Q?"], capture_output=True,
-                                text=True, timeout=120)
+        no_gpu = subprocess.run(
+            cmd + ["--device", "cuda", "--image", str(image), "Q?"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         lines = [x for x in no_gpu.stderr.splitlines() if "[WARNING]" not in x]
         assert no_gpu.returncode == 2 and len(lines) == 1 and "has no CUDA GPU" in lines[0], no_gpu.stderr
 

@@ -19,19 +19,34 @@ def dense_sel(frames: int, gh: int, gw: int, seed: int = 0, patch: int = 14) -> 
     pos = np.stack([tt.ravel(), hh.ravel(), ww.ravel()], 1)
     pixels = rng.integers(0, 256, (len(pos), 3, patch, patch), dtype=np.uint8)
     mode = "image" if frames == 1 else "frames"
-    return PatchSelection(pos, pixels, np.ones(len(pos)), np.arange(frames), t, patch, (gh, gw), {"mode": mode})
+    return PatchSelection(
+        pos, pixels, np.ones(len(pos)), np.arange(frames), t, patch, (gh, gw), {"mode": mode}
+    )
 
 
 def sparse_sel(k: int = 7, seed: int = 0, patch: int = 14) -> PatchSelection:
     """A codec-like selection: ``k`` scattered patches of a 4-frame 4 × 4 clip."""
     full = dense_sel(4, 4, 4, seed, patch)
     keep = np.sort(np.random.default_rng(seed).choice(len(full), k, replace=False))
-    return PatchSelection(full.positions[keep], full.pixels[keep], np.ones(k), full.frame_ids, full.frame_t,
-                          patch, (4, 4), {"mode": "codec"})
+    return PatchSelection(
+        full.positions[keep],
+        full.pixels[keep],
+        np.ones(k),
+        full.frame_ids,
+        full.frame_t,
+        patch,
+        (4, 4),
+        {"mode": "codec"},
+    )
 
 
-def sample(key: str, media: list[PatchSelection], kinds: list[str], question: str = "What happens?",
-           answer: str = "A red cat runs.") -> MediaSample:
+def sample(
+    key: str,
+    media: list[PatchSelection],
+    kinds: list[str],
+    question: str = "What happens?",
+    answer: str = "A red cat runs.",
+) -> MediaSample:
     value = "".join(f"<{k}>\n" for k in kinds) + question
     record = {"conversations": [{"from": "human", "value": value}, {"from": "gpt", "value": answer}]}
     return MediaSample(key, record, media, kinds, "test")

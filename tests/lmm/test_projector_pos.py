@@ -80,7 +80,9 @@ def test_none_leaves_outputs_unchanged_and_sincos_changes_them(tokenizer):
         ref = base(batch, return_logits=True).logits
         # "none": the projector ignores positions even when a caller passes them
         feats = torch.randn(6, base.vision_tower.hidden_size)
-        torch.testing.assert_close(base.projector(feats, _grid(6, 1, 1)), base.projector(feats), rtol=0, atol=0)
+        torch.testing.assert_close(
+            base.projector(feats, _grid(6, 1, 1)), base.projector(feats), rtol=0, atol=0
+        )
         assert not torch.allclose(with_pos(batch, return_logits=True).logits, ref)
 
 
@@ -92,10 +94,13 @@ def test_encode_media_with_positions(tokenizer, merge):
     pos = _grid(2, 4, 4)
     p = model.vision_tower.patch_size
     media = MediaBatch(
-        pixels=torch.randint(0, 255, (len(pos), 3, p, p), dtype=torch.uint8), positions=pos,
+        pixels=torch.randint(0, 255, (len(pos), 3, p, p), dtype=torch.uint8),
+        positions=pos,
         cu_seqlens=torch.tensor([0, len(pos)], dtype=torch.int32),
         num_tokens=torch.tensor([len(pos) // (4 if merge == 2 else 1)], dtype=torch.int32),
-        grid_hw=torch.tensor([[4, 4]], dtype=torch.int32), kinds=["video"], patch_size=p,
+        grid_hw=torch.tensor([[4, 4]], dtype=torch.int32),
+        kinds=["video"],
+        patch_size=p,
     )
     with torch.no_grad():
         out = model.encode_media(media)
@@ -113,4 +118,6 @@ def test_save_load_keeps_the_option(tokenizer, tmp_path):
     assert loaded.config.projector.pos_embed == "sincos3d" and loaded.projector.pos_embed == "sincos3d"
     batch = batch_of(mixed_items(tokenizer, model.tokens_counter()), tokenizer)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(batch, return_logits=True).logits, model(batch, return_logits=True).logits, rtol=0, atol=0)
+        torch.testing.assert_close(
+            loaded(batch, return_logits=True).logits, model(batch, return_logits=True).logits, rtol=0, atol=0
+        )

@@ -21,7 +21,9 @@ HOLD = "from llava_ov.train.lock import RunLock; import sys, time; RunLock.acqui
 
 
 def _holder(folder: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -32,8 +34,14 @@ def test_live_holder_refuses_and_dead_holder_is_taken_over(tmp_path, caplog):
         with pytest.raises(ConfigError, match=rf"held by a live run \(host .*, pid {proc.pid}, started "):
             RunLock.acquire(tmp_path, heartbeat=False)
         env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LLAVA_OV_DEBUG")}
-        res = subprocess.run([sys.executable, "scripts/train_lmm.py", f"output_dir={tmp_path}"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=300)
+        res = subprocess.run(
+            [sys.executable, "scripts/train_lmm.py", f"output_dir={tmp_path}"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         lines = [x for x in res.stderr.splitlines() if x.strip() and "[WARNING]" not in x]
         assert res.returncode == 2 and len(lines) == 1 and f"pid {proc.pid}" in lines[0], res.stderr
     finally:

@@ -121,8 +121,16 @@ def test_clip_rows_hold_consecutive_frames_in_the_temporal_slot():
     frames = [pil_image(64, 64, seed) for seed in (1, 2)]  # ≥ the processor's min_pixels: no resize
     sels = [patchify_image(f, CodecConfig(mode="image", patch_size=16))[0] for f in frames]
     pos = np.concatenate([s.positions + np.array([t, 0, 0], np.int32) for s, t in zip(sels, (0, 63))])
-    sel = PatchSelection(pos, np.concatenate([s.pixels for s in sels]), np.ones(len(pos)), np.arange(2),
-                         np.array([0, 63], np.int32), 16, (4, 4), {"mode": "frames"})
+    sel = PatchSelection(
+        pos,
+        np.concatenate([s.pixels for s in sels]),
+        np.ones(len(pos)),
+        np.arange(2),
+        np.array([0, 63], np.int32),
+        16,
+        (4, 4),
+        {"mode": "frames"},
+    )
     rows = build_inputs(media_of([sel])).rows.view(-1, 3, 2, 16, 16)
     ref = hf_image_processor()(images=frames, return_tensors="pt")["pixel_values"].view(2, -1, 3, 2, 16, 16)
     for k in range(2):
@@ -166,8 +174,9 @@ def test_odd_frames_and_grid_are_padded_by_repeating_the_last_frame_row_and_colu
     t = np.array([0, 31, 62, 63])  # any increasing t: only the order matters inside the tower
     tt, hh, ww = np.meshgrid(t, np.arange(4), np.arange(6), indexing="ij")
     pos = np.stack([tt.ravel(), hh.ravel(), ww.ravel()], 1).astype(np.int32)
-    explicit = PatchSelection(pos, padded.reshape(-1, 3, 16, 16), np.ones(len(pos)), np.arange(4), t, 16,
-                              (4, 6), {"mode": "frames"})
+    explicit = PatchSelection(
+        pos, padded.reshape(-1, 3, 16, 16), np.ones(len(pos)), np.arange(4), t, 16, (4, 6), {"mode": "frames"}
+    )
     with torch.no_grad():
         a, b = tower(media_of([sel])), tower(media_of([explicit]))
     assert a.counts == b.counts == [12]
@@ -177,20 +186,44 @@ def test_odd_frames_and_grid_are_padded_by_repeating_the_last_frame_row_and_colu
 def test_unsorted_patches_give_the_same_tokens(tower):
     sel = clip(2, 2, 4, seed=4)
     perm = np.random.default_rng(0).permutation(len(sel))
-    shuffled = PatchSelection(sel.positions[perm], sel.pixels[perm], sel.scores, sel.frame_ids, sel.frame_t, 16,
-                              sel.grid_hw, sel.meta)
+    shuffled = PatchSelection(
+        sel.positions[perm],
+        sel.pixels[perm],
+        sel.scores,
+        sel.frame_ids,
+        sel.frame_t,
+        16,
+        sel.grid_hw,
+        sel.meta,
+    )
     with torch.no_grad():
         assert torch.equal(tower(media_of([sel])).features, tower(media_of([shuffled])).features)
 
 
 def test_sparse_or_mismatched_media_are_refused(tower):
     sel = clip(2, 4, 4)
-    sparse = PatchSelection(sel.positions[:-3], sel.pixels[:-3], sel.scores[:-3], sel.frame_ids, sel.frame_t, 16,
-                            sel.grid_hw, {"mode": "codec"})
+    sparse = PatchSelection(
+        sel.positions[:-3],
+        sel.pixels[:-3],
+        sel.scores[:-3],
+        sel.frame_ids,
+        sel.frame_t,
+        16,
+        sel.grid_hw,
+        {"mode": "codec"},
+    )
     with pytest.raises(ValueError, match="media item 0: .*dense frames of one grid"):
         tower(media_of([sparse]))
-    dup = PatchSelection(np.concatenate([sel.positions[:-1], sel.positions[:1]]), sel.pixels, sel.scores,
-                         sel.frame_ids, sel.frame_t, 16, sel.grid_hw, sel.meta)
+    dup = PatchSelection(
+        np.concatenate([sel.positions[:-1], sel.positions[:1]]),
+        sel.pixels,
+        sel.scores,
+        sel.frame_ids,
+        sel.frame_t,
+        16,
+        sel.grid_hw,
+        sel.meta,
+    )
     with pytest.raises(ValueError, match="duplicate patch positions"):
         tower(media_of([dup]))
     small = dense_sel(1, 2, 2, patch=14)
@@ -258,17 +291,23 @@ def _full_checkpoint(directory: Path, edit=None, sharded: bool = True):
     hf = Qwen3VLVisionModel(Qwen3VLVisionConfig(**vision_cfg)).eval()
     state = {f"model.visual.{k}": v.contiguous() for k, v in hf.state_dict().items()}
     assert any(".deepstack_merger_list." in k for k in state)
-    llm = {"model.language_model.embed_tokens.weight": torch.randn(10, 8),
-           "model.language_model.norm.weight": torch.ones(8), "lm_head.weight": torch.randn(10, 8)}
+    llm = {
+        "model.language_model.embed_tokens.weight": torch.randn(10, 8),
+        "model.language_model.norm.weight": torch.ones(8),
+        "lm_head.weight": torch.randn(10, 8),
+    }
     if edit is not None:
         edit(state)
     directory.mkdir(parents=True, exist_ok=True)
     if sharded:  # vision split over two shards with LLM tensors; a third, LLM-only shard is never opened
         names = sorted(state)
-        shards = {"model-00001-of-00003.safetensors": {**{k: state[k] for k in names[::2]},
-                                                       "model.language_model.norm.weight": llm.pop(
-                                                           "model.language_model.norm.weight")},
-                  "model-00002-of-00003.safetensors": {k: state[k] for k in names[1::2]}}
+        shards = {
+            "model-00001-of-00003.safetensors": {
+                **{k: state[k] for k in names[::2]},
+                "model.language_model.norm.weight": llm.pop("model.language_model.norm.weight"),
+            },
+            "model-00002-of-00003.safetensors": {k: state[k] for k in names[1::2]},
+        }
         for file, tensors in shards.items():
             save_file(tensors, str(directory / file), metadata={"format": "pt"})
         (directory / "model-00003-of-00003.safetensors").write_bytes(b"not safetensors: must stay unread")
@@ -277,12 +316,16 @@ def _full_checkpoint(directory: Path, edit=None, sharded: bool = True):
         (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     else:
         save_file({**state, **llm}, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    config = {"model_type": "qwen3_vl", "architectures": ["Qwen3VLForConditionalGeneration"],
-              "vision_config": {**vision_cfg, "model_type": "qwen3_vl", "hidden_act": "gelu_pytorch_tanh"},
-              "text_config": {"model_type": "qwen3_vl_text", "hidden_size": 8, "vocab_size": 10}}
+    config = {
+        "model_type": "qwen3_vl",
+        "architectures": ["Qwen3VLForConditionalGeneration"],
+        "vision_config": {**vision_cfg, "model_type": "qwen3_vl", "hidden_act": "gelu_pytorch_tanh"},
+        "text_config": {"model_type": "qwen3_vl_text", "hidden_size": 8, "vocab_size": 10},
+    }
     (directory / "config.json").write_text(json.dumps(config))
-    (directory / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [0.5] * 3,
-                                                                   "patch_size": 16}))
+    (directory / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "patch_size": 16})
+    )
     return hf
 
 
@@ -309,8 +352,9 @@ def test_missing_vision_key_fails_loudly(tmp_path):
 
 
 def test_unexpected_vision_key_fails_loudly(tmp_path):
-    _full_checkpoint(tmp_path, edit=lambda s: s.update({"model.visual.blocks.0.attn.extra": torch.zeros(2)}),
-                     sharded=False)
+    _full_checkpoint(
+        tmp_path, edit=lambda s: s.update({"model.visual.blocks.0.attn.extra": torch.zeros(2)}), sharded=False
+    )
     with pytest.raises(ValueError, match=r"unexpected keys \(1\): \['blocks.0.attn.extra'\]"):
         build_qwen3_vit(TowerConfig(name="qwen3_vit", path=str(tmp_path), output_layer=-1))
 
@@ -318,7 +362,9 @@ def test_unexpected_vision_key_fails_loudly(tmp_path):
 def test_a_config_that_does_not_fit_the_weights_fails_loudly(tower, tmp_path):
     tower.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="unexpected keys.*blocks.1"):  # depth 1 model, 2 blocks saved
-        build_qwen3_vit(TowerConfig(name="qwen3_vit", path=str(tmp_path), output_layer=-1, overrides={"depth": 1}))
+        build_qwen3_vit(
+            TowerConfig(name="qwen3_vit", path=str(tmp_path), output_layer=-1, overrides={"depth": 1})
+        )
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "siglip_vision_model"}))
     with pytest.raises(ValueError, match="neither a Qwen3-VL checkpoint"):
         build_qwen3_vit(TowerConfig(name="qwen3_vit", path=str(tmp_path), output_layer=-1))
@@ -327,15 +373,18 @@ def test_a_config_that_does_not_fit_the_weights_fails_loudly(tower, tmp_path):
 # ----------------------------------------------------------------------------- config checks
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(output_layer=-2), "output_layer must be -1"),
-    (dict(output_layer=-1, size="huge"), "unknown size 'huge'"),
-    (dict(output_layer=-1, overrides={"nope": 1}), r"unknown override keys \['nope'\]"),
-    (dict(output_layer=-1, overrides={"deepstack_visual_indexes": [0]}), "deepstack_visual_indexes"),
-    (dict(output_layer=-1, overrides={"depth": "two"}), "depth"),
-    (dict(output_layer=-1, overrides={"num_heads": 3}), "num_heads"),
-    (dict(output_layer=-1, overrides={"image_std": [0.5, 0.5]}), "image_std"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(output_layer=-2), "output_layer must be -1"),
+        (dict(output_layer=-1, size="huge"), "unknown size 'huge'"),
+        (dict(output_layer=-1, overrides={"nope": 1}), r"unknown override keys \['nope'\]"),
+        (dict(output_layer=-1, overrides={"deepstack_visual_indexes": [0]}), "deepstack_visual_indexes"),
+        (dict(output_layer=-1, overrides={"depth": "two"}), "depth"),
+        (dict(output_layer=-1, overrides={"num_heads": 3}), "num_heads"),
+        (dict(output_layer=-1, overrides={"image_std": [0.5, 0.5]}), "image_std"),
+    ],
+)
 def test_validate_rejects_bad_settings(kw, match):
     cfg = TowerConfig(name="qwen3_vit", **{"size": "debug", **kw})
     with pytest.raises(ConfigError, match=match):
@@ -347,13 +396,22 @@ def test_validate_rejects_bad_settings(kw, match):
 def test_validate_accepts_presets_and_real_keys():
     for size in PRESETS:
         validate_qwen3_vit(TowerConfig(name="qwen3_vit", size=size, output_layer=-1))
-    validate_qwen3_vit(debug_cfg(overrides={"depth": 1, "attn_implementation": "eager", "image_mean": [0.4] * 3}))
-    assert spec_qwen3_vit(TowerConfig(name="qwen3_vit", size="8b", output_layer=-1)) == spec_qwen3_vit(debug_cfg())
+    validate_qwen3_vit(
+        debug_cfg(overrides={"depth": 1, "attn_implementation": "eager", "image_mean": [0.4] * 3})
+    )
+    assert spec_qwen3_vit(TowerConfig(name="qwen3_vit", size="8b", output_layer=-1)) == spec_qwen3_vit(
+        debug_cfg()
+    )
 
 
 def test_the_tower_section_and_overrides_set_options():
-    cfg = TowerConfig(name="qwen3_vit", size="debug", output_layer=-1, qwen3_vit={"depth": 1, "image_mean": [0.4] * 3},
-                      overrides={"image_mean": [0.3] * 3})
+    cfg = TowerConfig(
+        name="qwen3_vit",
+        size="debug",
+        output_layer=-1,
+        qwen3_vit={"depth": 1, "image_mean": [0.4] * 3},
+        overrides={"image_mean": [0.3] * 3},
+    )
     tw = build_tower(cfg)
     assert len(tw.model.blocks) == 1 and tw.image_mean == (0.3, 0.3, 0.3)
     with pytest.raises(ConfigError, match=r"unknown override keys \['typo'\]"):

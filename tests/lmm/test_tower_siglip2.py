@@ -52,8 +52,9 @@ def tower() -> Siglip2Tower:
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> dict[int, PatchSelection]:
     """Frames-mode selections (patch 16, 80 × 80 → 5 × 5 patches) with 3 and 5 frames of one video."""
-    path = make_clip(tmp_path_factory.mktemp("siglip2") / "mover.mp4", "mover", width=96, height=80,
-                     num_frames=12, seed=2).path
+    path = make_clip(
+        tmp_path_factory.mktemp("siglip2") / "mover.mp4", "mover", width=96, height=80, num_frames=12, seed=2
+    ).path
     out = {}
     for frames in (3, 5):
         cfg = CodecConfig(mode="frames", patch_size=P, num_frames=frames)
@@ -78,7 +79,9 @@ def test_inputs_match_the_transformers_processor():
             ref = proc(images=[img], return_tensors="pt", **kwargs)  # sizes are multiples of 16: no resize
             assert ref["spatial_shapes"].tolist() == [list(sel.grid_hw)]
             assert ours["spatial_shapes"][i].tolist() == list(sel.grid_hw)
-            torch.testing.assert_close(ours["pixel_values"][i, :n], ref["pixel_values"][0, :n], rtol=0, atol=1e-6)
+            torch.testing.assert_close(
+                ours["pixel_values"][i, :n], ref["pixel_values"][0, :n], rtol=0, atol=1e-6
+            )
             assert int(ref["pixel_attention_mask"].sum()) == n == int(ours["pixel_attention_mask"][i].sum())
             assert ours["pixel_attention_mask"][i, :n].all() and ref["pixel_attention_mask"][0, :n].all()
     assert ours["pixel_attention_mask"].sum(1).tolist() == [15, 8] and not ours["pixel_values"][1, 8:].any()
@@ -153,7 +156,10 @@ def test_output_layer_and_unused_parameters(tower):
         Siglip2Tower(tower.vision_model, 3)
     tower.vision_model.requires_grad_(True)
     Siglip2Tower(tower.vision_model, -1).requires_grad_(True)  # re-freezes only the head
-    assert not tower.vision_model.head.probe.requires_grad and tower.vision_model.post_layernorm.weight.requires_grad
+    assert (
+        not tower.vision_model.head.probe.requires_grad
+        and tower.vision_model.post_layernorm.weight.requires_grad
+    )
 
 
 def test_activation_checkpointing_same_grads():
@@ -175,8 +181,17 @@ def _tiny_full_model(seed: int = 0):
     from transformers import Siglip2Config, Siglip2Model
 
     torch.manual_seed(seed)
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64,
-                max_position_embeddings=16, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    text = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        vocab_size=64,
+        max_position_embeddings=16,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     return Siglip2Model(Siglip2Config(text_config=text, vision_config=PRESETS["debug"])).eval()
 
 
@@ -238,14 +253,22 @@ def test_missing_or_extra_keys_fail_loudly(tower, tmp_path):
 
 def test_validate_and_spec(tmp_path):
     validate_siglip2(DEBUG)
-    validate_siglip2(TowerConfig(name="siglip2", size="so400m", output_layer=-28, overrides={"attn_implementation": "eager"}))
+    validate_siglip2(
+        TowerConfig(
+            name="siglip2", size="so400m", output_layer=-28, overrides={"attn_implementation": "eager"}
+        )
+    )
     assert spec_siglip2(TowerConfig(name="siglip2", size="so400m")).patch_size == 16
-    assert spec_siglip2(TowerConfig(name="siglip2", size="debug", overrides={"patch_size": 14})).patch_size == 14
+    assert (
+        spec_siglip2(TowerConfig(name="siglip2", size="debug", overrides={"patch_size": 14})).patch_size == 14
+    )
     bad = {
         "unknown Siglip2VisionConfig override": TowerConfig(name="siglip2", overrides={"hidden_sizee": 8}),
         "unknown SigLIP2 size 'huge'": TowerConfig(name="siglip2", size="huge"),
         r"output_layer must be in \[-3, 2\]": TowerConfig(name="siglip2", output_layer=-4),
-        "flash-attention": TowerConfig(name="siglip2", overrides={"attn_implementation": "flash_attention_2"}),
+        "flash-attention": TowerConfig(
+            name="siglip2", overrides={"attn_implementation": "flash_attention_2"}
+        ),
         "hidden_size": TowerConfig(name="siglip2", overrides={"hidden_size": "wide"}),
     }
     for message, cfg in bad.items():
@@ -277,7 +300,12 @@ def test_lmm_training_step_with_siglip2(tokenizer):
     assert torch.isfinite(out.loss) and out.num_targets > 0
     out.loss.backward()
     tower = model.vision_tower
-    for module in (tower.vision_model.embeddings, tower.vision_model.encoder.layers[0], model.projector, model.llm):
+    for module in (
+        tower.vision_model.embeddings,
+        tower.vision_model.encoder.layers[0],
+        model.projector,
+        model.llm,
+    ):
         grads = [p.grad for p in module.parameters() if p.requires_grad]
         assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
         assert sum(float(g.abs().sum()) for g in grads) > 0
@@ -297,9 +325,13 @@ def test_lmm_text_only_batch_and_checkpoint_round_trip(tokenizer, tmp_path):
     out.loss.backward()
     patch_grad = model.vision_tower.vision_model.embeddings.patch_embedding.weight.grad
     assert torch.isfinite(out.loss) and patch_grad is not None and not patch_grad.any()
-    item = make_item(sample("a", [dense_sel(2, 2, 3, 1, patch=P)], ["video"]), tokenizer, model.tokens_counter())
+    item = make_item(
+        sample("a", [dense_sel(2, 2, 3, 1, patch=P)], ["video"]), tokenizer, model.tokens_counter()
+    )
     batch = batch_of([item], tokenizer)
     loaded = LlavaOVModel.from_pretrained(model.save_pretrained(tmp_path / "ckpt")).eval()
     assert isinstance(loaded.vision_tower, Siglip2Tower) and loaded.config.tower.size == "debug"
     with torch.no_grad():
-        torch.testing.assert_close(loaded(batch, return_logits=True).logits, model(batch, return_logits=True).logits, rtol=0, atol=0)
+        torch.testing.assert_close(
+            loaded(batch, return_logits=True).logits, model(batch, return_logits=True).logits, rtol=0, atol=0
+        )

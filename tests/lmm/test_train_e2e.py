@@ -15,8 +15,21 @@ from llava_ov.train import train
 
 pytestmark = pytest.mark.slow
 
-FIELDS = {"stage", "step", "global_step", "loss", "grad_norm", "tokens_per_s", "visual_tokens_per_s", "mfu",
-          "data_wait_s", "peak_mem_gb", "step_time_s", "skipped", "samples"}
+FIELDS = {
+    "stage",
+    "step",
+    "global_step",
+    "loss",
+    "grad_norm",
+    "tokens_per_s",
+    "visual_tokens_per_s",
+    "mfu",
+    "data_wait_s",
+    "peak_mem_gb",
+    "step_time_s",
+    "skipped",
+    "samples",
+}
 
 
 @pytest.fixture(scope="session")
@@ -41,16 +54,27 @@ def test_align_then_sft_run(tiny_run):
     for stage in ("align", "sft"):
         assert (out / stage / "final" / "llava_ov.json").is_file()
         recs = records(out, stage)
-        assert [r["step"] for r in recs] == list(range(1, len(recs) + 1)) and len(recs) == results[stage].steps
+        assert [r["step"] for r in recs] == list(range(1, len(recs) + 1)) and len(recs) == results[
+            stage
+        ].steps
         assert FIELDS <= set(recs[0])
         assert any(k.startswith("lr/") for k in recs[0])
-    assert {k for k in records(out, "align")[0] if k.startswith("lr/")} == {"lr/projector", "lr/projector/no_decay"}
+    assert {k for k in records(out, "align")[0] if k.startswith("lr/")} == {
+        "lr/projector",
+        "lr/projector/no_decay",
+    }
     sft = records(out, "sft")
     assert {"lr/vision", "lr/projector", "lr/llm"} <= set(sft[0])
     assert sft[0]["global_step"] == records(out, "align")[-1]["global_step"] + 1
     assert (out / "loss_curve.png").stat().st_size > 1000
     summary = json.loads((out / "sft" / "eval.json").read_text())
-    assert summary["n"] == 20 and set(summary["per_type"]) == {"direction", "which_moved", "appeared", "count", "color"}
+    assert summary["n"] == 20 and set(summary["per_type"]) == {
+        "direction",
+        "which_moved",
+        "appeared",
+        "count",
+        "color",
+    }
     assert all(0.0 < t["chance"] < 1.0 for t in summary["per_type"].values())
     assert results["sft"].eval["accuracy"] == summary["accuracy"]
 
@@ -73,8 +97,12 @@ def test_stage_export_loads_and_generates(tiny_run, data_root):
     assert len(outputs) == 3 and all(len(o) <= 2 for o in outputs)
     # the exported processor asks the held-out questions exactly as the trainer's evaluator does
     source = data.eval_sources[0]
-    raw = next(iter_raw_samples(resolve_shards(data, source), ReadConfig(0, 0, False, 0, 1, shuffle_shards=False)))
-    question = json.loads(raw["json"])["conversations"][0]["value"]  # "<video>\nWhich ...? Answer with one word."
+    raw = next(
+        iter_raw_samples(resolve_shards(data, source), ReadConfig(0, 0, False, 0, 1, shuffle_shards=False))
+    )
+    question = json.loads(raw["json"])["conversations"][0][
+        "value"
+    ]  # "<video>\nWhich ...? Answer with one word."
     assert question.startswith("<video>\n")
     for text in (question, question.removeprefix("<video>\n")):  # placeholder given, or put in front
         again = processor.prompt(text, [PatchSelection.from_bytes(raw["npz"])])
@@ -99,9 +127,19 @@ def test_align_changes_only_the_projector(tiny_run, tmp_path, data_root):
 
 def test_lora_sft_merges_on_export(tiny_run, tmp_path, data_root):
     out, _ = tiny_run
-    cfg = tiny_config(tmp_path, data_root, stage="sft", **{
-        "sft.init_from": out / "align" / "final", "sft.lora.enabled": True, "sft.lora.r": 4,
-        "sft.trainable": "[projector, llm]", "sft.evaluate": False, "sft.optim.lr": 1e-2})
+    cfg = tiny_config(
+        tmp_path,
+        data_root,
+        stage="sft",
+        **{
+            "sft.init_from": out / "align" / "final",
+            "sft.lora.enabled": True,
+            "sft.lora.r": 4,
+            "sft.trainable": "[projector, llm]",
+            "sft.evaluate": False,
+            "sft.optim.lr": 1e-2,
+        },
+    )
     train(cfg)
     export = tmp_path / "sft" / "final"
     names = _weights(export)
@@ -127,9 +165,17 @@ def test_corrupt_clip_is_skipped_and_counted(tiny_run, tmp_path, data_root):
                 break
             mp4 = raw["mp4"] if i != 0 else raw["mp4"][:200] + b"\x00garbage" * 64  # truncated, corrupt clip
             writer.write(raw["__key__"], raw["json"], [("mp4", mp4)])
-    cfg = tiny_config(tmp_path / "run", data_root, stage="align", **{
-        "data.sources": f"[{{name: with_corrupt, shards: {shard_dir}, media_kind: video}}]",
-        "data.shuffle_buffer": 0, "align.max_steps": 3, "align.evaluate": False})
+    cfg = tiny_config(
+        tmp_path / "run",
+        data_root,
+        stage="align",
+        **{
+            "data.sources": f"[{{name: with_corrupt, shards: {shard_dir}, media_kind: video}}]",
+            "data.shuffle_buffer": 0,
+            "align.max_steps": 3,
+            "align.evaluate": False,
+        },
+    )
     results = train(cfg)
     assert results["align"].steps == 3 and results["align"].data["skipped"]["corrupt_media"] >= 1
     last = records(tmp_path / "run", "align")[-1]
@@ -138,9 +184,17 @@ def test_corrupt_clip_is_skipped_and_counted(tiny_run, tmp_path, data_root):
 
 def test_zero3_one_rank_smoke(tiny_run, tmp_path, data_root):
     out, _ = tiny_run
-    cfg = tiny_config(tmp_path, data_root, stage="sft", **{
-        "sft.init_from": out / "align" / "final", "sft.max_steps": 2, "sft.evaluate": False,
-        "deepspeed.zero_stage": 3})
+    cfg = tiny_config(
+        tmp_path,
+        data_root,
+        stage="sft",
+        **{
+            "sft.init_from": out / "align" / "final",
+            "sft.max_steps": 2,
+            "sft.evaluate": False,
+            "deepspeed.zero_stage": 3,
+        },
+    )
     results = train(cfg)
     assert results["sft"].steps == 2
     assert all(r["loss"] > 0 for r in records(tmp_path, "sft"))

@@ -13,8 +13,9 @@ from llava_ov.train.build import stage_data_config
 
 
 def test_media_budget_sets_the_codec_settings(tmp_path):
-    cfg = tiny_config(tmp_path, tmp_path / "data", **{"media.budget": 96, "media.clip_frames": 16,
-                                                      "media.input_size": 112})
+    cfg = tiny_config(
+        tmp_path, tmp_path / "data", **{"media.budget": 96, "media.clip_frames": 16, "media.input_size": 112}
+    )
     codec = stage_data_config(cfg, cfg.sft).codec
     assert codec["mode"] == "codec" and codec["select"]["budget"] == 96
     assert codec["decode"]["num_frames"] == 16 and codec["decode"]["input_size"] == 112
@@ -27,18 +28,23 @@ def test_media_budget_sets_the_codec_settings(tmp_path):
 def test_one_key_swaps_the_tower_at_the_same_budget(tmp_path, tower, frames, side, patch):
     """The embedded default with only model.tower.name changed: the same 128 LLM tokens per clip, as
     uniformly sampled frames sized for that tower (media.mode=auto)."""
-    cfg = tiny_config(tmp_path, tmp_path / "data", **{"model.tower.name": tower, "model.tower.output_layer": -1})
+    cfg = tiny_config(
+        tmp_path, tmp_path / "data", **{"model.tower.name": tower, "model.tower.output_layer": -1}
+    )
     codec = stage_data_config(cfg, cfg.sft).codec
     assert codec["mode"] == "frames" and codec["patch_size"] == patch
     assert (codec["num_frames"], codec["decode"]["input_size"]) == (frames, side)
     assert cfg.model.tower.options == {}  # the OV-Encoder's own settings stay with it
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"media.budget": 4, "media.mode": "frames"}, "below one token"),
-    ({"media.budget": 64, "media.mode": "sparse"}, "media.mode"),
-    ({"media.budget": 64, "media.projector_merge": 2}, "projector"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"media.budget": 4, "media.mode": "frames"}, "below one token"),
+        ({"media.budget": 64, "media.mode": "sparse"}, "media.mode"),
+        ({"media.budget": 64, "media.projector_merge": 2}, "projector"),
+    ],
+)
 def test_bad_media_settings_fail_at_load(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         tiny_config(tmp_path, tmp_path / "data", **overrides)
@@ -46,9 +52,18 @@ def test_bad_media_settings_fail_at_load(tmp_path, overrides, message):
 
 @pytest.mark.slow
 def test_run_logs_llm_tokens_and_tower_patches_per_sample(tmp_path):
-    cfg = tiny_config(tmp_path / "run", tmp_path / "data", **{
-        "media.budget": 64, "media.mode": "frames", "stages": "[sft]", "sft.init_from": "null",
-        "sft.max_steps": 2, "sft.evaluate": False})
+    cfg = tiny_config(
+        tmp_path / "run",
+        tmp_path / "data",
+        **{
+            "media.budget": 64,
+            "media.mode": "frames",
+            "stages": "[sft]",
+            "sft.init_from": "null",
+            "sft.max_steps": 2,
+            "sft.evaluate": False,
+        },
+    )
     train(cfg)
     recs = records(tmp_path / "run", "sft")
     # 8 frames of 2x2 patches (28 px): 32 LLM tokens per clip, one patch each
@@ -79,5 +94,7 @@ def test_full_recipes_share_one_budget_and_load_offline(stage):
         cfg = load_train_config(root / f"{name}_qwen3_1.7b_{stage}.yaml")
         plans[cfg.model.tower.name] = media_plan(cfg.media, tower_spec(cfg.model.tower))
     assert {p.llm_tokens for p in plans.values()} == {2048}
-    assert plans["ov_encoder"].mode == "codec" and plans["siglip2"].mode == plans["qwen3_vit"].mode == "frames"
+    assert (
+        plans["ov_encoder"].mode == "codec" and plans["siglip2"].mode == plans["qwen3_vit"].mode == "frames"
+    )
     assert plans["qwen3_vit"].tower_tokens == 4 * 2048  # equal LLM tokens is not equal tower compute

@@ -63,9 +63,16 @@ def test_data_stream_resumes_exactly(data_root, tmp_path):
 
 
 def test_exact_resume_one_rank(data_root, tmp_path):
-    common = {"stages": "[align]", "align.trainable": "[vision, projector, llm]", "align.max_steps": 6,
-              "align.evaluate": False, "checkpoint.every": 3, "data.num_workers": 2,
-              "align.optim.warmup_steps": 2, "log.plot": False}
+    common = {
+        "stages": "[align]",
+        "align.trainable": "[vision, projector, llm]",
+        "align.max_steps": 6,
+        "align.evaluate": False,
+        "checkpoint.every": 3,
+        "data.num_workers": 2,
+        "align.optim.warmup_steps": 2,
+        "log.plot": False,
+    }
     full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
     train(tiny_config(full_dir, data_root, **common))
     full = records(full_dir, "align")
@@ -96,7 +103,9 @@ def test_two_rank_zero2_on_cpu_and_resume(data_root, tmp_path):
     align = records(full_dir, "align")
     assert [r["step"] for r in align] == [1, 2, 3, 4]
     assert all(r["samples"] >= 2 for r in align)  # both ranks' samples are counted
-    assert (full_dir / "sft" / "final" / "llava_ov.json").is_file() and (full_dir / "sft" / "eval.json").is_file()
+    assert (full_dir / "sft" / "final" / "llava_ov.json").is_file() and (
+        full_dir / "sft" / "eval.json"
+    ).is_file()
     ckpt = full_dir / "align" / "checkpoints" / "step_00000002"
     assert (ckpt / "rank_00000.pt").is_file() and (ckpt / "rank_00001.pt").is_file()
 
@@ -114,9 +123,16 @@ def test_two_rank_zero2_on_cpu_and_resume(data_root, tmp_path):
 def test_compiled_blocks_with_checkpointing_resume_exactly(data_root, tmp_path):
     """``model.compile`` (aot_eager: no code generation on CI) with activation checkpointing: the run trains,
     resumes bitwise and matches the eager run (packs of changing length: tests/lmm/test_llm_attention.py)."""
-    common = {"stages": "[align]", "align.trainable": "[vision, projector, llm]", "align.max_steps": 4,
-              "align.evaluate": False, "checkpoint.every": 2, "model.activation_checkpointing": True,
-              "align.optim.warmup_steps": 1, "log.plot": False}
+    common = {
+        "stages": "[align]",
+        "align.trainable": "[vision, projector, llm]",
+        "align.max_steps": 4,
+        "align.evaluate": False,
+        "checkpoint.every": 2,
+        "model.activation_checkpointing": True,
+        "align.optim.warmup_steps": 1,
+        "log.plot": False,
+    }
     compiled = {**common, "model.compile": True, "model.compile_backend": "aot_eager"}
     full_dir, resumed_dir, eager_dir = tmp_path / "full", tmp_path / "resumed", tmp_path / "eager"
     train(tiny_config(full_dir, data_root, **compiled))

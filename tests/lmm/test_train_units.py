@@ -38,7 +38,9 @@ def test_schedule_warmup_peak_end():
     assert lr_factor(9, total, warm) == pytest.approx(1.0)  # peak at the end of the warmup
     assert lr_factor(10, total, warm) == pytest.approx(1.0)
     mid = warm + (total - warm - 1) / 2
-    assert lr_factor(int(mid), total, warm) == pytest.approx(0.5 + 0.5 * math.cos(math.pi * (int(mid) - warm) / 89))
+    assert lr_factor(int(mid), total, warm) == pytest.approx(
+        0.5 + 0.5 * math.cos(math.pi * (int(mid) - warm) / 89)
+    )
     assert lr_factor(total - 1, total, warm) == pytest.approx(0.0)  # min_ratio reached at the last step
     assert lr_factor(total - 1, total, warm, min_ratio=0.1) == pytest.approx(0.1)
     assert lr_factor(50, total, warm, "constant") == 1.0
@@ -94,7 +96,9 @@ def test_lora_leaves_llm_frozen_but_adapters(tiny_model):
     import copy
 
     model = copy.deepcopy(tiny_model)
-    configure_trainable(model, StageConfig(trainable=["projector", "llm"], lora=LoraConfig(enabled=True, r=4)))
+    configure_trainable(
+        model, StageConfig(trainable=["projector", "llm"], lora=LoraConfig(enabled=True, r=4))
+    )
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     llm = [n for n in trainable if n.startswith("llm.")]
     assert llm and all("lora_" in n for n in llm)
@@ -113,10 +117,21 @@ def test_deepspeed_config_presets_file_and_auto(tmp_path):
     assert cfg["zero_optimization"]["stage"] == 3 and cfg["gradient_accumulation_steps"] == 4
     assert cfg["bf16"]["enabled"] is False  # fp32 on CPU
     file = tmp_path / "ds.json"
-    file.write_text(json.dumps({"gradient_accumulation_steps": "auto", "zero_optimization": {"stage": 2,
-                                "reduce_bucket_size": 1000}, "bf16": {"enabled": "auto"}}))
-    cfg = deepspeed_config(DeepSpeedConfig(zero_stage=3, config_file=str(file), overrides={"gradient_clipping": 0.5}),
-                           env, grad_accum=4, grad_clip=1.0)
+    file.write_text(
+        json.dumps(
+            {
+                "gradient_accumulation_steps": "auto",
+                "zero_optimization": {"stage": 2, "reduce_bucket_size": 1000},
+                "bf16": {"enabled": "auto"},
+            }
+        )
+    )
+    cfg = deepspeed_config(
+        DeepSpeedConfig(zero_stage=3, config_file=str(file), overrides={"gradient_clipping": 0.5}),
+        env,
+        grad_accum=4,
+        grad_clip=1.0,
+    )
     assert cfg["gradient_accumulation_steps"] == 4 and cfg["bf16"]["enabled"] is False
     assert cfg["zero_optimization"]["stage"] == 2 and cfg["zero_optimization"]["reduce_bucket_size"] == 1000
     assert cfg["gradient_clipping"] == 0.5
@@ -162,7 +177,10 @@ def test_entry_point_reports_config_error(capsys, monkeypatch):
 def test_overrides_merge_mappings_key_by_key():
     cfg = load_train_config(DEFAULT_YAML, ["data.max_tokens=2048", "model.llm.from_scratch.hidden_size=96"])
     assert cfg.data["max_tokens"] == 2048 and "num_workers" in cfg.data  # YAML keys kept
-    assert cfg.model.llm.from_scratch["hidden_size"] == 96 and cfg.model.llm.from_scratch["num_hidden_layers"] == 2
+    assert (
+        cfg.model.llm.from_scratch["hidden_size"] == 96
+        and cfg.model.llm.from_scratch["num_hidden_layers"] == 2
+    )
 
 
 def test_full_recipes_load():
@@ -170,7 +188,9 @@ def test_full_recipes_load():
 
     align = load_train_config(ROOT / "configs/train/ov_large_qwen3_1.7b_align.yaml")
     sft = load_train_config(ROOT / "configs/train/ov_large_qwen3_1.7b_sft.yaml")
-    assert align.stages == ["align"] and align.align.trainable == ["projector"] and align.align.optim.lr == 1e-3
+    assert (
+        align.stages == ["align"] and align.align.trainable == ["projector"] and align.align.optim.lr == 1e-3
+    )
     assert align.align.optim.warmup_ratio == 0.03 and align.align.optim.schedule == "cosine"
     assert sft.stages == ["sft"] and sft.deepspeed.zero_stage == 3 and sft.sft.optim.lr == 1e-5
     assert sft.sft.optim.lr_vision == 2e-6 and sft.model.llm.attn_implementation == "auto"
@@ -198,21 +218,33 @@ def test_flop_model_counts_matmuls_attention_and_backward_passes(tokenizer):
     model = tiny_model(tokenizer)
     lm = model.llm
     c = lm.config
-    per_layer = (c.hidden_size * c.num_attention_heads * c.head_dim * 2  # q, o
-                 + c.hidden_size * c.num_key_value_heads * c.head_dim * 2  # k, v
-                 + 3 * c.hidden_size * c.intermediate_size)  # gate, up, down
+    per_layer = (
+        c.hidden_size * c.num_attention_heads * c.head_dim * 2  # q, o
+        + c.hidden_size * c.num_key_value_heads * c.head_dim * 2  # k, v
+        + 3 * c.hidden_size * c.intermediate_size
+    )  # gate, up, down
     fm = flop_model(model)
-    assert fm.llm == Part(c.num_hidden_layers * per_layer, c.num_hidden_layers * c.num_attention_heads * c.head_dim,
-                          causal=True, passes=3)
+    assert fm.llm == Part(
+        c.num_hidden_layers * per_layer,
+        c.num_hidden_layers * c.num_attention_heads * c.head_dim,
+        causal=True,
+        passes=3,
+    )
     assert fm.lm_head.matmul_params == len(tokenizer) * c.hidden_size
     vit = model.vision_tower.encoder.config
     assert fm.vision.attn_width == model.vision_tower.layer_index * vit.hidden_size
     unused = set(model.vision_tower.unused_parameter_names())
-    assert fm.vision.matmul_params < sum(p.numel() for n, p in model.vision_tower.named_parameters() if n not in unused)
+    assert fm.vision.matmul_params < sum(
+        p.numel() for n, p in model.vision_tower.named_parameters() if n not in unused
+    )
     # one step: 2 samples (3 and 5 tokens, 4 targets), 2 visual tokens, 6 patches in one media item
     got = fm.step_flops(text_tokens=8, targets=4, visual_tokens=2, patches=6, sample_sq=9 + 25, media_sq=36)
-    want = (3 * (2 * fm.llm.matmul_params * 8 + 4 * 34 * fm.llm.attn_width * 0.5) + 3 * 2 * fm.lm_head.matmul_params * 4
-            + 3 * 2 * fm.projector.matmul_params * 2 + 3 * (2 * fm.vision.matmul_params * 6 + 4 * 36 * fm.vision.attn_width))
+    want = (
+        3 * (2 * fm.llm.matmul_params * 8 + 4 * 34 * fm.llm.attn_width * 0.5)
+        + 3 * 2 * fm.lm_head.matmul_params * 4
+        + 3 * 2 * fm.projector.matmul_params * 2
+        + 3 * (2 * fm.vision.matmul_params * 6 + 4 * 36 * fm.vision.attn_width)
+    )
     assert got == pytest.approx(want)
     # align: only the projector trains -> the LLM passes gradients (2x), the frozen tower runs forward only (1x)
     model.requires_grad_(False)
@@ -225,10 +257,17 @@ def test_answer_normalisation_and_summary():
     assert normalize_answer(" Left.", one_word=True) == "left"
     assert normalize_answer("<think>\n\n</think>\n\nRed!", one_word=True) == "red"
     assert normalize_answer("two times", one_word=True) == "two"
-    recs = [{"qtype": "direction", "answer": a, "prediction": p, "correct": a == p}
-            for a, p in [("left", "left"), ("right", "left"), ("up", "up"), ("down", "down")]]
-    recs += [{"qtype": "count", "answer": a, "prediction": "one", "correct": a == "one"} for a in ("one", "two", "two")]
+    recs = [
+        {"qtype": "direction", "answer": a, "prediction": p, "correct": a == p}
+        for a, p in [("left", "left"), ("right", "left"), ("up", "up"), ("down", "down")]
+    ]
+    recs += [
+        {"qtype": "count", "answer": a, "prediction": "one", "correct": a == "one"}
+        for a in ("one", "two", "two")
+    ]
     s = summarize(recs)
     assert s["per_type"]["direction"]["accuracy"] == 0.75 and s["per_type"]["direction"]["chance"] == 0.25
-    assert s["per_type"]["count"]["chance"] == 0.5 and s["per_type"]["count"]["majority"] == pytest.approx(2 / 3)
+    assert s["per_type"]["count"]["chance"] == 0.5 and s["per_type"]["count"]["majority"] == pytest.approx(
+        2 / 3
+    )
     assert s["accuracy"] == pytest.approx(4 / 7) and s["n"] == 7

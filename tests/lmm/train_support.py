@@ -26,7 +26,7 @@ def tiny_overrides(out_dir: Path, data_root: Path, **extra: object) -> list[str]
         "data.num_workers": 0,
         "data.shuffle_buffer": 8,
         "model.llm.from_scratch": "{hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, "
-                                  "num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16}",
+        "num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16}",
         "align.max_steps": 3,
         "sft.max_steps": 4,
         "log.progress": False,

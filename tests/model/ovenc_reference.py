@@ -43,8 +43,15 @@ def _linear(sd: dict, name: str, x: Tensor) -> Tensor:
     return x @ sd[f"{name}.weight"].T + sd[f"{name}.bias"]
 
 
-def ref_blocks(sd: dict, x: Tensor, pos: Tensor, num_heads: int, num_layers: int, mask: Tensor | None = None,
-               eps: float = 1e-6) -> list[Tensor]:
+def ref_blocks(
+    sd: dict,
+    x: Tensor,
+    pos: Tensor,
+    num_heads: int,
+    num_layers: int,
+    mask: Tensor | None = None,
+    eps: float = 1e-6,
+) -> list[Tensor]:
     """layernorm_pre + blocks on [L, D] tokens; returns [after pre-norm, after block 1, ...]."""
     length, d = x.shape
     hd = d // num_heads
@@ -77,17 +84,29 @@ def ref_head(sd: dict, x: Tensor, num_heads: int, eps: float = 1e-6) -> Tensor:
     d = x.shape[-1]
     probe = sd["head.probe"].reshape(1, 1, d)
     out, _ = F.multi_head_attention_forward(
-        probe.transpose(0, 1), x[:, None], x[:, None], d, num_heads,
-        sd["head.attention.in_proj_weight"], sd["head.attention.in_proj_bias"], None, None, False, 0.0,
-        sd["head.attention.out_proj.weight"], sd["head.attention.out_proj.bias"], need_weights=False,
+        probe.transpose(0, 1),
+        x[:, None],
+        x[:, None],
+        d,
+        num_heads,
+        sd["head.attention.in_proj_weight"],
+        sd["head.attention.in_proj_bias"],
+        None,
+        None,
+        False,
+        0.0,
+        sd["head.attention.out_proj.weight"],
+        sd["head.attention.out_proj.bias"],
+        need_weights=False,
     )
     a = out[0, 0]
     n = F.rms_norm(a, (d,), sd["head.norm.weight"], eps)
     return a + _linear(sd, "head.mlp.fc2", F.gelu(_linear(sd, "head.mlp.fc1", n)))
 
 
-def ref_encode_frames(sd: dict, frames: Tensor, t_ids: list[int], num_heads: int, num_layers: int,
-                      patch: int) -> tuple[Tensor, list[Tensor], Tensor]:
+def ref_encode_frames(
+    sd: dict, frames: Tensor, t_ids: list[int], num_heads: int, num_layers: int, patch: int
+) -> tuple[Tensor, list[Tensor], Tensor]:
     """The released dense path for one clip: frames [T, 3, H, W] (normalised) -> (last, states, pooled)."""
     emb = F.conv2d(frames, sd["embeddings.patch_embedding.weight"], stride=patch)  # [T, D, gh, gw]
     t, d, gh, gw = emb.shape
@@ -98,8 +117,9 @@ def ref_encode_frames(sd: dict, frames: Tensor, t_ids: list[int], num_heads: int
     return last, states, ref_head(sd, last, num_heads)
 
 
-def ref_encode_pack(sd: dict, patches: Tensor, pos: Tensor, cu: list[int], num_heads: int,
-                    num_layers: int) -> tuple[Tensor, list[Tensor], Tensor]:
+def ref_encode_pack(
+    sd: dict, patches: Tensor, pos: Tensor, cu: list[int], num_heads: int, num_layers: int
+) -> tuple[Tensor, list[Tensor], Tensor]:
     """Dense masked reference on a pack: one attention over all tokens with a block-diagonal mask."""
     d = sd["embeddings.patch_embedding.weight"].shape[0]
     x = patches.reshape(patches.shape[0], -1) @ sd["embeddings.patch_embedding.weight"].reshape(d, -1).T

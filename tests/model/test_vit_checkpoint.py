@@ -18,11 +18,19 @@ D, FF, LAYERS, HEADS, P = 64, 128, 2, 2, 14
 def released_state_dict(seed: int = 0, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
     """Random weights with exactly the released names and shapes (notes §1), built independently."""
     g = torch.Generator().manual_seed(seed)
-    shapes = {"embeddings.patch_embedding.weight": (D, 3, P, P), "head.probe": (1, 1, D),
-              "head.attention.in_proj_weight": (3 * D, D), "head.attention.in_proj_bias": (3 * D,),
-              "head.attention.out_proj.weight": (D, D), "head.attention.out_proj.bias": (D,),
-              "head.norm.weight": (D,), "head.mlp.fc1.weight": (FF, D), "head.mlp.fc1.bias": (FF,),
-              "head.mlp.fc2.weight": (D, FF), "head.mlp.fc2.bias": (D,)}
+    shapes = {
+        "embeddings.patch_embedding.weight": (D, 3, P, P),
+        "head.probe": (1, 1, D),
+        "head.attention.in_proj_weight": (3 * D, D),
+        "head.attention.in_proj_bias": (3 * D,),
+        "head.attention.out_proj.weight": (D, D),
+        "head.attention.out_proj.bias": (D,),
+        "head.norm.weight": (D,),
+        "head.mlp.fc1.weight": (FF, D),
+        "head.mlp.fc1.bias": (FF,),
+        "head.mlp.fc2.weight": (D, FF),
+        "head.mlp.fc2.bias": (D,),
+    }
     for norm in ("layernorm_pre", "layernorm_post"):
         shapes |= {f"{norm}.weight": (D,), f"{norm}.bias": (D,)}
     for i in range(LAYERS):
@@ -32,8 +40,12 @@ def released_state_dict(seed: int = 0, dtype: torch.dtype = torch.bfloat16) -> d
         shapes |= {f"{p}.self_attn.out_proj.weight": (D, D), f"{p}.self_attn.out_proj.bias": (D,)}
         for n in (1, 2):
             shapes |= {f"{p}.layer_norm{n}.weight": (D,), f"{p}.layer_norm{n}.bias": (D,)}
-        shapes |= {f"{p}.mlp.fc1.weight": (FF, D), f"{p}.mlp.fc1.bias": (FF,),
-                   f"{p}.mlp.fc2.weight": (D, FF), f"{p}.mlp.fc2.bias": (D,)}
+        shapes |= {
+            f"{p}.mlp.fc1.weight": (FF, D),
+            f"{p}.mlp.fc1.bias": (FF,),
+            f"{p}.mlp.fc2.weight": (D, FF),
+            f"{p}.mlp.fc2.bias": (D,),
+        }
     sd = {k: 0.2 * torch.randn(s, generator=g) for k, s in shapes.items()}
     for k in sd:
         if k.endswith("norm.weight") or ("norm" in k and k.endswith(".weight")):
@@ -43,13 +55,28 @@ def released_state_dict(seed: int = 0, dtype: torch.dtype = torch.bfloat16) -> d
 
 RELEASED_CONFIG = {
     "architectures": ["OneVisionEncoderModel"],
-    "auto_map": {"AutoConfig": "configuration_onevision_encoder.OneVisionEncoderConfig",
-                 "AutoModel": "modeling_onevision_encoder.OneVisionEncoderModel"},
-    "model_type": "onevision_encoder", "hidden_size": D, "intermediate_size": FF,
-    "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_channels": 3, "image_size": 448,
-    "patch_size": P, "hidden_act": "gelu", "layer_norm_eps": 1e-6, "layer_norm_type": "layer_norm",
-    "attention_dropout": 0.0, "initializer_range": 0.02, "rope_theta": 10000.0, "rope_temporal_size": 64,
-    "use_head": True, "torch_dtype": "bfloat16", "transformers_version": "4.53.1",
+    "auto_map": {
+        "AutoConfig": "configuration_onevision_encoder.OneVisionEncoderConfig",
+        "AutoModel": "modeling_onevision_encoder.OneVisionEncoderModel",
+    },
+    "model_type": "onevision_encoder",
+    "hidden_size": D,
+    "intermediate_size": FF,
+    "num_hidden_layers": LAYERS,
+    "num_attention_heads": HEADS,
+    "num_channels": 3,
+    "image_size": 448,
+    "patch_size": P,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-6,
+    "layer_norm_type": "layer_norm",
+    "attention_dropout": 0.0,
+    "initializer_range": 0.02,
+    "rope_theta": 10000.0,
+    "rope_temporal_size": 64,
+    "use_head": True,
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.53.1",
 }
 
 
@@ -58,7 +85,8 @@ def _write_released(path, sd):
     save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
     (path / "config.json").write_text(json.dumps(RELEASED_CONFIG))
     (path / "preprocessor_config.json").write_text(
-        json.dumps({"image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3], "do_normalize": True}))
+        json.dumps({"image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3], "do_normalize": True})
+    )
 
 
 def test_save_load_round_trip_is_bitwise(tmp_path):
@@ -87,7 +115,9 @@ def test_load_released_layout(tmp_path):
     img = torch.randn(3, 2 * P, 2 * P)
     with torch.no_grad():
         out = model.forward_images([img])
-        last, _, pooled = ref_encode_frames({k: v.float() for k, v in sd.items()}, img[None], [0], HEADS, LAYERS, P)
+        last, _, pooled = ref_encode_frames(
+            {k: v.float() for k, v in sd.items()}, img[None], [0], HEADS, LAYERS, P
+        )
     torch.testing.assert_close(out.last_hidden_state, last, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.pooled[0], pooled, atol=1e-5, rtol=1e-5)
 
@@ -116,7 +146,9 @@ def test_strict_key_errors(tmp_path):
     bad = dict(sd)
     bad.pop("head.norm.weight")
     bad["video_rope.inv_freq_t"] = torch.zeros(8)
-    with pytest.raises(ValueError, match=r"(?s)missing keys \(1\).*head\.norm\.weight.*unexpected keys.*video_rope"):
+    with pytest.raises(
+        ValueError, match=r"(?s)missing keys \(1\).*head\.norm\.weight.*unexpected keys.*video_rope"
+    ):
         load_state_dict_strict(model, bad)
     bad = dict(sd)
     bad["head.probe"] = torch.zeros(1, 1, D + 1)

@@ -35,8 +35,14 @@ def _model(**kw) -> OVEncoder:
 def _selection(k: int, seed: int) -> FakeSelection:
     g = torch.Generator().manual_seed(seed)
     pixels = torch.randint(0, 256, (k, 3, P, P), dtype=torch.uint8, generator=g)
-    pos = torch.stack([torch.randint(0, 64, (k,), generator=g), torch.randint(0, 16, (k,), generator=g),
-                       torch.randint(0, 16, (k,), generator=g)], 1).to(torch.int32)
+    pos = torch.stack(
+        [
+            torch.randint(0, 64, (k,), generator=g),
+            torch.randint(0, 16, (k,), generator=g),
+            torch.randint(0, 16, (k,), generator=g),
+        ],
+        1,
+    ).to(torch.int32)
     return FakeSelection(pixels, pos)
 
 
@@ -57,7 +63,7 @@ def test_pack_images_and_videos_layout():
     # patch i of frame 0 holds the right pixels
     img = torch.arange(3 * 2 * P * 3 * P).view(3, 2 * P, 3 * P)
     patches = pack_images([img], P).pixels
-    torch.testing.assert_close(patches[4], img[:, P:2 * P, P:2 * P])
+    torch.testing.assert_close(patches[4], img[:, P : 2 * P, P : 2 * P])
 
 
 def test_packing_invariance():
@@ -118,7 +124,10 @@ def test_selection_errors():
         (lambda x, p, c: (x, p, torch.tensor([0, 4, 9], dtype=torch.int32)), "end at the number of patches"),
         (lambda x, p, c: (x, p, torch.tensor([0, 4, 4, 10], dtype=torch.int32)), "empty sequence"),
         (lambda x, p, c: (x, p, torch.tensor([0], dtype=torch.int32)), "B \\+ 1 >= 2"),
-        (lambda x, p, c: (x, p + torch.tensor([64, 0, 0], dtype=torch.int32), c), r"t positions must lie in \[0, 64\)"),
+        (
+            lambda x, p, c: (x, p + torch.tensor([64, 0, 0], dtype=torch.int32), c),
+            r"t positions must lie in \[0, 64\)",
+        ),
         (lambda x, p, c: (x, p - torch.tensor([0, 0, 1], dtype=torch.int32), c), "non-negative"),
     ],
 )

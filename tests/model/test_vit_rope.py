@@ -76,11 +76,17 @@ def _scores(q, k, pos, mode):
 def test_clean_scores_depend_only_on_position_differences():
     torch.manual_seed(0)
     q, k = torch.randn(10, 2, 32), torch.randn(10, 2, 32)
-    pos = torch.stack([torch.randint(0, 20, (10,)), torch.randint(0, 16, (10,)), torch.randint(0, 16, (10,))], 1)
+    pos = torch.stack(
+        [torch.randint(0, 20, (10,)), torch.randint(0, 16, (10,)), torch.randint(0, 16, (10,))], 1
+    )
     shifted = pos + torch.tensor([30, 11, 5])
-    torch.testing.assert_close(_scores(q, k, pos, "clean"), _scores(q, k, shifted, "clean"), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(
+        _scores(q, k, pos, "clean"), _scores(q, k, shifted, "clean"), atol=1e-4, rtol=1e-5
+    )
     # the released rule is not relative (sanity check that the property is meaningful)
-    assert not torch.allclose(_scores(q, k, pos, "compatible"), _scores(q, k, shifted, "compatible"), atol=1e-2)
+    assert not torch.allclose(
+        _scores(q, k, pos, "compatible"), _scores(q, k, shifted, "compatible"), atol=1e-2
+    )
 
 
 @pytest.mark.parametrize("mode,invariant", [("clean", True), ("compatible", False)])

@@ -50,15 +50,19 @@ def test_attention_backends_match_dense_masked_fwd_and_grad(lengths, backend, ca
     info = SeqInfo.from_cu_seqlens(cu)
     w = torch.randn(n, 2, 16)
     results = []
-    for fn in (lambda q, k, v: varlen_attention(q, k, v, info, backend, causal=causal),
-               lambda q, k, v: _dense_masked(q, k, v, lengths, causal)):
+    for fn in (
+        lambda q, k, v: varlen_attention(q, k, v, info, backend, causal=causal),
+        lambda q, k, v: _dense_masked(q, k, v, lengths, causal),
+    ):
         qkv = [t.clone().requires_grad_(True) for t in base]
         out = fn(*qkv)
         (out * w).sum().backward()
         results.append([out.detach()] + [t.grad for t in qkv])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    c = varlen_attention(*(t.bfloat16() for t in base), info, backend, causal=causal)  # upcast path under bf16
+    c = varlen_attention(
+        *(t.bfloat16() for t in base), info, backend, causal=causal
+    )  # upcast path under bf16
     assert c.dtype == torch.bfloat16
     torch.testing.assert_close(c.float(), results[0][0], atol=3e-2, rtol=3e-2)
 

@@ -37,7 +37,9 @@ def _worker(rank: int, world: int, port: int, fn: Callable[..., Any], args: tupl
 
 def run_ranks(fn: Callable[..., Any], world: int, tmp: Path, *args: Any) -> list[Any]:
     """``fn(rank, world, *args)`` on ``world`` gloo ranks; its return values by rank (errors re-raised)."""
-    mp.start_processes(_worker, args=(world, _free_port(), fn, args, str(tmp)), nprocs=world, start_method="spawn")
+    mp.start_processes(
+        _worker, args=(world, _free_port(), fn, args, str(tmp)), nprocs=world, start_method="spawn"
+    )
     results = [pickle.loads(Path(tmp, f"rank{r}.pkl").read_bytes()) for r in range(world)]
     for status, value in results:
         if status == "error":

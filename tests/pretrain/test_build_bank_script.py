@@ -21,14 +21,20 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("syn")
-    cfg = SyntheticQAConfig(out_dir=str(out), num_train=24, num_heldout=4, size=64, num_frames=8, workers=1,
-                            samples_per_shard=10)
+    cfg = SyntheticQAConfig(
+        out_dir=str(out), num_train=24, num_heldout=4, size=64, num_frames=8, workers=1, samples_per_shard=10
+    )
     return [str(p) for p in generate_synthetic_qa(cfg, progress=False)["train"]]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "build_concept_bank.py"), "--no-progress", *args],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_concept_bank.py"), "--no-progress", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
 
 
 def test_pixels_teacher_concatenates_frames_in_order(shards):
@@ -43,22 +49,44 @@ def test_pixels_teacher_concatenates_frames_in_order(shards):
 
 
 def test_centred_pixels_keep_only_what_changes(shards):
-    plain = np.concatenate([b for _, b in embedding_stream(shards[:1], TeacherConfig(frames=4, input_size=32, pool=2))()])
+    plain = np.concatenate(
+        [b for _, b in embedding_stream(shards[:1], TeacherConfig(frames=4, input_size=32, pool=2))()]
+    )
     cfg = TeacherConfig(frames=4, input_size=32, pool=2, centre=True)
     centred = np.concatenate([b for _, b in embedding_stream(shards[:1], cfg)()]).reshape(-1, 4, 12)
     np.testing.assert_allclose(centred.sum(1), 0.0, atol=1e-5)  # each clip's mean frame is removed
-    np.testing.assert_allclose(centred, plain.reshape(-1, 4, 12) - plain.reshape(-1, 4, 12).mean(1, keepdims=True),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        centred, plain.reshape(-1, 4, 12) - plain.reshape(-1, 4, 12).mean(1, keepdims=True), atol=1e-5
+    )
 
 
 def test_script_builds_a_bank_keyed_by_sample(shards, tmp_path):
-    res = run("--shards", shards[0], shards[1], "--out", str(tmp_path / "bank"), "--centres", "4",
-              "--topk", "2", "--backend", "torch", "--frames", "4", "--input-size", "32")
+    res = run(
+        "--shards",
+        shards[0],
+        shards[1],
+        "--out",
+        str(tmp_path / "bank"),
+        "--centres",
+        "4",
+        "--topk",
+        "2",
+        "--backend",
+        "torch",
+        "--frames",
+        "4",
+        "--input-size",
+        "32",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     bank = ConceptBank(tmp_path / "bank")
     assert len(bank) == 20 and bank.num_centres == 4 and bank.labels.shape == (20, 2)  # two shards of 10
     summary = json.loads((tmp_path / "bank" / "bank.json").read_text())
-    assert summary["teacher"] == "pixels" and summary["skipped_samples"] == {} and "20 samples → 4 centres" in res.stdout
+    assert (
+        summary["teacher"] == "pixels"
+        and summary["skipped_samples"] == {}
+        and "20 samples → 4 centres" in res.stdout
+    )
     assert sorted((tmp_path / "bank.features").glob("*.npy"))  # the teacher's embeddings are kept
 
 
@@ -66,20 +94,60 @@ def test_ov_encoder_and_npy_teachers(shards, tmp_path):
     from encoder.model import OVEncoder
 
     OVEncoder.from_name("debug").save_pretrained(tmp_path / "enc")
-    res = run("--shards", shards[0], "--out", str(tmp_path / "b1"), "--teacher", "ov_encoder", "--teacher-path",
-              str(tmp_path / "enc"), "--centres", "3", "--topk", "1", "--frames", "2", "--input-size", "28")
+    res = run(
+        "--shards",
+        shards[0],
+        "--out",
+        str(tmp_path / "b1"),
+        "--teacher",
+        "ov_encoder",
+        "--teacher-path",
+        str(tmp_path / "enc"),
+        "--centres",
+        "3",
+        "--topk",
+        "1",
+        "--frames",
+        "2",
+        "--input-size",
+        "28",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     bank = ConceptBank(tmp_path / "b1")
     assert bank.dim == 2 * OVEncoder.from_name("debug").config.hidden_size  # 2 frames concatenated
     np.save(tmp_path / "e.npy", np.random.default_rng(0).normal(size=(12, 5)).astype(np.float32))
     (tmp_path / "k.txt").write_text("".join(f"k{i}\n" for i in range(12)))
-    res = run("--teacher", "npy", "--teacher-path", str(tmp_path / "e.npy"), "--keys", str(tmp_path / "k.txt"),
-              "--out", str(tmp_path / "b2"), "--centres", "3", "--topk", "2")
+    res = run(
+        "--teacher",
+        "npy",
+        "--teacher-path",
+        str(tmp_path / "e.npy"),
+        "--keys",
+        str(tmp_path / "k.txt"),
+        "--out",
+        str(tmp_path / "b2"),
+        "--centres",
+        "3",
+        "--topk",
+        "2",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert ConceptBank(tmp_path / "b2").labels_for("k11").shape == (2,)
     (tmp_path / "k.txt").write_text("k0\n")
-    res = run("--teacher", "npy", "--teacher-path", str(tmp_path / "e.npy"), "--keys", str(tmp_path / "k.txt"),
-              "--out", str(tmp_path / "b3"), "--centres", "3", "--topk", "2")
+    res = run(
+        "--teacher",
+        "npy",
+        "--teacher-path",
+        str(tmp_path / "e.npy"),
+        "--keys",
+        str(tmp_path / "k.txt"),
+        "--out",
+        str(tmp_path / "b3"),
+        "--centres",
+        "3",
+        "--topk",
+        "2",
+    )
     assert res.returncode == 2 and "has 1 keys but" in res.stderr
 
 
@@ -89,13 +157,32 @@ def test_transformers_tower_teacher(shards, tmp_path):
 
     torch.manual_seed(0)
     build_tower(TowerConfig(name="siglip2", size="debug")).save_pretrained(tmp_path / "siglip2")
-    res = run("--shards", shards[0], "--out", str(tmp_path / "b"), "--teacher", "tower", "--tower", "siglip2",
-              "--teacher-path", str(tmp_path / "siglip2"), "--centres", "3", "--topk", "1", "--frames", "2",
-              "--input-size", "32")
+    res = run(
+        "--shards",
+        shards[0],
+        "--out",
+        str(tmp_path / "b"),
+        "--teacher",
+        "tower",
+        "--tower",
+        "siglip2",
+        "--teacher-path",
+        str(tmp_path / "siglip2"),
+        "--centres",
+        "3",
+        "--topk",
+        "1",
+        "--frames",
+        "2",
+        "--input-size",
+        "32",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     bank = ConceptBank(tmp_path / "b")
     width = json.loads((tmp_path / "siglip2" / "config.json").read_text())["hidden_size"]
-    assert bank.dim == 2 * width and json.loads((tmp_path / "b" / "bank.json").read_text())["teacher"].startswith("tower:")
+    assert bank.dim == 2 * width and json.loads((tmp_path / "b" / "bank.json").read_text())[
+        "teacher"
+    ].startswith("tower:")
 
 
 def test_bad_settings_fail_before_any_work(tmp_path):

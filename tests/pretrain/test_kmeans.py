@@ -19,10 +19,15 @@ from encoder.pretrain.kmeans import (
     train_torch,
 )
 
-BACKENDS = ["torch", pytest.param("faiss", marks=pytest.mark.skipif(not faiss_available(), reason="faiss not installed"))]
+BACKENDS = [
+    "torch",
+    pytest.param("faiss", marks=pytest.mark.skipif(not faiss_available(), reason="faiss not installed")),
+]
 
 
-def blobs(k: int = 8, n: int = 150, d: int = 16, noise: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def blobs(
+    k: int = 8, n: int = 150, d: int = 16, noise: float = 0.05, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     dirs = np.linalg.qr(rng.normal(size=(d, d)))[0][:k]  # orthonormal: well separated on the sphere
     truth = np.repeat(np.arange(k), n)
@@ -32,7 +37,7 @@ def blobs(k: int = 8, n: int = 150, d: int = 16, noise: float = 0.05, seed: int 
 
 
 def chunks_of(x: np.ndarray, size: int = 97):
-    return lambda: (x[i:i + size] for i in range(0, len(x), size))
+    return lambda: (x[i : i + size] for i in range(0, len(x), size))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -41,7 +46,9 @@ def test_kmeans_recovers_separated_clusters(backend):
     # faiss seeds with random rows (8 equal clusters: a random seed set hits all 8 with p = 8!/8^8), hence
     # several runs; the torch path seeds with k-means++
     redo = 10 if backend == "faiss" else 1
-    result, total = train_kmeans(chunks_of(x), KMeansConfig(num_centres=8, iters=25, redo=redo, topk=1, backend=backend, seed=1))
+    result, total = train_kmeans(
+        chunks_of(x), KMeansConfig(num_centres=8, iters=25, redo=redo, topk=1, backend=backend, seed=1)
+    )
     assert total == len(x) and result.centres.shape == (8, 16)
     np.testing.assert_allclose(np.linalg.norm(result.centres, axis=1), 1.0, rtol=1e-5)
     ids, _ = TopK(result.centres, 1, backend=backend)(x)
@@ -86,10 +93,19 @@ def test_topk_is_exact(backend):
 def test_build_bank_writes_labels_by_key_and_rejects_mismatched_data(tmp_path):
     x, truth = blobs(k=4, n=60)
     keys = [f"s{i:04d}" for i in range(len(x))]
-    stream = lambda: ((keys[i:i + 50], x[i:i + 50]) for i in range(0, len(x), 50))  # noqa: E731
-    summary = build_bank(stream, KMeansConfig(num_centres=4, topk=3, iters=20, backend="torch"), tmp_path / "bank",
-                         {"teacher": "test"}, progress=False)
-    assert summary["num_samples"] == 240 and summary["empty_clusters"] == 0 and summary["cluster_size"]["min"] == 60
+    stream = lambda: ((keys[i : i + 50], x[i : i + 50]) for i in range(0, len(x), 50))  # noqa: E731
+    summary = build_bank(
+        stream,
+        KMeansConfig(num_centres=4, topk=3, iters=20, backend="torch"),
+        tmp_path / "bank",
+        {"teacher": "test"},
+        progress=False,
+    )
+    assert (
+        summary["num_samples"] == 240
+        and summary["empty_clusters"] == 0
+        and summary["cluster_size"]["min"] == 60
+    )
     bank = ConceptBank(tmp_path / "bank")
     assert len(bank) == 240 and bank.num_centres == 4 and bank.labels.shape == (240, 3)
     top1 = {int(t): set() for t in truth}
@@ -112,7 +128,9 @@ def test_build_bank_writes_labels_by_key_and_rejects_mismatched_data(tmp_path):
 def test_label_bank_for_ocr_words(tmp_path):
     from encoder.pretrain.bank import write_label_bank
 
-    bank = write_label_bank(tmp_path / "ocr", ["a", "b", "c"], [[5, 9, 1], [2], []], num_classes=10, meta={"vocab": "w"})
+    bank = write_label_bank(
+        tmp_path / "ocr", ["a", "b", "c"], [[5, 9, 1], [2], []], num_classes=10, meta={"vocab": "w"}
+    )
     assert bank.num_centres == 10 and bank.labels.shape == (3, 3)
     assert bank.labels_for("b").tolist() == [2, -1, -1] and bank.labels_for("c").tolist() == [-1, -1, -1]
     with pytest.raises(ConfigError, match="outside the 10 classes"):
@@ -126,7 +144,11 @@ def test_two_level_faiss_path_for_large_banks():
     x, truth = blobs(k=16, n=120, d=32)
     cfg = KMeansConfig(num_centres=16, iters=20, topk=1, backend="faiss", two_level_from=16, seed=0)
     result, _ = train_kmeans(chunks_of(x), cfg)
-    assert result.backend == "faiss-two-level" and result.centres.shape == (16, 32) and result.stats["coarse"] == 4
+    assert (
+        result.backend == "faiss-two-level"
+        and result.centres.shape == (16, 32)
+        and result.stats["coarse"] == 4
+    )
     ids, _ = TopK(result.centres, 1)(x)
     purity = np.mean([np.bincount(ids[truth == t, 0]).max() / (truth == t).sum() for t in range(16)])
     assert purity >= 0.9  # each true cluster lands (almost) entirely on one centre

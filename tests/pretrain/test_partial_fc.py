@@ -14,17 +14,28 @@ from encoder.pretrain import PartialFC, dense_margin_softmax, draw_labels, shard
 C, D, L, K = 23, 16, 4, 3  # centres, dim, stored labels, drawn labels
 
 
-def problem(sizes: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+def problem(
+    sizes: list[int], seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     bank = torch.randn(C, D, generator=g)
     embs = [torch.randn(n, D, generator=g) for n in sizes]
     labels = []
     for n in sizes:
-        lab = torch.stack([torch.randperm(C, generator=g)[:L] for _ in range(n)]) if n else torch.zeros(0, L, dtype=torch.long)
+        lab = (
+            torch.stack([torch.randperm(C, generator=g)[:L] for _ in range(n)])
+            if n
+            else torch.zeros(0, L, dtype=torch.long)
+        )
         if n > 1:
             lab[1, 2:] = -1  # a sample with only two labels (pads)
         labels.append(lab)
-    return bank, embs, labels, [draw_labels(lab, K, torch.Generator().manual_seed(100 + r)) for r, lab in enumerate(labels)]
+    return (
+        bank,
+        embs,
+        labels,
+        [draw_labels(lab, K, torch.Generator().manual_seed(100 + r)) for r, lab in enumerate(labels)],
+    )
 
 
 def rank_step(rank: int, world: int, sizes: list[int], rate: float = 1.0) -> dict:
@@ -33,8 +44,14 @@ def rank_step(rank: int, world: int, sizes: list[int], rate: float = 1.0) -> dic
     emb = embs[rank].clone().requires_grad_(True)
     out = head(emb, labels[rank], torch.Generator().manual_seed(100 + rank))
     out.loss.backward()
-    return {"loss": float(out.loss.detach()), "emb_grad": emb.grad, "w_grad": head.weight.grad, "bounds": (head.start, head.end),
-            "sampled": out.num_sampled, "local": head.num_local}
+    return {
+        "loss": float(out.loss.detach()),
+        "emb_grad": emb.grad,
+        "w_grad": head.weight.grad,
+        "bounds": (head.start, head.end),
+        "sampled": out.num_sampled,
+        "local": head.num_local,
+    }
 
 
 def dense_reference(sizes: list[int]) -> tuple[float, torch.Tensor, torch.Tensor]:
@@ -51,7 +68,7 @@ def check(results: list[dict], sizes: list[int]) -> None:
     starts = [0, *torch.tensor(sizes).cumsum(0).tolist()]
     for r, res in enumerate(results):
         assert res["loss"] == pytest.approx(loss, rel=1e-5)  # the same loss on every rank
-        torch.testing.assert_close(res["emb_grad"], g_emb[starts[r]:starts[r + 1]], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(res["emb_grad"], g_emb[starts[r] : starts[r + 1]], rtol=1e-4, atol=1e-6)
         a, b = res["bounds"]
         torch.testing.assert_close(res["w_grad"], g_w[a:b], rtol=1e-4, atol=1e-6)
 
@@ -100,7 +117,9 @@ def test_sampled_loss_equals_dense_over_the_sampled_centres():
     remap = torch.full((C,), -1, dtype=torch.long)
     remap[idx] = torch.arange(len(idx))
     sub_stored = torch.where(labels >= 0, remap[labels.clamp(min=0)], -1)
-    expected = dense_margin_softmax(emb, bank[idx], sub_stored, remap[drawn.clamp(min=0)].masked_fill(drawn < 0, -1))
+    expected = dense_margin_softmax(
+        emb, bank[idx], sub_stored, remap[drawn.clamp(min=0)].masked_fill(drawn < 0, -1)
+    )
     assert float(out.loss) == pytest.approx(float(expected), rel=1e-5)
 
 
@@ -132,7 +151,11 @@ def dp_step(rank: int, world: int, sizes: list[int]) -> dict:
     if world > 1:
         for g in grads:
             dist.all_reduce(g)
-    return {"backbone": [g / world for g in grads], "centres": head.weight.grad / world, "bounds": (head.start, head.end)}
+    return {
+        "backbone": [g / world for g in grads],
+        "centres": head.weight.grad / world,
+        "bounds": (head.start, head.end),
+    }
 
 
 def test_data_parallel_scaling_gives_the_single_process_gradient(tmp_path):

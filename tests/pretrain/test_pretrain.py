@@ -26,7 +26,9 @@ def data_root(tmp_path_factory):
 def bank(data_root, tmp_path_factory):
     """The bank (built by a first 1-step run), shared by the tests."""
     out = tmp_path_factory.mktemp("bank_run")
-    pretrain(tiny_config(out, data_root, data_root / "bank", **{"pretrain.max_steps": 1, "checkpoint.every": 0}))
+    pretrain(
+        tiny_config(out, data_root, data_root / "bank", **{"pretrain.max_steps": 1, "checkpoint.every": 0})
+    )
     return data_root / "bank"
 
 
@@ -37,32 +39,59 @@ def weights(final) -> dict[str, torch.Tensor]:
 def test_the_bank_is_built_and_the_loss_falls(data_root, bank, tmp_path):
     summary = json.loads((bank / "bank.json").read_text())
     assert summary["num_samples"] == 32 and summary["num_centres"] == 8 and summary["teacher"] == "pixels"
-    res = pretrain(tiny_config(tmp_path, data_root, bank, **{"pretrain.max_steps": 30, "checkpoint.every": 0,
-                                                            "pretrain.optim.lr": 3e-3}))
+    res = pretrain(
+        tiny_config(
+            tmp_path,
+            data_root,
+            bank,
+            **{"pretrain.max_steps": 30, "checkpoint.every": 0, "pretrain.optim.lr": 3e-3},
+        )
+    )
     recs = records(tmp_path)
     assert [r["step"] for r in recs] == list(range(1, 31)) and all(r["samples"] == 4 for r in recs)
     first, last = np.mean([r["loss"] for r in recs[:5]]), np.mean([r["loss"] for r in recs[-5:]])
     assert last < 0.8 * first, (first, last)
     assert sum(r.get(f"mode/{m}", 0) * 4 for r in recs for m in ("codec", "frames", "collage")) == 120
-    assert {m for r in recs for m in ("codec", "frames", "collage") if r.get(f"mode/{m}")} == {"codec", "frames", "collage"}
+    assert {m for r in recs for m in ("codec", "frames", "collage") if r.get(f"mode/{m}")} == {
+        "codec",
+        "frames",
+        "collage",
+    }
     assert (res.export / "model.safetensors").is_file() and (res.export / "pretrain.json").is_file()
 
 
 def test_two_heads_each_with_its_bank_weight_and_lr(data_root, bank, tmp_path):
     """Two sources (direction clips / the rest), one head each: both losses logged, their own LRs."""
-    sources = ("[{name: dirs, shards: 'synthetic:train', where: {qtype: direction}}, "
-               "{name: rest, shards: 'synthetic:train', where: {qtype: [color, count, appeared, which_moved]}}]")
-    heads = (f"{{video: {{bank: {bank}, sources: [dirs], num_labels: 2, lr: 0.002}}, "
-             f"other: {{bank: {bank}, sources: [rest], num_labels: 1, weight: 0.5, lr: 0.0005}}}}")
-    cfg = tiny_config(tmp_path, data_root, bank, **{"data.sources": sources, "pretrain.max_steps": 3,
-                                                    "checkpoint.every": 0, "pretrain.optim.warmup_steps": 0,
-                                                    "pretrain.optim.schedule": "constant"})
+    sources = (
+        "[{name: dirs, shards: 'synthetic:train', where: {qtype: direction}}, "
+        "{name: rest, shards: 'synthetic:train', where: {qtype: [color, count, appeared, which_moved]}}]"
+    )
+    heads = (
+        f"{{video: {{bank: {bank}, sources: [dirs], num_labels: 2, lr: 0.002}}, "
+        f"other: {{bank: {bank}, sources: [rest], num_labels: 1, weight: 0.5, lr: 0.0005}}}}"
+    )
+    cfg = tiny_config(
+        tmp_path,
+        data_root,
+        bank,
+        **{
+            "data.sources": sources,
+            "pretrain.max_steps": 3,
+            "checkpoint.every": 0,
+            "pretrain.optim.warmup_steps": 0,
+            "pretrain.optim.schedule": "constant",
+        },
+    )
     cfg = dataclasses.replace(cfg, heads=yaml.safe_load(heads))
     cfg.validate()
     pretrain(cfg)
     recs = records(tmp_path)
     assert all("loss/video" in r and "loss/other" in r for r in recs)
-    assert recs[0]["lr/head/video"] == 0.002 and recs[0]["lr/head/other"] == 0.0005 and recs[0]["lr/encoder"] == 1e-3
+    assert (
+        recs[0]["lr/head/video"] == 0.002
+        and recs[0]["lr/head/other"] == 0.0005
+        and recs[0]["lr/encoder"] == 1e-3
+    )
 
 
 def test_still_images_mix_in_with_their_own_head(data_root, bank, tmp_path):
@@ -83,18 +112,28 @@ def test_still_images_mix_in_with_their_own_head(data_root, bank, tmp_path):
             Image.fromarray(rng.integers(0, 255, (42, 56, 3), dtype=np.uint8)).save(buf, format="JPEG")
             keys.append(w.write(f"img{i:03d}", {"id": i}, [("jpg", buf.getvalue())]))
     write_label_bank(tmp_path / "words", keys, [[i % 5, (i + 1) % 5] for i in range(16)], num_classes=5)
-    sources = (f"[{{name: clips, shards: 'synthetic:train', weight: 1.0}}, "
-               f"{{name: pages, shards: '{tmp_path / 'img'}/img-{{000000..000001}}.tar', weight: 1.0, media_kind: image}}]")
-    heads = (f"{{video: {{bank: {bank}, sources: [clips], num_labels: 2}}, "
-             f"ocr: {{bank: {tmp_path / 'words'}, sources: [pages], num_labels: 2, sample_rate: 1.0, lr: 0.002}}}}")
-    cfg = tiny_config(tmp_path / "run", data_root, bank, **{"data.sources": sources, "pretrain.max_steps": 4,
-                                                            "checkpoint.every": 0})
+    sources = (
+        f"[{{name: clips, shards: 'synthetic:train', weight: 1.0}}, "
+        f"{{name: pages, shards: '{tmp_path / 'img'}/img-{{000000..000001}}.tar', weight: 1.0, media_kind: image}}]"
+    )
+    heads = (
+        f"{{video: {{bank: {bank}, sources: [clips], num_labels: 2}}, "
+        f"ocr: {{bank: {tmp_path / 'words'}, sources: [pages], num_labels: 2, sample_rate: 1.0, lr: 0.002}}}}"
+    )
+    cfg = tiny_config(
+        tmp_path / "run",
+        data_root,
+        bank,
+        **{"data.sources": sources, "pretrain.max_steps": 4, "checkpoint.every": 0},
+    )
     cfg = dataclasses.replace(cfg, heads=yaml.safe_load(heads))
     cfg.validate()
     pretrain(cfg)
     recs = records(tmp_path / "run")
-    assert sum(r.get("mode/image", 0) for r in recs) > 0 and sum(r.get("mode/codec", 0) + r.get("mode/frames", 0)
-                                                                 + r.get("mode/collage", 0) for r in recs) > 0
+    assert (
+        sum(r.get("mode/image", 0) for r in recs) > 0
+        and sum(r.get("mode/codec", 0) + r.get("mode/frames", 0) + r.get("mode/collage", 0) for r in recs) > 0
+    )
     assert all("loss/ocr" in r and "loss/video" in r for r in recs) and recs[0]["lr/head/ocr"] == 0.002
 
 
@@ -107,7 +146,9 @@ def test_exact_resume_one_rank(data_root, bank, tmp_path):
     assert [r["step"] for r in b] == [4, 5, 6]  # it started from the checkpoint
     for x, y in zip(a[3:], b):
         assert x["loss"] == y["loss"] and x["loss/video"] == y["loss/video"]  # bitwise on CPU
-        assert {k: v for k, v in x.items() if k.startswith("lr/")} == {k: v for k, v in y.items() if k.startswith("lr/")}
+        assert {k: v for k, v in x.items() if k.startswith("lr/")} == {
+            k: v for k, v in y.items() if k.startswith("lr/")
+        }
     wa, wb = weights(full / "pretrain" / "final"), weights(resumed / "pretrain" / "final")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     ha = torch.load(full / "pretrain/checkpoints/step_00000003/head_video_rank00000.pt", weights_only=False)
@@ -183,13 +224,19 @@ def test_a_bank_of_other_data_fails_before_any_step(data_root, bank, tmp_path):
 
     x = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
     other = tmp_path / "other_bank"
-    build_bank(lambda: [([f"x{i}" for i in range(20)], x)], KMeansConfig(num_centres=4, topk=2, backend="torch"), other,
-               progress=False)
+    build_bank(
+        lambda: [([f"x{i}" for i in range(20)], x)],
+        KMeansConfig(num_centres=4, topk=2, backend="torch"),
+        other,
+        progress=False,
+    )
     with pytest.raises(ConfigError, match="does not match the data"):
         pretrain(tiny_config(tmp_path / "run", data_root, other, **{"heads.video.build": "{}"}))
     assert not (tmp_path / "run" / "metrics.jsonl").exists() or records(tmp_path / "run") == []
     with pytest.raises(ConfigError, match="heads.video.bank=.*missing.*: no such concept bank folder"):
-        tiny_config(tmp_path / "run2", data_root, tmp_path / "missing", **{"heads.video.build": "{}"})  # at load
+        tiny_config(
+            tmp_path / "run2", data_root, tmp_path / "missing", **{"heads.video.build": "{}"}
+        )  # at load
     from llava_ov.pretrain.config import load_pretrain_config
 
     with pytest.raises(ConfigError, match="heads is empty"):

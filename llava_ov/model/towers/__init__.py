@@ -41,8 +41,9 @@ class TowerEntry:
 TOWERS: dict[str, TowerEntry] = {
     "ov_encoder": TowerEntry("ov_encoder", "llava_ov.model.towers.ov_encoder", "OV-Encoder (encoder.model)"),
     "siglip2": TowerEntry("siglip2", "llava_ov.model.towers.siglip2", "SigLIP2 NaFlex (transformers)"),
-    "qwen3_vit": TowerEntry("qwen3_vit", "llava_ov.model.towers.qwen3_vit", "Qwen3-VL vision (transformers)",
-                            merges_itself=True),
+    "qwen3_vit": TowerEntry(
+        "qwen3_vit", "llava_ov.model.towers.qwen3_vit", "Qwen3-VL vision (transformers)", merges_itself=True
+    ),
 }
 
 
@@ -57,8 +58,10 @@ def build_tower(cfg: TowerConfig) -> VisionTower:
     entry = tower_entry(cfg.name)
     tower, promised = entry.build(cfg), entry.spec(cfg)
     if tower.spec != promised:
-        raise ValueError(f"tower {cfg.name!r} ({cfg.path}) takes {tower.spec}, but its configuration promised "
-                         f"{promised}: set the tower's patch size / merge overrides to match the checkpoint")
+        raise ValueError(
+            f"tower {cfg.name!r} ({cfg.path}) takes {tower.spec}, but its configuration promised "
+            f"{promised}: set the tower's patch size / merge overrides to match the checkpoint"
+        )
     return tower
 
 
@@ -67,5 +70,15 @@ def tower_spec(cfg: TowerConfig) -> TowerSpec:
     return tower_entry(cfg.name).spec(cfg)
 
 
-__all__ = ["ALL_MODES", "DENSE_MODES", "TOWERS", "TowerEntry", "TowerOutput", "TowerSpec", "VisionTower",
-           "build_tower", "tower_entry", "tower_spec"]
+__all__ = [
+    "ALL_MODES",
+    "DENSE_MODES",
+    "TOWERS",
+    "TowerEntry",
+    "TowerOutput",
+    "TowerSpec",
+    "VisionTower",
+    "build_tower",
+    "tower_entry",
+    "tower_spec",
+]

@@ -60,7 +60,9 @@ class OVEncoderTower(VisionTower):
         used_blocks = self.layer_index
         unused = []
         for name, _ in self.named_parameters():
-            parts = name.split(".")  # encoder.encoder.layers.{i}.… / encoder.head.… / encoder.layernorm_post.…
+            parts = name.split(
+                "."
+            )  # encoder.encoder.layers.{i}.… / encoder.head.… / encoder.layernorm_post.…
             if parts[1] in ("head", "layernorm_post"):
                 unused.append(name)
             elif parts[1:3] == ["encoder", "layers"] and int(parts[3]) >= used_blocks:

@@ -86,9 +86,19 @@ QWEN3_VL_STD = (0.5, 0.5, 0.5)
 #: Qwen3VLVisionConfig keys a checkpoint config or ``overrides`` may set (``deepstack_visual_indexes``
 #: is always ``[]``, see the module docstring).
 ARCH_KEYS = (
-    "depth", "hidden_size", "hidden_act", "intermediate_size", "num_heads", "in_channels", "patch_size",
-    "spatial_merge_size", "temporal_patch_size", "out_hidden_size", "num_position_embeddings",
-    "initializer_range", "rope_parameters",
+    "depth",
+    "hidden_size",
+    "hidden_act",
+    "intermediate_size",
+    "num_heads",
+    "in_channels",
+    "patch_size",
+    "spatial_merge_size",
+    "temporal_patch_size",
+    "out_hidden_size",
+    "num_position_embeddings",
+    "initializer_range",
+    "rope_parameters",
 )
 PREPROCESS_KEYS = ("image_mean", "image_std")
 RUNTIME_KEYS = ("attn_implementation",)  # not saved: e.g. "flash_attention_2" on GPU
@@ -96,19 +106,49 @@ OVERRIDE_KEYS = ARCH_KEYS + PREPROCESS_KEYS + RUNTIME_KEYS
 
 PRESETS: dict[str, dict[str, Any]] = {
     # tiny, for CPU tests and smoke runs
-    "debug": dict(depth=2, hidden_size=32, num_heads=2, intermediate_size=64, patch_size=16,
-                  temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=48, num_position_embeddings=64),
+    "debug": dict(
+        depth=2,
+        hidden_size=32,
+        num_heads=2,
+        intermediate_size=64,
+        patch_size=16,
+        temporal_patch_size=2,
+        spatial_merge_size=2,
+        out_hidden_size=48,
+        num_position_embeddings=64,
+    ),
     # Qwen/Qwen3-VL-8B-*: depth / hidden / out_hidden from the hub config (towers notes); the rest are
     # transformers' Qwen3VLVisionConfig defaults (the same ViT)
-    "8b": dict(depth=27, hidden_size=1152, num_heads=16, intermediate_size=4304, patch_size=16,
-               temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=4096, num_position_embeddings=2304),
+    "8b": dict(
+        depth=27,
+        hidden_size=1152,
+        num_heads=16,
+        intermediate_size=4304,
+        patch_size=16,
+        temporal_patch_size=2,
+        spatial_merge_size=2,
+        out_hidden_size=4096,
+        num_position_embeddings=2304,
+    ),
 }
 
 # generic config.json keys that carry no architecture information (ignored without a warning)
 _GENERIC_KEYS = {
-    "model_type", "architectures", "transformers_version", "torch_dtype", "dtype", "_name_or_path",
-    "deepstack_visual_indexes", "output_hidden_states", "return_dict", "chunk_size_feed_forward",
-    "is_encoder_decoder", "id2label", "label2id", "problem_type", "_attn_implementation_autoset",
+    "model_type",
+    "architectures",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "_name_or_path",
+    "deepstack_visual_indexes",
+    "output_hidden_states",
+    "return_dict",
+    "chunk_size_feed_forward",
+    "is_encoder_decoder",
+    "id2label",
+    "label2id",
+    "problem_type",
+    "_attn_implementation_autoset",
 }
 
 
@@ -154,8 +194,10 @@ def _check_arch(cfg) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{key} must be a positive int, got {value!r}")
     if cfg.hidden_size % cfg.num_heads or (cfg.hidden_size // cfg.num_heads) % 4:
-        raise ValueError(f"hidden_size {cfg.hidden_size} / num_heads {cfg.num_heads} must be a head size "
-                         "divisible by 4 (2D rotary embedding)")
+        raise ValueError(
+            f"hidden_size {cfg.hidden_size} / num_heads {cfg.num_heads} must be a head size "
+            "divisible by 4 (2D rotary embedding)"
+        )
     side = math.isqrt(cfg.num_position_embeddings)
     if side < 2 or side * side != cfg.num_position_embeddings:
         raise ValueError(f"num_position_embeddings must be a square >= 4, got {cfg.num_position_embeddings}")
@@ -163,8 +205,10 @@ def _check_arch(cfg) -> None:
 
 def _split_overrides(overrides: dict[str, Any]) -> tuple[dict, dict, dict]:
     if "deepstack_visual_indexes" in overrides:
-        raise ValueError("deepstack_visual_indexes cannot be set: the tower always builds without deepstack "
-                         "mergers (their features are unused)")
+        raise ValueError(
+            "deepstack_visual_indexes cannot be set: the tower always builds without deepstack "
+            "mergers (their features are unused)"
+        )
     unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
     if unknown:
         raise ValueError(f"unknown override keys {unknown}; allowed: {list(OVERRIDE_KEYS)}")
@@ -197,20 +241,25 @@ def _read_folder(directory: Path) -> tuple[dict[str, Any], str | None, dict[str,
     names by :func:`_vision_tensor_names`)."""
     path = directory / CONFIG_NAME
     if not path.is_file():
-        raise ValueError(f"{directory}: no {CONFIG_NAME}; expected a Qwen3-VL checkpoint or a saved qwen3_vit tower")
+        raise ValueError(
+            f"{directory}: no {CONFIG_NAME}; expected a Qwen3-VL checkpoint or a saved qwen3_vit tower"
+        )
     raw = _read_json(path)
     model_type = raw.get("model_type")
     if "vision_config" in raw:
         if model_type != FULL_MODEL_TYPE:
-            raise ValueError(f"{directory}: model_type {model_type!r} is not a Qwen3-VL checkpoint "
-                             f"({FULL_MODEL_TYPE!r})")
+            raise ValueError(
+                f"{directory}: model_type {model_type!r} is not a Qwen3-VL checkpoint ({FULL_MODEL_TYPE!r})"
+            )
         vision, prefix = dict(raw["vision_config"]), None
     elif model_type == VISION_MODEL_TYPE:
         vision, prefix = raw, ""
     else:
-        raise ValueError(f"{directory}: {CONFIG_NAME} is neither a Qwen3-VL checkpoint (model_type "
-                         f"{FULL_MODEL_TYPE!r} with a vision_config) nor a saved qwen3_vit tower (model_type "
-                         f"{VISION_MODEL_TYPE!r}); got model_type {model_type!r}")
+        raise ValueError(
+            f"{directory}: {CONFIG_NAME} is neither a Qwen3-VL checkpoint (model_type "
+            f"{FULL_MODEL_TYPE!r} with a vision_config) nor a saved qwen3_vit tower (model_type "
+            f"{VISION_MODEL_TYPE!r}); got model_type {model_type!r}"
+        )
     ignored = sorted(set(vision) - set(ARCH_KEYS) - _GENERIC_KEYS)
     if ignored:
         log.warning("%s: ignoring vision config keys %s", directory, ignored)
@@ -283,8 +332,9 @@ def _item_layout(pos: Tensor, index: int, start: int, tp: int, m: int) -> tuple[
     nt, bh, bw = frames_p // tp, rows_p // m, cols_p // m
     # [nt, tp, bh, m, bw, m] → rows (nt, bh, bw, mh, mw), each holding its tp frames
     order = grid.view(nt, tp, bh, m, bw, m).permute(0, 2, 4, 3, 5, 1).reshape(-1)
-    tt, hh, ww = torch.meshgrid(t_values[torch.arange(nt) * tp], torch.arange(bh), torch.arange(bw),
-                                indexing="ij")
+    tt, hh, ww = torch.meshgrid(
+        t_values[torch.arange(nt) * tp], torch.arange(bh), torch.arange(bw), indexing="ij"
+    )
     token_pos = torch.stack([tt.reshape(-1), hh.reshape(-1), ww.reshape(-1)], 1)
     return order, [nt, rows_p, cols_p], token_pos
 
@@ -315,16 +365,24 @@ def build_inputs(
     dim = 3 * tp * p * p
     if not orders:
         empty = torch.zeros(0, 3, dtype=media.positions.dtype)
-        return Qwen3ViTInputs(torch.zeros(0, dim, device=device), torch.zeros(0, 3, dtype=torch.long, device=device),
-                              empty, torch.zeros(1, dtype=torch.int32))
+        return Qwen3ViTInputs(
+            torch.zeros(0, dim, device=device),
+            torch.zeros(0, 3, dtype=torch.long, device=device),
+            empty,
+            torch.zeros(1, dtype=torch.int32),
+        )
     index = torch.cat(orders).to(device)
     pixels = media.pixels.to(device, non_blocking=True)[index].float()  # [R · tp, 3, p, p]
     mean = torch.tensor(image_mean, device=device).view(1, 1, 3, 1, 1) * 255.0
     std = torch.tensor(image_std, device=device).view(1, 1, 3, 1, 1) * 255.0
     rows = ((pixels.view(-1, tp, 3, p, p) - mean) / std).transpose(1, 2).reshape(-1, dim)  # (C, tp, ph, pw)
     cu = torch.tensor([0, *torch.tensor(counts).cumsum(0).tolist()], dtype=torch.int32)
-    return Qwen3ViTInputs(rows, torch.tensor(grids, dtype=torch.long, device=device),
-                          torch.cat(token_pos).to(media.positions.dtype), cu)
+    return Qwen3ViTInputs(
+        rows,
+        torch.tensor(grids, dtype=torch.long, device=device),
+        torch.cat(token_pos).to(media.positions.dtype),
+        cu,
+    )
 
 
 # ----------------------------------------------------------------------------- tower
@@ -333,11 +391,17 @@ def build_inputs(
 class Qwen3ViTTower(VisionTower):
     """``Qwen3VLVisionModel`` (no deepstack) → its merged tokens (module docstring)."""
 
-    def __init__(self, model, image_mean: tuple[float, float, float] = QWEN3_VL_MEAN,
-                 image_std: tuple[float, float, float] = QWEN3_VL_STD) -> None:
+    def __init__(
+        self,
+        model,
+        image_mean: tuple[float, float, float] = QWEN3_VL_MEAN,
+        image_std: tuple[float, float, float] = QWEN3_VL_STD,
+    ) -> None:
         super().__init__()
         if list(model.config.deepstack_visual_indexes):
-            raise ValueError("build the Qwen3VLVisionModel with deepstack_visual_indexes=[] (features unused)")
+            raise ValueError(
+                "build the Qwen3VLVisionModel with deepstack_visual_indexes=[] (features unused)"
+            )
         _check_arch(model.config)
         self.model = model
         self.image_mean = _stats(image_mean, "image_mean")
@@ -350,8 +414,12 @@ class Qwen3ViTTower(VisionTower):
     @property
     def spec(self) -> TowerSpec:
         c = self.config
-        return TowerSpec(c.patch_size, frames_per_token=c.temporal_patch_size, merge=c.spatial_merge_size,
-                         modes=DENSE_MODES)
+        return TowerSpec(
+            c.patch_size,
+            frames_per_token=c.temporal_patch_size,
+            merge=c.spatial_merge_size,
+            modes=DENSE_MODES,
+        )
 
     @property
     def hidden_size(self) -> int:
@@ -367,8 +435,9 @@ class Qwen3ViTTower(VisionTower):
         """The model input of ``media`` (on the tower's device)."""
         self.check_media(media)
         c = self.config
-        return build_inputs(media, c.temporal_patch_size, c.spatial_merge_size, self.image_mean, self.image_std,
-                            self.device)
+        return build_inputs(
+            media, c.temporal_patch_size, c.spatial_merge_size, self.image_mean, self.image_std, self.device
+        )
 
     def run_model(self, rows: Tensor, grid_thw: Tensor) -> Tensor:
         """Merged tokens ``[R / m², out_hidden_size]`` of the HF model on prepared rows."""
@@ -402,8 +471,13 @@ class Qwen3ViTTower(VisionTower):
                 config[key] = list(value) if isinstance(value, tuple) else value
         config["deepstack_visual_indexes"] = []
         (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        pre = {"image_mean": list(self.image_mean), "image_std": list(self.image_std), "patch_size": c.patch_size,
-               "temporal_patch_size": c.temporal_patch_size, "merge_size": c.spatial_merge_size}
+        pre = {
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+            "patch_size": c.patch_size,
+            "temporal_patch_size": c.temporal_patch_size,
+            "merge_size": c.spatial_merge_size,
+        }
         (directory / PREPROCESSOR_NAME).write_text(json.dumps(pre, indent=2, sort_keys=True) + "\n")
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
@@ -423,7 +497,11 @@ def _tensor_files(directory: Path) -> dict[str, list[str]]:
         for name, shard in _read_json(index)["weight_map"].items():
             files.setdefault(shard, []).append(name)
         return files
-    paths = [directory / WEIGHTS_NAME] if (directory / WEIGHTS_NAME).is_file() else sorted(directory.glob("*.safetensors"))
+    paths = (
+        [directory / WEIGHTS_NAME]
+        if (directory / WEIGHTS_NAME).is_file()
+        else sorted(directory.glob("*.safetensors"))
+    )
     if not paths:
         raise ValueError(f"{directory}: no .safetensors weights")
     out = {}
@@ -454,13 +532,15 @@ def read_vision_state(directory: Path, prefix: str | None) -> dict[str, Tensor]:
             continue
         with safe_open(str(directory / file), framework="pt") as f:
             for name in wanted:
-                key = name[len(prefix):]
+                key = name[len(prefix) :]
                 if key.startswith(DEEPSTACK_PREFIX):
                     dropped += 1
                     continue
                 state[key] = f.get_tensor(name)
     if dropped:
-        log.info("%s: dropped %d deepstack merger tensors (deepstack features are unused)", directory, dropped)
+        log.info(
+            "%s: dropped %d deepstack merger tensors (deepstack features are unused)", directory, dropped
+        )
     return state
 
 
@@ -485,16 +565,19 @@ def spec_qwen3_vit(cfg: TowerConfig) -> TowerSpec:
     if cfg.path is not None and not is_local(cfg.path):
         return TowerSpec(16, frames_per_token=2, merge=2, modes=DENSE_MODES)
     c = _settings(cfg).vision_config()
-    return TowerSpec(c.patch_size, frames_per_token=c.temporal_patch_size, merge=c.spatial_merge_size,
-                     modes=DENSE_MODES)
+    return TowerSpec(
+        c.patch_size, frames_per_token=c.temporal_patch_size, merge=c.spatial_merge_size, modes=DENSE_MODES
+    )
 
 
 def validate_qwen3_vit(cfg: TowerConfig) -> None:
     """At config load: ``output_layer == -1``, a known ``size`` (without a path), real override keys and
     values (``encoder.config.ConfigError`` otherwise). A path is not read here."""
     if cfg.output_layer != -1:
-        raise ConfigError(f"model.tower (qwen3_vit): output_layer must be -1 (the tower's own merger reads the "
-                          f"last block's output), got {cfg.output_layer}")
+        raise ConfigError(
+            f"model.tower (qwen3_vit): output_layer must be -1 (the tower's own merger reads the "
+            f"last block's output), got {cfg.output_layer}"
+        )
     try:
         settings = _settings(cfg, read_checkpoint=False)
         if cfg.path is None:

@@ -66,10 +66,22 @@ FULL_MODEL_TYPE, VISION_MODEL_TYPE = "siglip2", "siglip2_vision_model"
 
 #: Random-init architectures (``cfg.path is None``); ``so400m`` = google/siglip2-so400m-patch16-naflex.
 PRESETS: dict[str, dict[str, Any]] = {
-    "debug": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                  patch_size=16, num_patches=16),
-    "so400m": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                   patch_size=16, num_patches=256),
+    "debug": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        patch_size=16,
+        num_patches=16,
+    ),
+    "so400m": dict(
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=27,
+        num_attention_heads=16,
+        patch_size=16,
+        num_patches=256,
+    ),
 }
 
 
@@ -88,8 +100,10 @@ def _check_overrides(overrides: dict[str, Any]) -> None:
         raise ValueError(f"unknown Siglip2VisionConfig override(s) {unknown}; allowed: {sorted(allowed)}")
     attn = overrides.get("attn_implementation", "sdpa")
     if attn not in ATTN_IMPLEMENTATIONS:
-        raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS} (SigLIP2 has no "
-                         f"flash-attention support in transformers), got {attn!r}")
+        raise ValueError(
+            f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS} (SigLIP2 has no "
+            f"flash-attention support in transformers), got {attn!r}"
+        )
 
 
 def _strict_errors() -> tuple[type[Exception], ...]:
@@ -114,8 +128,10 @@ def _make_config(base: dict[str, Any], overrides: dict[str, Any]):
     except (TypeError, ValueError, *_strict_errors()) as e:  # a wrong-typed field value
         raise ValueError(" ".join(str(e).split())) from None
     if not isinstance(config.patch_size, int) or config.num_channels != 3:
-        raise ValueError(f"need an int patch_size and 3 channels, got patch_size={config.patch_size!r}, "
-                         f"num_channels={config.num_channels}")
+        raise ValueError(
+            f"need an int patch_size and 3 channels, got patch_size={config.patch_size!r}, "
+            f"num_channels={config.num_channels}"
+        )
     return config
 
 
@@ -130,15 +146,19 @@ def _read_vision_config(directory: Path) -> tuple[dict[str, Any], bool]:
         return dict(raw.get("vision_config") or {}), True
     if model_type == VISION_MODEL_TYPE:
         return raw, False
-    raise ValueError(f"{path}: model_type {model_type!r} is not a SigLIP2 checkpoint "
-                     f"(expected {FULL_MODEL_TYPE!r} or {VISION_MODEL_TYPE!r})")
+    raise ValueError(
+        f"{path}: model_type {model_type!r} is not a SigLIP2 checkpoint "
+        f"(expected {FULL_MODEL_TYPE!r} or {VISION_MODEL_TYPE!r})"
+    )
 
 
 def _resolve_layer(output_layer: int, num_layers: int) -> int:
     """Index into ``hidden_states`` (0 = embeddings, L = last block) of ``output_layer``."""
     if not -(num_layers + 1) <= output_layer <= num_layers:
-        raise ValueError(f"output_layer must be in [{-(num_layers + 1)}, {num_layers}] for {num_layers} "
-                         f"layers, got {output_layer}")
+        raise ValueError(
+            f"output_layer must be in [{-(num_layers + 1)}, {num_layers}] for {num_layers} "
+            f"layers, got {output_layer}"
+        )
     return output_layer % (num_layers + 1)
 
 
@@ -148,12 +168,12 @@ def vision_state_dict(state: dict[str, Tensor], full: bool) -> dict[str, Tensor]
     reports it); a vision-only model's keys, ``vision_model.`` stripped when every key has it."""
     if full:
         return {
-            (k[len(VISION_PREFIX):] if k.startswith(VISION_PREFIX) else k): v
+            (k[len(VISION_PREFIX) :] if k.startswith(VISION_PREFIX) else k): v
             for k, v in state.items()
             if not k.startswith(OTHER_PARTS)
         }
     if state and all(k.startswith(VISION_PREFIX) for k in state):
-        return {k[len(VISION_PREFIX):]: v for k, v in state.items()}
+        return {k[len(VISION_PREFIX) :]: v for k, v in state.items()}
     return state
 
 
@@ -211,8 +231,12 @@ def naflex_pixels(pixels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     return ((flat / 255.0 - 0.5) / 0.5).to(dtype)
 
 
-def naflex_inputs(media: MediaBatch, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                  layout: FrameLayout | None = None) -> dict[str, Tensor]:
+def naflex_inputs(
+    media: MediaBatch,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    layout: FrameLayout | None = None,
+) -> dict[str, Tensor]:
     """``pixel_values [F, L, p·p·3]``, ``pixel_attention_mask [F, L]``, ``spatial_shapes [F, 2]`` of a
     batch (one NaFlex image per frame, padded to the longest; see the module docstring)."""
     layout = layout or frame_layout(media.positions, media.cu_seqlens)
@@ -222,8 +246,11 @@ def naflex_inputs(media: MediaBatch, device: torch.device | str = "cpu", dtype: 
     values = values.index_put((frame, slot), flat)
     lengths = layout.spatial_shapes.prod(1).to(device)
     mask = (torch.arange(layout.max_len, device=device)[None] < lengths[:, None]).to(torch.long)
-    return {"pixel_values": values, "pixel_attention_mask": mask,
-            "spatial_shapes": layout.spatial_shapes.to(device)}
+    return {
+        "pixel_values": values,
+        "pixel_attention_mask": mask,
+        "spatial_shapes": layout.spatial_shapes.to(device),
+    }
 
 
 class Siglip2Tower(VisionTower):
@@ -313,7 +340,9 @@ def spec_siglip2(cfg: TowerConfig) -> TowerSpec:
     fetched for this: NaFlex checkpoints use patch 16, and the built tower is checked against it); one
     token per patch."""
     if cfg.path is not None and not is_local(cfg.path):
-        return TowerSpec(int(cfg.options.get("patch_size", 16)), frames_per_token=1, merge=1, modes=DENSE_MODES)
+        return TowerSpec(
+            int(cfg.options.get("patch_size", 16)), frames_per_token=1, merge=1, modes=DENSE_MODES
+        )
     config = _path_config(cfg)[1] if cfg.path is not None else _preset_config(cfg)
     return TowerSpec(config.patch_size, frames_per_token=1, merge=1, modes=DENSE_MODES)
 
