@@ -32,6 +32,7 @@ from encoder.codec import PatchCache, VideoDecodeError
 from llava_ov.data.dataset import LMMItem, collate_items
 from llava_ov.infer.processor import LlavaOVProcessor, Media, codec_overrides
 from llava_ov.model.lmm import LlavaOVModel
+from llava_ov.text.conversation import IGNORE_INDEX
 
 
 @dataclass
@@ -259,7 +260,7 @@ class Engine:
         logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
         out = []
         for row in range(labels.shape[0]):
-            mask = labels[row] != -100
+            mask = labels[row] != IGNORE_INDEX
             targets = labels[row][mask]
             picked = logp[row][mask]
             lp = picked.gather(-1, targets[:, None])[:, 0]

@@ -42,7 +42,6 @@ class MediaConfig:
     clip_frames: int = 64  # codec modes: frames decoded on the 64-frame grid
     input_size: int = 224  # codec modes: decoded frame side
     frames: int | None = None  # frames mode: sampled frames (None: 8 per frame group)
-    projector_merge: int = 1  # the projector's merge (frames: a token covers merge² tower tokens)
 
     def validate(self) -> None:
         if self.mode not in MEDIA_MODES:
@@ -51,7 +50,7 @@ class MediaConfig:
             raise ConfigError(f"media.budget must be >= 1, got {self.budget}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MediaPlan:
     mode: str  # codec | random | frames | image
     num_frames: int  # sampled frames (codec modes: frames decoded; image: 1)
@@ -112,16 +111,16 @@ def plan_frames(
     sub = spec.merge * projector_merge  # patches per token side
     rows = groups if spec.frames_per_token > 1 else num_frames
     return MediaPlan(
-        "frames",
-        num_frames,
-        (gh, gw),
-        gh * unit,
-        gw * unit,
-        groups * gh * gw,
-        rows * gh * gw * sub * sub,
-        budget,
-        per_group,
-        unit,
+        mode="frames",
+        num_frames=num_frames,
+        grid=(gh, gw),
+        height=gh * unit,
+        width=gw * unit,
+        llm_tokens=groups * gh * gw,
+        tower_tokens=rows * gh * gw * sub * sub,
+        budget=budget,
+        cells=per_group,
+        unit=unit,
     )
 
 
@@ -132,7 +131,15 @@ def plan_image(
     gh, gw = fit_grid(budget, aspect_hw)
     unit, sub = spec.unit(projector_merge), spec.merge * projector_merge
     return MediaPlan(
-        "image", 1, (gh, gw), gh * unit, gw * unit, gh * gw, gh * gw * sub * sub, budget, 0, unit
+        mode="image",
+        num_frames=1,
+        grid=(gh, gw),
+        height=gh * unit,
+        width=gw * unit,
+        llm_tokens=gh * gw,
+        tower_tokens=gh * gw * sub * sub,
+        budget=budget,
+        unit=unit,
     )
 
 
@@ -148,7 +155,15 @@ def plan_codec(
     side = input_size // spec.patch_size
     tokens = min(budget, num_frames * side * side)  # a budget above the clip's patches is a cap: all of them
     return MediaPlan(
-        mode, num_frames, (side, side), input_size, input_size, tokens, tokens, budget, 0, spec.patch_size
+        mode=mode,
+        num_frames=num_frames,
+        grid=(side, side),
+        height=input_size,
+        width=input_size,
+        llm_tokens=tokens,
+        tower_tokens=tokens,
+        budget=budget,
+        unit=spec.patch_size,
     )
 
 
@@ -186,11 +201,12 @@ def balanced_frames(
     return max(plans, key=lambda p: (p.llm_tokens, -abs(p.num_frames - target)))
 
 
-def media_plan(cfg: MediaConfig, spec: TowerSpec) -> MediaPlan:
+def media_plan(cfg: MediaConfig, spec: TowerSpec, projector_merge: int = 1) -> MediaPlan:
     """The plan of ``cfg`` for a tower (``auto``: codec for towers that take it, else frames, so that
     swapping ``model.tower.name`` alone keeps the budget): codec modes select ``budget`` patches of
     ``clip_frames`` frames at ``input_size``; ``frames`` samples ``frames`` frames (default 8 per frame
-    group: 8 for single-frame towers, 16 for 2-frame tubelets) sized by :func:`plan_frames`."""
+    group: 8 for single-frame towers, 16 for 2-frame tubelets) sized by :func:`plan_frames`.
+    ``projector_merge`` is the model's ``projector.merge`` (frames: a token covers merge² tower tokens)."""
     cfg.validate()
     if cfg.budget is None:
         raise ValueError("media.budget is not set")
@@ -198,7 +214,7 @@ def media_plan(cfg: MediaConfig, spec: TowerSpec) -> MediaPlan:
     if mode in ("codec", "random"):
         return plan_codec(spec, cfg.budget, cfg.clip_frames, cfg.input_size, mode)
     frames = cfg.frames or 8 * spec.frames_per_token
-    return plan_frames(spec, cfg.budget, frames, cfg.projector_merge)
+    return plan_frames(spec, cfg.budget, frames, projector_merge)
 
 
 __all__ = [

@@ -125,11 +125,9 @@ class ModelConfig:
 
     def token_counter(self):
         """The picklable LLM-token counter of this model (tower spec + projector merge), no weights."""
-        from llava_ov.model.merge import TokenCounter
         from llava_ov.model.towers import tower_spec
 
-        spec = tower_spec(self.tower)
-        return TokenCounter(self.projector.merge, spec.frames_per_token, spec.merge)
+        return tower_spec(self.tower).token_counter(self.projector.merge)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

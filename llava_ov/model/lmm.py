@@ -87,9 +87,9 @@ class LlavaOVModel(nn.Module):
     def device(self) -> torch.device:
         return self.llm.get_input_embeddings().weight.device
 
-    def tokens_counter(self) -> TokenCounter:
-        spec = self.vision_tower.spec
-        return TokenCounter(self.config.projector.merge, spec.frames_per_token, spec.merge)
+    def token_counter(self) -> TokenCounter:
+        """:meth:`ModelConfig.token_counter` of the built tower (the same rule)."""
+        return self.vision_tower.spec.token_counter(self.config.projector.merge)
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
         """Non-reentrant recomputation of the tower blocks and the LLM layers."""
@@ -133,7 +133,7 @@ class LlavaOVModel(nn.Module):
         if counts != reserved:
             raise ValueError(
                 f"visual tokens per media item {counts} differ from the placeholder tokens the batch reserved "
-                f"{reserved} (projector.merge={merge}): build the items with tokens_for=model.tokens_counter()"
+                f"{reserved} (projector.merge={merge}): build the items with tokens_for=model.token_counter()"
             )
         weight = next(self.projector.parameters())
         if self.config.projector.pos_embed == "none":
@@ -152,7 +152,7 @@ class LlavaOVModel(nn.Module):
             if num_slots:
                 raise ValueError(f"input_ids hold {num_slots} media pad tokens but the batch has no media")
             if self.text_only_dummy_pass:
-                dummy = self.encode_media(blank_media(self.vision_tower.patch_size, self.tokens_counter()))
+                dummy = self.encode_media(blank_media(self.vision_tower.patch_size, self.token_counter()))
                 embeds = embeds + 0.0 * dummy.sum().to(embeds.dtype)
             return embeds
         visual = self.encode_media(media)

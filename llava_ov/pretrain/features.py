@@ -1,4 +1,5 @@
-"""Teacher embeddings of a dataset's media, streamed, for the concept bank (``scripts/build_concept_bank.py``).
+"""Teacher embeddings of a dataset's media, streamed, for the concept bank
+(``scripts/build_concept_bank.py``).
 
 A video's embedding is its F uniformly sampled frames' embeddings concatenated in time order (so the
 bank separates motions, not only appearances); an image is one frame. Teachers:
@@ -187,12 +188,11 @@ class Teacher:
         from encoder.codec import CodecConfig
         from encoder.codec.pipeline import patchify_image
         from llava_ov.data import pack_media
-        from llava_ov.model.merge import TokenCounter
 
         spec = self.tower.spec
         codec = CodecConfig(mode="image", patch_size=spec.patch_size)
         sels = [patchify_image(Image.fromarray(f), codec)[0] for f in frames]
-        counter = TokenCounter(1, spec.frames_per_token, spec.merge)
+        counter = spec.token_counter()
         out = self.tower(pack_media(sels, ["image"] * len(sels), [counter(s) for s in sels], spec.patch_size))
         return torch.stack([t.float().mean(0) for t in out.features.split(out.counts)])
 
@@ -200,7 +200,8 @@ class Teacher:
 def embedding_stream(
     shards: str | Sequence[str], cfg: TeacherConfig, stats: FeatureStats | None = None, block: int = 256
 ):
-    """A re-readable stream of (keys, float32 embeddings) blocks for :func:`encoder.pretrain.bank.build_bank`."""
+    """A re-readable stream of (keys, float32 embeddings) blocks for
+    :func:`encoder.pretrain.bank.build_bank`."""
     cfg.validate()
     if cfg.kind == "npy":
         return npy_stream(cfg.path, cfg.keys, block)

@@ -29,7 +29,6 @@ from encoder.config import merge, to_dict
 from llava_ov.data.dataset import MediaBatch, pack_media
 from llava_ov.data.stats import Skipped
 from llava_ov.model.budget import MediaPlan, media_plan
-from llava_ov.model.merge import TokenCounter
 from llava_ov.model.towers import TowerSpec, VisionTower, build_tower, tower_spec
 from llava_ov.probe.config import ProbeConfig
 from llava_ov.probe.data import ClipRef, load_clips
@@ -76,7 +75,7 @@ def resolve_device(name: str) -> torch.device:
 
 def media_batch(sels: list[PatchSelection], spec: TowerSpec) -> MediaBatch:
     """Selections → the packed tower input (one video media item each)."""
-    counter = TokenCounter(1, spec.frames_per_token, spec.merge)
+    counter = spec.token_counter()
     return pack_media(sels, ["video"] * len(sels), [counter(s) for s in sels], spec.patch_size)
 
 

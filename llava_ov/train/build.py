@@ -62,15 +62,17 @@ def stage_data_config(cfg: TrainConfig, stage: StageConfig) -> DataConfig:
         data = merge(data, updates)
     spec = tower_spec(cfg.model.tower)
     if cfg.media.budget is not None:  # the budget rule decides the clips' frames / resolution / count
-        data = merge(data, {"codec": media_plan(cfg.media, spec).codec_overrides(spec.patch_size)})
+        plan = media_plan(cfg.media, spec, cfg.model.projector.merge)
+        data = merge(data, {"codec": plan.codec_overrides(spec.patch_size)})
     data.validate()
     for source in data.sources + data.eval_sources:
         check_shards(source.name, source.shards)
         codec = codec_config(data, source)
         if codec.mode not in spec.modes or codec.patch_size != spec.patch_size:
             raise ConfigError(
-                f"source {source.name!r}: codec mode {codec.mode!r} with patch {codec.patch_size} does not fit "
-                f"tower {cfg.model.tower.name!r} (modes {list(spec.modes)}, patch {spec.patch_size}); "
+                f"source {source.name!r}: codec mode {codec.mode!r} with patch {codec.patch_size} "
+                f"does not fit tower {cfg.model.tower.name!r} "
+                f"(modes {list(spec.modes)}, patch {spec.patch_size}); "
                 "set media.budget (the budget rule derives both) or the data's codec section"
             )
     return data
@@ -120,7 +122,7 @@ def stage_processor(data: DataConfig, model: LlavaOVModel, tokenizer: Any) -> Ll
     sources = data.sources or data.eval_sources
     codec = codec_config(data, sources[0]) if sources else CodecConfig()
     return LlavaOVProcessor(
-        tokenizer, codec, ChatFormat(empty_think=data.empty_think), model.tokens_counter()
+        tokenizer, codec, ChatFormat(empty_think=data.empty_think), model.token_counter()
     )
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llava_ov.model.checkpoint import CONFIG_FILE
 from llava_ov.train import distributed as D
 
 logger = logging.getLogger("llava_ov.train")
@@ -50,7 +51,7 @@ def final_dir(output_dir: str | Path, stage: str) -> Path:
 
 def is_exported(path: str | Path) -> bool:
     """An LMM export (``LlavaOVModel.save_pretrained``)."""
-    return (Path(path) / "llava_ov.json").is_file()
+    return (Path(path) / CONFIG_FILE).is_file()
 
 
 def is_complete_export(path: str | Path) -> bool:

@@ -185,15 +185,10 @@ class TrainConfig:
             self.model.validate()
             self.media.validate()
             if self.media.budget is not None:
-                if self.media.projector_merge != self.model.projector.merge:
-                    raise ValueError(
-                        f"media.projector_merge {self.media.projector_merge} != model.projector.merge "
-                        f"{self.model.projector.merge}"
-                    )
                 from llava_ov.model.budget import media_plan
                 from llava_ov.model.towers import tower_spec
 
-                media_plan(self.media, tower_spec(self.model.tower))
+                media_plan(self.media, tower_spec(self.model.tower), self.model.projector.merge)
         except ValueError as e:
             raise ConfigError(str(e)) from None
 

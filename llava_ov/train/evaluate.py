@@ -49,9 +49,9 @@ def predict(
 ) -> list[dict]:
     """This rank's records ``{id, qtype, answer, prediction, correct}``: the eval prompts answered by
     the inference :class:`Engine` (the one chat and the lmms-eval plugin use)."""
-    stream = eval_items(data_cfg, tokenizer, model.tokens_counter(), env.rank, env.world_size)
+    stream = eval_items(data_cfg, tokenizer, model.token_counter(), env.rank, env.world_size)
     limit = None if cfg.max_items is None else -(-cfg.max_items // env.world_size)
-    engine = Engine(model, LlavaOVProcessor(tokenizer, tokens_for=model.tokens_counter()), cfg.batch_size)
+    engine = Engine(model, LlavaOVProcessor(tokenizer, tokens_for=model.token_counter()), cfg.batch_size)
     gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens)
     records: list[dict[str, Any]] = []
     for chunk in _batches(stream, cfg.batch_size):

@@ -78,7 +78,7 @@ class LMMTask(Task):
         return build_loader(
             self.data_cfg,
             self.tokenizer,
-            self.model.tokens_counter(),
+            self.model.token_counter(),
             env.rank,
             env.world_size,
             resume=resume,

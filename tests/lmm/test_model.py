@@ -29,7 +29,7 @@ def _grad_norm(module: torch.nn.Module) -> float:
 
 
 def test_forward_packed_loss_and_grads(model, tokenizer):
-    items = mixed_items(tokenizer, model.tokens_counter())
+    items = mixed_items(tokenizer, model.token_counter())
     batch = batch_of(items, tokenizer)
     assert batch.media.num_tokens.tolist() == [8, 8]
     model.zero_grad(set_to_none=True)
@@ -53,7 +53,7 @@ def test_forward_packed_loss_and_grads(model, tokenizer):
 
 
 def test_visual_tokens_land_on_the_pad_positions(model, tokenizer):
-    batch = batch_of(mixed_items(tokenizer, model.tokens_counter()), tokenizer)
+    batch = batch_of(mixed_items(tokenizer, model.token_counter()), tokenizer)
     with torch.no_grad():
         embeds = model.embed(batch.text.input_ids, batch.media)
         visual = model.encode_media(batch.media)
@@ -66,7 +66,7 @@ def test_visual_tokens_land_on_the_pad_positions(model, tokenizer):
 
 
 def test_placeholder_count_mismatch_raises(model, tokenizer):
-    batch = batch_of(mixed_items(tokenizer, model.tokens_counter()), tokenizer)
+    batch = batch_of(mixed_items(tokenizer, model.token_counter()), tokenizer)
     start = batch.text.media_spans[0][0]
     batch.text.input_ids[0, start] = tokenizer.convert_tokens_to_ids("<|im_start|>")
     with pytest.raises(ValueError, match="input_ids hold 15 media pad tokens but the media give 16"):
@@ -83,7 +83,7 @@ def test_placeholder_count_mismatch_raises(model, tokenizer):
 
 
 def test_packed_equals_padded(model, tokenizer):
-    items = mixed_items(tokenizer, model.tokens_counter())
+    items = mixed_items(tokenizer, model.token_counter())
     packed, padded = batch_of(items, tokenizer), batch_of(items, tokenizer, padded=True)
     with torch.no_grad():
         a, b = model(packed, return_logits=True), model(padded, return_logits=True)
@@ -95,7 +95,7 @@ def test_packed_equals_padded(model, tokenizer):
 
 
 def test_text_only_batch_touches_tower_with_zero_grads(model, tokenizer):
-    items = mixed_items(tokenizer, model.tokens_counter())[1:]
+    items = mixed_items(tokenizer, model.token_counter())[1:]
     batch = batch_of(items, tokenizer)
     assert batch.media.num_media == 0
     model.zero_grad(set_to_none=True)
@@ -118,7 +118,7 @@ def test_text_only_batch_touches_tower_with_zero_grads(model, tokenizer):
 
 def test_merge2_counts_shapes_and_grouping(model2, tokenizer):
     image, video = dense_sel(1, 4, 6, 3), dense_sel(2, 3, 3, 4)  # 3 × 3 frames: odd edge, zero-filled
-    counter = model2.tokens_counter()
+    counter = model2.token_counter()
     assert counter(image) == 6 and counter(video) == 8
     assert model2.projector.linear_1.in_features == 4 * model2.vision_tower.hidden_size
     item = make_item(sample("m", [image, video], ["image", "video"]), tokenizer, counter)

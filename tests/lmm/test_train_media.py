@@ -42,7 +42,7 @@ def test_one_key_swaps_the_tower_at_the_same_budget(tmp_path, tower, frames, sid
     [
         ({"media.budget": 4, "media.mode": "frames"}, "below one token"),
         ({"media.budget": 64, "media.mode": "sparse"}, "media.mode"),
-        ({"media.budget": 64, "media.projector_merge": 2}, "projector"),
+        ({"media.budget": 64, "media.projector_merge": 2}, "projector"),  # derived from model.projector.merge
     ],
 )
 def test_bad_media_settings_fail_at_load(tmp_path, overrides, message):

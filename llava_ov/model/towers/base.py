@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from llava_ov.data.dataset import MediaBatch
+from llava_ov.model.merge import TokenCounter
 
 DENSE_MODES = ("frames", "collage", "image")  # every patch of each frame
 ALL_MODES = ("codec", "random", *DENSE_MODES)
@@ -43,6 +44,10 @@ class TowerSpec:
     def reduces(self) -> bool:
         """True when a tower token covers more than one patch (tubelets or an own merge)."""
         return self.frames_per_token > 1 or self.merge > 1
+
+    def token_counter(self, projector_merge: int = 1) -> TokenCounter:
+        """The picklable rule that turns a selection into this tower's LLM-token count (no weights)."""
+        return TokenCounter(projector_merge, self.frames_per_token, self.merge)
 
     def unit(self, projector_merge: int = 1) -> int:
         """Pixel side of the square one LLM token covers in one frame group."""
