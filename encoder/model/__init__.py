@@ -1,7 +1,7 @@
 """OV-Encoder ViT: 3D RoPE, packed variable-length attention, released-checkpoint compatible names."""
 
 from .attention import SeqInfo, resolve_backend, varlen_attention
-from .checkpoint import config_from_hf_dict, config_to_hf_dict, load_pretrained, read_config, save_pretrained
+from .checkpoint import config_from_hf_dict, config_to_hf_dict, read_config, save_pretrained
 from .config import ATTN_BACKENDS, CLIP_MEAN, CLIP_STD, PRESETS, ViTConfig, get_config
 from .packing import (
     PackedInput,
@@ -30,7 +30,6 @@ __all__ = [
     "config_to_hf_dict",
     "cu_seqlens_from_lengths",
     "get_config",
-    "load_pretrained",
     "pack_images",
     "pack_selections",
     "pack_videos",

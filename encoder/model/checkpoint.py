@@ -225,23 +225,23 @@ def _read_config(directory: Path, overrides: dict[str, Any]) -> ViTConfig:
 
 
 def load_pretrained(
+    cls: type[OVEncoder],
     name_or_path: str | Path,
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     **overrides: Any,
 ) -> OVEncoder:
-    """Load our own saved folder or a released checkpoint (folder or hub id); strict key check.
+    """Load our own saved folder or a released checkpoint (folder or hub id) as a ``cls`` (the model
+    class is passed in, so this module never imports the model); strict key check.
 
     ``overrides`` change config fields (e.g. ``attn_backend="sdpa_loop"``, ``use_head=False`` is not
     allowed for a checkpoint that has a head: the strict check reports the unexpected keys).
     """
-    from .vit import OVEncoder
-
     directory = resolve_checkpoint_dir(name_or_path)
     cfg = _read_config(directory, overrides)
     with torch.device("meta"):
-        model = OVEncoder(cfg)
+        model = cls(cfg)
     load_state_dict_strict(model, read_state_dict(directory), assign=True)
     return model.to(device=device, dtype=dtype)
 

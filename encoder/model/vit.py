@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import SeqInfo
+from .checkpoint import load_pretrained, save_pretrained
 from .config import ViTConfig, get_config
 from .head import PoolingHead
 from .layers import Embeddings, Encoder, make_norm
@@ -174,15 +175,11 @@ class OVEncoder(nn.Module):
     # ----------------------------------------------------------------- checkpoints
 
     def save_pretrained(self, directory: str | Path) -> None:
-        from .checkpoint import save_pretrained
-
         save_pretrained(self, directory)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **overrides: Any) -> OVEncoder:
-        from .checkpoint import load_pretrained
-
-        return load_pretrained(name_or_path, **overrides)
+        return load_pretrained(cls, name_or_path, **overrides)
 
 
 __all__ = ["EncoderOutput", "OVEncoder"]

@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from encoder.config import merge
+from encoder.model.checkpoint import resolve_checkpoint_dir
 from llava_ov.model.config import ModelConfig
 from llava_ov.model.llm import export_llm
 from llava_ov.model.projector import PROJECTOR_WEIGHTS, save_projector
+from llava_ov.text.tokenizer import load_tokenizer
 
 if TYPE_CHECKING:
     from llava_ov.model.lmm import LlavaOVModel
@@ -71,8 +75,6 @@ def save_checkpoint(model: LlavaOVModel, out_dir: str | Path) -> Path:
 
 def read_checkpoint_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
     """The local folder of a checkpoint (hub ids are downloaded) and its ``llava_ov.json``."""
-    from encoder.model.checkpoint import resolve_checkpoint_dir
-
     folder = resolve_checkpoint_dir(path)
     file = folder / CONFIG_FILE
     if not file.is_file():
@@ -102,18 +104,17 @@ def resolve_paths(cfg: ModelConfig, folder: Path) -> ModelConfig:
     )
 
 
-def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None, **overrides: Any) -> LlavaOVModel:
-    from encoder.config import merge
-    from llava_ov.model.lmm import build_model
-    from llava_ov.text.tokenizer import load_tokenizer
-
+def load_checkpoint(
+    path: str | Path, build: Callable[..., LlavaOVModel], dtype: torch.dtype | None = None, **overrides: Any
+) -> LlavaOVModel:
+    """The model of an export: its config (``overrides`` merged in) and tokenizer, built by ``build``
+    (:func:`llava_ov.model.lmm.build_model`, passed in so that this module never imports the model)."""
     folder, meta = read_checkpoint_meta(path)
     cfg = resolve_paths(ModelConfig.from_dict(meta["model"]), folder)
     if overrides:
         cfg = merge(cfg, overrides)
     tokenizer = load_tokenizer(cfg.llm.tokenizer_path)
-    model = build_model(cfg, tokenizer, dtype=dtype)
-    return model
+    return build(cfg, tokenizer, dtype=dtype)
 
 
 __all__ = [

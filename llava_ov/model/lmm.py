@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llava_ov.data.dataset import LMMBatch, MediaBatch
+from llava_ov.model.checkpoint import load_checkpoint, save_checkpoint
 from llava_ov.model.config import ModelConfig
 from llava_ov.model.generation import generate_from_embeds, prompt_rows
 from llava_ov.model.llm import SpecialTokenIds, base_model, build_llm, fit_embeddings, set_llm_checkpointing
@@ -216,8 +217,6 @@ class LlavaOVModel(nn.Module):
     def save_pretrained(self, out_dir: str | Path) -> Path:
         """HF-style export (see :func:`llava_ov.model.checkpoint.save_checkpoint`); the processor
         (:class:`llava_ov.infer.LlavaOVProcessor`) is saved next to it by its own ``save_pretrained``."""
-        from llava_ov.model.checkpoint import save_checkpoint
-
         return save_checkpoint(self, out_dir)
 
     @classmethod
@@ -226,9 +225,7 @@ class LlavaOVModel(nn.Module):
     ) -> LlavaOVModel:
         """Load a :meth:`save_pretrained` folder (or hub id); ``overrides`` are nested ModelConfig
         updates, e.g. ``llm={"attn_implementation": "flash_attention_2"}``."""
-        from llava_ov.model.checkpoint import load_checkpoint
-
-        return load_checkpoint(path, dtype=dtype, **overrides)
+        return load_checkpoint(path, build_model, dtype=dtype, **overrides)
 
 
 def build_model(

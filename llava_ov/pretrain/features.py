@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from encoder.codec.decode import DecodeConfig, decode_clip
 from encoder.config import ConfigError
+from encoder.model import OVEncoder
 from llava_ov.data.shards import IMAGE_EXTS, VIDEO_EXTS, ReadConfig, iter_raw_samples
 from llava_ov.data.stats import Skipped
 
@@ -149,9 +150,7 @@ class Teacher:
                     f"teacher.input_size {cfg.input_size} is not a multiple of {unit} (tower {cfg.tower})"
                 )
         if cfg.kind == "ov_encoder":
-            from encoder.model import load_pretrained
-
-            self.model = load_pretrained(cfg.path, device=self.device).eval()
+            self.model = OVEncoder.from_pretrained(cfg.path, device=self.device).eval()
             if self.model.head is None:
                 raise ConfigError(f"teacher {cfg.path} has no pooling head (use_head=false)")
             if cfg.input_size % self.model.config.patch_size:

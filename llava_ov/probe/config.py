@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from encoder.config import ConfigError
+from llava_ov.data.synthetic_scenes import COLORS, DIRECTIONS
 from llava_ov.model.budget import MediaConfig
 from llava_ov.model.config import TowerConfig
 
@@ -22,6 +23,14 @@ DEVICES = ("auto", "cpu", "cuda")
 FEATURE_DTYPES = ("float32", "float16", "bfloat16")
 #: Settings a tower needs that differ from :class:`TowerConfig`'s defaults (applied by :func:`with_tower`).
 TOWER_DEFAULTS: dict[str, dict] = {"qwen3_vit": {"output_layer": -1}}
+
+
+def task_classes(task: str) -> list[str]:
+    """The classes of a synthetic probe task (``direction``: the mover's direction; ``color``: its colour)."""
+    tasks = {"direction": list(DIRECTIONS), "color": list(COLORS)}
+    if task not in tasks:
+        raise ValueError(f"unknown synthetic probe task {task!r}; expected one of {sorted(tasks)}")
+    return tasks[task]
 
 
 @dataclass
@@ -50,8 +59,6 @@ class SyntheticProbeConfig:
     heldout_seed: int = 1_000_003
 
     def validate(self) -> None:
-        from llava_ov.probe.data import task_classes
-
         names = task_classes(self.task)  # raises on an unknown task
         if bad := sorted(set(self.classes) - set(names)):
             raise ConfigError(f"synthetic.classes {bad} are not classes of task {self.task!r}: {names}")
@@ -68,8 +75,6 @@ class SyntheticProbeConfig:
 
     @property
     def class_names(self) -> list[str]:
-        from llava_ov.probe.data import task_classes
-
         names = task_classes(self.task)
         return [c for c in names if c in self.classes] if self.classes else names
 

@@ -23,7 +23,7 @@ import numpy as np
 from llava_ov.data.shards import VIDEO_EXTS, ReadConfig, expand_env, iter_raw_samples, media_fields
 from llava_ov.data.stats import Skipped
 from llava_ov.data.synthetic_qa import dir_lock
-from llava_ov.probe.config import SPLITS, ProbeDataConfig, SyntheticProbeConfig
+from llava_ov.probe.config import SPLITS, ProbeDataConfig, SyntheticProbeConfig, task_classes
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -48,18 +48,6 @@ class ClipSet:
     clips: dict[str, list[ClipRef]]  # split -> clips
     skipped: list[Skipped]
     root: str = ""  # where the clips are (folder / shard pattern / synthetic cache)
-
-
-# ----------------------------------------------------------------------------- synthetic classes
-
-
-def task_classes(task: str) -> list[str]:
-    from llava_ov.data.synthetic_scenes import COLORS, DIRECTIONS
-
-    tasks = {"direction": list(DIRECTIONS), "color": list(COLORS)}
-    if task not in tasks:
-        raise ValueError(f"unknown synthetic probe task {task!r}; expected one of {sorted(tasks)}")
-    return tasks[task]
 
 
 def synthetic_frames(cfg: SyntheticProbeConfig, split: str, index: int) -> tuple[str, np.ndarray]:
