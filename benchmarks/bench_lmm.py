@@ -108,7 +108,7 @@ def bench_cpu(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     model = build_model(debug_config(hidden_size=128, intermediate_size=256, head_dim=32), tokenizer)
     items = synthetic_items(
-        args.samples, [int(b) for b in args.budgets.split(",")], tokenizer, model.tokens_counter()
+        args.samples, [int(b) for b in args.budgets.split(",")], tokenizer, model.token_counter()
     )
     groups = [items[i : i + args.batch] for i in range(0, len(items), args.batch)]
     pad = int(tokenizer.pad_token_id)
@@ -131,7 +131,8 @@ def bench_cpu(args: argparse.Namespace) -> None:
     lengths = [len(it) for it in items]
     print(
         f"{len(items)} samples ({min(lengths)}-{max(lengths)} tokens), batches of {args.batch}, "
-        f"{args.steps} timed passes, {torch.get_num_threads()} threads, attn {model.config.llm.attn_implementation}"
+        f"{args.steps} timed passes, {torch.get_num_threads()} threads, "
+        f"attn {model.config.llm.attn_implementation}"
     )
     print(f"{'layout':<8} {'text tok/s':>11} {'visual tok/s':>13} {'slots/token':>12}")
     for name, (tps, vps, waste) in results.items():
@@ -160,7 +161,7 @@ def bench_scaling(args: argparse.Namespace) -> None:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         for max_tokens in [int(t) for t in args.tokens.split(",")]:
             if max_tokens not in packs:
-                packs[max_tokens] = sample_pack(tokenizer, model.tokens_counter(), max_tokens)
+                packs[max_tokens] = sample_pack(tokenizer, model.token_counter(), max_tokens)
             batch = packs[max_tokens]
             train_step(model, opt, batch)  # warmup
             seconds = float(np.median([train_step(model, opt, batch) for _ in range(args.steps)]))
@@ -168,7 +169,8 @@ def bench_scaling(args: argparse.Namespace) -> None:
     sizes = list(packs)
     print(
         f"packed training step (forward + backward + AdamW), debug tower + 2-layer Qwen3 (128 wide), "
-        f"{torch.get_num_threads()} threads; samples of ~{packs[sizes[0]].num_tokens // packs[sizes[0]].num_samples} tokens"
+        f"{torch.get_num_threads()} threads; "
+        f"samples of ~{packs[sizes[0]].num_tokens // packs[sizes[0]].num_samples} tokens"
     )
     print(
         f"{'attn':<8}"
@@ -274,8 +276,8 @@ def full_batch(tokenizer, tokens_for, max_tokens: int, patches: int = 2048):
 
 def trainer_engine(model, zero_stage: int):
     """The trainer's own path: trainable modules, AdamW groups and DeepSpeed engine of an SFT stage."""
-    from llava_ov.train import DeepSpeedConfig, StageConfig
     from llava_ov.train import distributed as D
+    from llava_ov.train.config import DeepSpeedConfig, StageConfig
     from llava_ov.train.optim import build_optimizer, configure_trainable, param_groups
 
     ds = DeepSpeedConfig(zero_stage=zero_stage)
@@ -317,7 +319,8 @@ def bench_full(args: argparse.Namespace) -> None:
     from llava_ov.data import tokenizer_texts
     from llava_ov.model import TINY_QWEN3, LLMConfig, ModelConfig, TowerConfig, build_model
     from llava_ov.text import build_tokenizer
-    from llava_ov.train import flop_model, peak_flops
+    from llava_ov.train.flops import flop_model
+    from llava_ov.train.metrics import peak_flops
 
     cuda = torch.cuda.is_available()
     if not (cuda or args.tiny):
@@ -349,13 +352,15 @@ def bench_full(args: argparse.Namespace) -> None:
     peak = peak_flops(torch.cuda.get_device_name(device) if cuda else "cpu", args.peak_tflops)
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
     print(
-        f"{name}: {sum(params.values()) / 1e9:.3f}B params (vision {params['vision'] / 1e6:.1f}M, projector "
-        f"{params['projector'] / 1e6:.1f}M, llm {params['llm'] / 1e9:.3f}B), attn_implementation={args.attn}, "
+        f"{name}: {sum(params.values()) / 1e9:.3f}B params (vision {params['vision'] / 1e6:.1f}M, "
+        f"projector {params['projector'] / 1e6:.1f}M, llm {params['llm'] / 1e9:.3f}B), "
+        f"attn_implementation={args.attn}, "
         f"{env.dtype}, DeepSpeed ZeRO-{args.zero}, checkpointing={args.checkpointing}, compile={args.compile}"
     )
     print(
         "MFU = model FLOPs (llava_ov/train/flops.py: matmuls, within-sample attention, LM head on targets) "
-        f"/ (step time x peak {'n/a' if peak is None else f'{peak / 1e12:.0f} TFLOP/s'}); 6N = the old 6*N*tokens figure"
+        f"/ (step time x peak {'n/a' if peak is None else f'{peak / 1e12:.0f} TFLOP/s'}); "
+        "6N = the old 6*N*tokens figure"
     )
     print(
         f"{'tokens/pack':>11} {'clips':>5} {'text tok':>8} {'patches':>8} {'step ms':>8} {'text tok/s':>10} "
@@ -363,7 +368,7 @@ def bench_full(args: argparse.Namespace) -> None:
     )
     rows = []
     for max_tokens in [int(t) for t in args.tokens.split(",")]:
-        batch = full_batch(tokenizer, model.tokens_counter(), max_tokens, patches=64 if args.tiny else 2048)
+        batch = full_batch(tokenizer, model.token_counter(), max_tokens, patches=64 if args.tiny else 2048)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         try:

@@ -44,8 +44,9 @@ def prepare_stages(cfg) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 2 with one line on a config mistake (encoder.cli.run_cli), checked before data or model."""
-    from llava_ov.train import load_train_config, train
     from llava_ov.train.build import check_run_paths
+    from llava_ov.train.config import load_train_config
+    from llava_ov.train.trainer import train
 
     args = parse_args(argv)
     cfg = load_train_config(args.config or DEFAULT_CONFIG, args.overrides, stage=args.stage)

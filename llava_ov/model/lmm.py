@@ -133,8 +133,9 @@ class LlavaOVModel(nn.Module):
         reserved = [int(n) for n in media.num_tokens.tolist()]
         if counts != reserved:
             raise ValueError(
-                f"visual tokens per media item {counts} differ from the placeholder tokens the batch reserved "
-                f"{reserved} (projector.merge={merge}): build the items with tokens_for=model.token_counter()"
+                f"visual tokens per media item {counts} differ from the placeholder tokens the batch "
+                f"reserved {reserved} (projector.merge={merge}): build the items with "
+                "tokens_for=model.token_counter()"
             )
         weight = next(self.projector.parameters())
         if self.config.projector.pos_embed == "none":

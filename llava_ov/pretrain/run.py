@@ -6,12 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from encoder.config import to_dict
 from encoder.pretrain.bank import build_bank
 from encoder.pretrain.kmeans import KMeansConfig
 from llava_ov.data.mixture import resolve_shards
@@ -21,9 +17,9 @@ from llava_ov.pretrain.features import TeacherConfig, embedding_stream, spill
 from llava_ov.pretrain.task import STAGE, PretrainTask
 from llava_ov.train import build as B
 from llava_ov.train import distributed as D
-from llava_ov.train.lock import acquire_for_run
 from llava_ov.train.loop import StageResult, run_task
-from llava_ov.train.metrics import MetricsLogger, plot_loss
+from llava_ov.train.metrics import MetricsLogger
+from llava_ov.train.session import run_session, write_loss_plot
 
 logger = logging.getLogger("llava_ov.pretrain")
 
@@ -94,36 +90,18 @@ def chance_reference(task: PretrainTask) -> tuple[float, str] | None:
 def pretrain(cfg: PretrainConfig) -> StageResult:
     """The whole run (collective under a launcher)."""
     task = PretrainTask(cfg)  # config and data errors before any process group
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    lock = acquire_for_run(cfg.output_dir)  # one run per output folder (llava_ov/train/lock.py)
-    try:
-        env = D.init_distributed(cfg.deepspeed)
-        from llava_ov.train.trainer import setup_logging
-
-        setup_logging(env)
-        out = Path(cfg.output_dir)
-        metrics = MetricsLogger(cfg.log, out, to_dict(cfg), env.is_main)
-        try:
-            ensure_banks(task, env, metrics)
-            result = run_task(task, cfg, env, metrics)
-            if cfg.log.plot and env.is_main:
-                png = plot_loss(
-                    out / "metrics.jsonl",
-                    out / "loss_curve.png",
-                    [STAGE],
-                    "Encoder pretraining loss",
-                    "margin-softmax loss (mean over samples x labels)",
-                    chance_reference(task),
-                )
-                if png is not None:
-                    metrics.write(f"loss curve: {png}")
-        finally:
-            metrics.close()
-        D.barrier()
-    finally:
-        if lock is not None:
-            lock.release()
+    with run_session(cfg) as (env, metrics):
+        ensure_banks(task, env, metrics)
+        result = run_task(task, cfg, env, metrics)
+        write_loss_plot(
+            cfg,
+            env,
+            metrics,
+            [STAGE],
+            title="Encoder pretraining loss",
+            ylabel="margin-softmax loss (mean over samples x labels)",
+            reference=chance_reference(task),
+        )
     return result
 
 

@@ -15,16 +15,22 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from llava_ov.train.config import DeepSpeedConfig
+
+if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine as Engine
+else:
+    Engine = Any  # deepspeed is imported only when an engine is built
 
 NEVER = 1 << 30  # steps_per_print: the trainer does its own logging
 
@@ -136,7 +142,7 @@ def deepspeed_config(cfg: DeepSpeedConfig, env: DistEnv, grad_accum: int, grad_c
     return _merge(config, cfg.overrides)
 
 
-def build_engine(model: nn.Module, optimizer: torch.optim.Optimizer, config: dict[str, Any]) -> Any:
+def build_engine(model: nn.Module, optimizer: torch.optim.Optimizer, config: dict[str, Any]) -> Engine:
     """``deepspeed.initialize`` with our optimizer (param groups carry the per-module LRs)."""
     import deepspeed
 
@@ -196,6 +202,19 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return t.cpu().tolist()
 
 
+def all_reduce_named(values: Mapping[str, float]) -> dict[str, float]:
+    """Each named value summed over ranks. Every rank must pass the same names: a checksum of the sorted
+    names is reduced along with the values, so a rank with other names fails loudly instead of summing
+    one quantity into another."""
+    keys = sorted(values)
+    tag = float(zlib.crc32("\0".join(keys).encode()))
+    *sums, tags = all_reduce_sum([*(values[k] for k in keys), tag])
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if tags != tag * world:
+        raise RuntimeError(f"ranks reduce different quantities (this rank: {keys})")
+    return dict(zip(keys, sums))
+
+
 def all_gather_object(obj: Any) -> list[Any]:
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return [obj]
@@ -238,7 +257,9 @@ def shutdown() -> None:
 
 __all__ = [
     "DistEnv",
+    "Engine",
     "all_gather_object",
+    "all_reduce_named",
     "all_reduce_sum",
     "barrier",
     "broadcast_object",

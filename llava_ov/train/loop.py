@@ -22,9 +22,11 @@ import logging
 import math
 import random
 import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ from encoder.config import to_dict
 from llava_ov.data.stats import REASONS, DataStats
 from llava_ov.train import checkpoint as C
 from llava_ov.train import distributed as D
+from llava_ov.train.config import OptimConfig
 from llava_ov.train.metrics import MetricsLogger, StepTimer
 from llava_ov.train.optim import build_optimizer, set_lr
 from llava_ov.train.schedule import stage_lr_factor
@@ -52,38 +55,54 @@ class StageResult:
     skipped: bool = False  # already finished by an earlier run
 
 
-class Task:
-    """One stage as the loop runs it. ``stage`` has ``max_steps``, ``grad_accum`` and ``optim``
-    (:class:`llava_ov.train.config.OptimConfig`); subclasses build ``model`` and fill the hooks."""
+class StageSpec(Protocol):
+    """What the loop reads of a stage's config (:class:`llava_ov.train.config.StageConfig`,
+    :class:`llava_ov.pretrain.config.PretrainStage`)."""
+
+    max_steps: int
+    grad_accum: int
+    optim: OptimConfig
+
+
+class Task(ABC):
+    """One stage as the loop runs it: ``stage`` (steps, accumulation, optimizer settings) and the model
+    ``build`` makes; the abstract methods are what every task defines, the others have defaults."""
 
     name: str
-    stage: Any
+    stage: StageSpec
     model: nn.Module
     global_loss: bool = False  # forward() returns the same all-rank loss on every rank
 
+    @abstractmethod
     def build(self, env: D.DistEnv) -> None:
         """Prepare data (rank 0 first), build ``self.model`` (seeded), freeze what does not train."""
-        raise NotImplementedError
 
+    @abstractmethod
     def param_groups(self) -> list[dict[str, Any]]:
-        """AdamW groups (``name``, ``params``, ``lr``, ``base_lr``, ``weight_decay``) of the engine's parameters."""
-        raise NotImplementedError
+        """AdamW groups (``name``, ``params``, ``lr``, ``base_lr``, ``weight_decay``) of the engine's
+        parameters."""
 
+    @abstractmethod
     def make_loader(self, env: D.DistEnv, resume: dict[str, Any] | None) -> Any:
-        """This rank's batches: an iterable with ``state_dict()`` (exact resume) and ``stats`` (:class:`DataStats`)."""
-        raise NotImplementedError
+        """This rank's batches: an iterable with ``state_dict()`` (exact resume) and ``stats``
+        (:class:`DataStats`)."""
 
+    @abstractmethod
     def weight(self, batch: Any) -> float:
         """What this rank's micro-batch loss averages over (target tokens, samples)."""
-        raise NotImplementedError
 
-    def forward(self, engine: Any, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        """The micro-batch's mean loss (computed here, outside the model's forward) and extra values to log."""
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, engine: D.Engine, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """The micro-batch's mean loss (computed here, outside the model's forward) and extra values to
+        log (the same names for every batch)."""
+
+    @abstractmethod
+    def export(self, engine: D.Engine, env: D.DistEnv, final: Path) -> None:
+        """Write the stage's export to ``final`` (collective)."""
 
     def counts(self, batch: Any) -> dict[str, float]:
-        """Per-batch quantities summed over micro-batches and ranks for the step record (the same keys
-        for every batch: they are all-reduced by position)."""
+        """Per-batch quantities summed over micro-batches and ranks for the step record (the same names
+        for every batch)."""
         return {}
 
     def step_record(self, sums: dict[str, float], seconds: float, env: D.DistEnv) -> dict[str, Any]:
@@ -95,10 +114,13 @@ class Task:
         return {}
 
     def save_extra(self, path: Path, env: D.DistEnv) -> None:
-        """State outside the engine and the loader (collective), into the checkpoint folder ``path``."""
+        """State outside the engine and the loader (collective), into the checkpoint folder ``path``;
+        none by default."""
+        return None
 
     def load_extra(self, path: Path, env: D.DistEnv, state: dict[str, Any]) -> None:
         """Restore :meth:`save_extra` (``state``: the trainer state of that checkpoint)."""
+        return None
 
     def check_world_size(self, state: dict[str, Any], env: D.DistEnv) -> None:
         if state["world_size"] != env.world_size:
@@ -110,14 +132,12 @@ class Task:
     def describe(self, env: D.DistEnv) -> str:
         return f"stage {self.name}"
 
-    def export(self, engine: Any, env: D.DistEnv, final: Path) -> None:
-        raise NotImplementedError
-
     def evaluate(self, final: Path, env: D.DistEnv, metrics: MetricsLogger) -> dict[str, Any] | None:
         return None
 
     def release(self) -> None:
         """Drop what the stage built (before evaluation loads the export)."""
+        return None
 
 
 def seed_everything(seed: int) -> None:
@@ -136,12 +156,8 @@ def restore_stats(stats: DataStats, state: dict[str, Any]) -> None:
     stats.by_source.update(state["by_source"])
 
 
-def train_step(
-    task: Task, engine: Any, loader: Any, it: Any, env: D.DistEnv, step: int, step_offset: int
-) -> dict[str, Any] | None:
-    """One optimizer step (collective); None when a rank's data ran out (every rank then stops)."""
-    gas, max_steps = task.stage.grad_accum, task.stage.max_steps
-    timer = StepTimer()
+def gather(it: Iterator[Any], gas: int, timer: StepTimer) -> list[Any]:
+    """Up to ``gas`` micro-batches of this rank (fewer when its data ran out), timing the waits."""
     batches: list[Any] = []
     for _ in range(gas):
         t = time.perf_counter()
@@ -150,62 +166,89 @@ def train_step(
         if batch is None:
             break
         batches.append(batch)
-    local = [task.weight(b) for b in batches] + [0.0] * (gas - len(batches))
-    *per_micro, exhausted = D.all_reduce_sum([*local, float(len(batches) < gas)])
-    if exhausted:
-        return None
-    total = max(sum(per_micro), 1e-12)
-    factor = stage_lr_factor(task.stage.optim, step, max_steps)
-    lrs = set_lr(engine.optimizer, factor)
+    return batches
+
+
+def forward_backward(
+    task: Task, engine: D.Engine, batches: list[Any], local: list[float], global_: list[float], env: D.DistEnv
+) -> tuple[float, dict[str, float]]:
+    """Forward, backward and the engine's step for each micro-batch, its loss rescaled so that the step's
+    gradient is that of the weighted mean over the whole step (see the module docstring). ``local`` /
+    ``global_``: each micro-batch's weight on this rank / summed over ranks. Returns this rank's share of
+    the weighted loss and the sums of the tasks's extra values."""
+    gas, total = task.stage.grad_accum, max(sum(global_), 1e-12)
     loss_sum, extra = 0.0, {}
     for m, batch in enumerate(batches):
         loss, logs = task.forward(engine, batch)
-        w = per_micro[m] / env.world_size if task.global_loss else local[m]  # this rank's share of the weight
-        scale = (per_micro[m] if task.global_loss else local[m]) * env.world_size * gas / total
-        engine.backward(loss * scale)
+        own = global_[m] if task.global_loss else local[m]
+        engine.backward(loss * (own * env.world_size * gas / total))
         engine.step()
-        loss_sum += float(loss.detach()) * w
+        loss_sum += float(loss.detach()) * (global_[m] / env.world_size if task.global_loss else local[m])
         for k, v in logs.items():
             extra[k] = extra.get(k, 0.0) + v
+    return loss_sum, extra
+
+
+def step_sums(
+    task: Task,
+    batches: list[Any],
+    loss_sum: float,
+    extra: dict[str, float],
+    stats: DataStats,
+    timer: StepTimer,
+) -> dict[str, float]:
+    """The step's quantities summed over ranks, by name: ``loss``, ``data_wait``, ``used``,
+    ``skipped/<reason>``, ``count/<name>`` (:meth:`Task.counts`), ``extra/<name>`` (:meth:`Task.forward`)."""
+    values = {"loss": loss_sum, "data_wait": timer.data_wait, "used": float(stats.used)}
+    values |= {f"skipped/{r}": float(stats.skipped.get(r, 0)) for r in REASONS}
+    for b in batches:
+        for k, v in task.counts(b).items():
+            values[f"count/{k}"] = values.get(f"count/{k}", 0.0) + v
+    values |= {f"extra/{k}": v for k, v in extra.items()}
+    return D.all_reduce_named(values)
+
+
+def train_step(
+    task: Task, engine: D.Engine, loader: Any, it: Iterator[Any], env: D.DistEnv, step: int, step_offset: int
+) -> dict[str, Any] | None:
+    """One optimizer step (collective); None when a rank's data ran out (every rank then stops)."""
+    gas, max_steps = task.stage.grad_accum, task.stage.max_steps
+    timer = StepTimer()
+    batches = gather(it, gas, timer)
+    local = [task.weight(b) for b in batches] + [0.0] * (gas - len(batches))
+    weights = D.all_reduce_named(
+        {f"weight/{m}": w for m, w in enumerate(local)} | {"exhausted": float(len(batches) < gas)}
+    )
+    if weights.pop("exhausted"):
+        return None
+    global_ = [weights[f"weight/{m}"] for m in range(gas)]
+    total = max(sum(global_), 1e-12)
+    factor = stage_lr_factor(task.stage.optim, step, max_steps)
+    lrs = set_lr(engine.optimizer, factor)
+    loss_sum, extra = forward_backward(task, engine, batches, local, global_, env)
     lrs |= task.extra_step(factor, env)
     grad_norm = engine.get_global_grad_norm()
     seconds = timer.elapsed
-    stats = loader.stats
-    counts: dict[str, float] = {}
-    for b in batches:
-        for k, v in task.counts(b).items():
-            counts[k] = counts.get(k, 0.0) + v
-    keys, extra_keys = sorted(counts), sorted(extra)
-    sums = D.all_reduce_sum(
-        [
-            loss_sum,
-            timer.data_wait,
-            stats.used,
-            *(stats.skipped.get(r, 0) for r in REASONS),
-            *(counts[k] for k in keys),
-            *(extra[k] for k in extra_keys),
-        ]
-    )
-    loss, wait, used, *rest = sums
-    skips, rest = rest[: len(REASONS)], rest[len(REASONS) :]
-    summed = dict(zip(keys, rest[: len(keys)]))
+    sums = step_sums(task, batches, loss_sum, extra, loader.stats, timer)
+    skips = {r: int(sums[f"skipped/{r}"]) for r in REASONS}
+    per_rank = env.world_size if task.global_loss else 1
     record = {
         "stage": task.name,
         "step": step + 1,
         "max_steps": max_steps,
         "global_step": step_offset + step + 1,
-        "loss": loss / total,
+        "loss": sums["loss"] / total,
         "weight": total,
         **{f"lr/{k}": v for k, v in lrs.items()},
         "grad_norm": None if grad_norm is None else float(grad_norm),
-        **task.step_record(summed, seconds, env),
+        **task.step_record({k[6:]: v for k, v in sums.items() if k.startswith("count/")}, seconds, env),
         "step_time_s": seconds,
-        "data_wait_s": wait / env.world_size,
+        "data_wait_s": sums["data_wait"] / env.world_size,
         "peak_mem_gb": D.peak_memory_gb(env.device),
-        **{k: (v / env.world_size if task.global_loss else v) for k, v in zip(extra_keys, rest[len(keys) :])},
-        "used_samples": int(used),
-        "skipped": int(sum(skips)),
-        **{f"skipped/{r}": int(n) for r, n in zip(REASONS, skips) if n},
+        **{k[6:]: v / per_rank for k, v in sums.items() if k.startswith("extra/")},
+        "used_samples": int(sums["used"]),
+        "skipped": sum(skips.values()),
+        **{f"skipped/{r}": n for r, n in skips.items() if n},
         "time": time.time(),
     }
     if not math.isfinite(record["loss"]):
@@ -277,7 +320,8 @@ def run_task(
     }
     metrics.write(
         f"stage {name}: data used {data_summary['used']} samples, skipped "
-        f"{sum(data_summary['skipped'].values())} { ({k: v for k, v in data_summary['skipped'].items() if v}) }"
+        f"{sum(data_summary['skipped'].values())} "
+        f"{ ({k: v for k, v in data_summary['skipped'].items() if v}) }"
     )
     task.export(engine, env, final)
     metrics.write(f"stage {name}: exported {final}")

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-from encoder.config import to_dict
 from llava_ov.data import LMMBatch, build_loader
 from llava_ov.model import LlavaOVModel
 from llava_ov.text import IGNORE_INDEX
@@ -26,10 +25,10 @@ from llava_ov.train import distributed as D
 from llava_ov.train.config import STAGES, TrainConfig
 from llava_ov.train.evaluate import evaluate, format_table
 from llava_ov.train.flops import flop_model, squared_lengths
-from llava_ov.train.lock import acquire_for_run
 from llava_ov.train.loop import StageResult, Task, run_task
-from llava_ov.train.metrics import MetricsLogger, mfu, peak_flops, plot_loss
+from llava_ov.train.metrics import MetricsLogger, mfu, peak_flops
 from llava_ov.train.optim import configure_trainable, count_parameters, param_groups
+from llava_ov.train.session import run_session, write_loss_plot
 
 logger = logging.getLogger("llava_ov.train")
 
@@ -173,47 +172,18 @@ def run_stage(
 # ----------------------------------------------------------------------------- the run
 
 
-def setup_logging(env: D.DistEnv) -> None:
-    logging.basicConfig(
-        level=logging.INFO if env.is_main else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
-    for noisy in ("DeepSpeed", "deepspeed", "torch.distributed"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def train(cfg: TrainConfig) -> dict[str, StageResult]:
     """Run ``cfg.stages`` in order (collective under a launcher); returns the results per stage."""
     cfg.validate()
-    B.check_run_paths(
-        cfg
-    )  # fail fast on a missing path or a bad data section, before any process group or model
+    B.check_run_paths(cfg)  # fail fast on a missing path or a bad data section, before any process group
     for name in cfg.stages:
         B.stage_data_config(cfg, cfg.stage(name))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    lock = acquire_for_run(cfg.output_dir)  # one run per output folder (llava_ov/train/lock.py)
-    try:
-        env = D.init_distributed(cfg.deepspeed)
-        setup_logging(env)
-        out = Path(cfg.output_dir)
+    results: dict[str, StageResult] = {}
+    with run_session(cfg) as (env, metrics):
         tokenizer = B.build_tokenizer(cfg, env)
-        metrics = MetricsLogger(cfg.log, out, to_dict(cfg), env.is_main)
-        results: dict[str, StageResult] = {}
-        try:
-            for name in cfg.stages:
-                results[name] = run_stage(cfg, name, env, tokenizer, metrics)
-            if cfg.log.plot and env.is_main:
-                png = plot_loss(out / "metrics.jsonl", out / "loss_curve.png", list(STAGES))
-                if png is not None:
-                    metrics.write(f"loss curve: {png}")
-        finally:
-            metrics.close()
-        D.barrier()
-    finally:
-        if lock is not None:
-            lock.release()
+        for name in cfg.stages:
+            results[name] = run_stage(cfg, name, env, tokenizer, metrics)
+        write_loss_plot(cfg, env, metrics, list(STAGES))
     return results
 
 

@@ -41,7 +41,7 @@ def _train_support():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """(checkpoint, trainer's held-out records, include path, --local-data, env)."""
-    from llava_ov.train import train
+    from llava_ov.train.trainer import train
 
     support = _train_support()
     root = tmp_path_factory.mktemp("plugin")

@@ -11,7 +11,7 @@ import torch
 from train_support import records, tiny_config
 
 from llava_ov.model import LlavaOVModel
-from llava_ov.train import train
+from llava_ov.train.trainer import train
 
 pytestmark = pytest.mark.slow
 

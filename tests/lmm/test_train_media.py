@@ -8,8 +8,8 @@ import pytest
 from train_support import records, tiny_config
 
 from encoder.config import ConfigError
-from llava_ov.train import train
 from llava_ov.train.build import stage_data_config
+from llava_ov.train.trainer import train
 
 
 def test_media_budget_sets_the_codec_settings(tmp_path):
@@ -86,7 +86,7 @@ def test_full_recipes_share_one_budget_and_load_offline(stage):
 
     from llava_ov.model.budget import media_plan
     from llava_ov.model.towers import tower_spec
-    from llava_ov.train import load_train_config
+    from llava_ov.train.config import load_train_config
 
     root = Path(__file__).resolve().parents[2] / "configs" / "train"
     plans = {}

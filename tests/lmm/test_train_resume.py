@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from train_support import DEFAULT_YAML, launch, records, tiny_config, tiny_overrides
 
 from llava_ov.data import build_loader
-from llava_ov.train import train
+from llava_ov.train.trainer import train
 
 pytestmark = pytest.mark.slow
 

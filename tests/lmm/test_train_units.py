@@ -11,11 +11,12 @@ import torch
 from train_support import DEFAULT_YAML
 
 from encoder.config import ConfigError
-from llava_ov.train import load_train_config, lr_factor, peak_flops, summarize, warmup_steps
-from llava_ov.train.config import LoraConfig, OptimConfig, StageConfig
+from llava_ov.train.config import LoraConfig, OptimConfig, StageConfig, load_train_config
 from llava_ov.train.distributed import DistEnv, deepspeed_config
-from llava_ov.train.evaluate import normalize_answer
+from llava_ov.train.evaluate import normalize_answer, summarize
+from llava_ov.train.metrics import peak_flops
 from llava_ov.train.optim import configure_trainable, module_of, param_groups, set_lr
+from llava_ov.train.schedule import lr_factor, warmup_steps
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,7 @@ def test_lora_leaves_llm_frozen_but_adapters(tiny_model):
 
 
 def test_deepspeed_config_presets_file_and_auto(tmp_path):
-    from llava_ov.train import DeepSpeedConfig
+    from llava_ov.train.config import DeepSpeedConfig
 
     env = DistEnv(0, 1, 0, torch.device("cpu"), "gloo", torch.float32)
     cfg = deepspeed_config(DeepSpeedConfig(zero_stage=3), env, grad_accum=4, grad_clip=1.0)
@@ -246,7 +247,8 @@ def test_flop_model_counts_matmuls_attention_and_backward_passes(tokenizer):
         + 3 * (2 * fm.vision.matmul_params * 6 + 4 * 36 * fm.vision.attn_width)
     )
     assert got == pytest.approx(want)
-    # align: only the projector trains -> the LLM passes gradients (2x), the frozen tower runs forward only (1x)
+    # align: only the projector trains -> the LLM passes gradients (2x),
+    # the frozen tower runs forward only (1x)
     model.requires_grad_(False)
     model.projector.requires_grad_(True)
     fm = flop_model(model)

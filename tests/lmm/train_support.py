@@ -38,7 +38,7 @@ def tiny_overrides(out_dir: Path, data_root: Path, **extra: object) -> list[str]
 
 
 def tiny_config(out_dir: Path, data_root: Path, stage: str | None = None, **extra: object):
-    from llava_ov.train import load_train_config
+    from llava_ov.train.config import load_train_config
 
     return load_train_config(DEFAULT_YAML, tiny_overrides(out_dir, data_root, **extra), stage=stage)
 
