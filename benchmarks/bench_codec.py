@@ -2,8 +2,9 @@
 
 For each source clip (H.264 and HEVC) and input size (224, 448): the time to decode the T sampled
 frames (``motion="none"``), the time of the full patchify (decode + motion + residual + saliency +
-selection), their ratio, and the memory one patchify adds at its peak (resident set in a fresh process, Linux). H.264 runs the bitstream path (motion vectors from the decoder) and the
-estimated path (block matching); HEVC exports no motion vectors, so it runs the estimated path.
+selection), their ratio, and the memory one patchify adds at its peak (resident set in a fresh
+process, Linux). H.264 runs the bitstream path (motion vectors from the decoder) and the estimated
+path (block matching); HEVC exports no motion vectors, so it runs the estimated path.
 
 Two generated sets: ``convenient`` (the pan-mover scene, 640×360, fixed GOP 16, no B-frames, one
 reference: reproducible) and ``realistic`` (a handheld camera — translation, rotation and zoom changing
@@ -127,10 +128,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(
-        f"torch threads: {torch.get_num_threads()}, decode threads: {args.decode_threads or 'auto'}, T={args.frames}, "
+        f"torch threads: {torch.get_num_threads()}, "
+        f"decode threads: {args.decode_threads or 'auto'}, T={args.frames}, "
         f"best of {args.repeats} interleaved runs"
     )
-    header = f"{'set':<12}{'source':<18}{'size':>6}{'motion':>11}{'decode s':>10}{'patchify s':>12}{'ratio':>8}{'kept':>7}{'peak MB':>9}"
+    header = (
+        f"{'set':<12}{'source':<18}{'size':>6}{'motion':>11}{'decode s':>10}{'patchify s':>12}"
+        f"{'ratio':>8}{'kept':>7}{'peak MB':>9}"
+    )
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,7 +160,8 @@ def main() -> None:
                         args.repeats,
                     )
                     print(
-                        f"{group:<12}{name:<18}{size:>6}{motion:>11}{t_dec:>10.3f}{t_full:>12.3f}{t_full / t_dec:>8.2f}{kept:>7}"
+                        f"{group:<12}{name:<18}{size:>6}{motion:>11}{t_dec:>10.3f}{t_full:>12.3f}"
+                        f"{t_full / t_dec:>8.2f}{kept:>7}"
                         f"{'' if peak is None else f'{peak:.0f}':>9}",
                         flush=True,
                     )

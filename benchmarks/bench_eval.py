@@ -3,9 +3,9 @@
 The plugin's path, timed in two parts: ``processor.prompt`` (media → PatchSelection: decode +
 codec patchification, or a cache read; plus tokenization) and ``engine.generate_items`` (tower + LLM
 generation), over the task's clips in batches as lmms-eval hands them. Three settings, interleaved
-batch by batch so they see the same machine load (best of ``--repeats`` passes): no cache (patchify every time), cold cache
-(patchify + write), warm cache (read). Then, optionally, the same task end to end through the
-lmms-eval CLI (process start included) with a cold and a warm cache.
+batch by batch so they see the same machine load (best of ``--repeats`` passes): no cache (patchify
+every time), cold cache (patchify + write), warm cache (read). Then, optionally, the same task end to
+end through the lmms-eval CLI (process start included) with a cold and a warm cache.
 
     python benchmarks/bench_eval.py                                   # the embedded default's export
     python benchmarks/bench_eval.py --ckpt CKPT --limit 100 --batch-size 8 --cli
@@ -149,12 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = engine_table(args, docs)
     base = sum(rows["on the fly (no cache)"])
     print(
-        f"{'setting':<32} {'samples/s':>10} {'media+prompt s':>15} {'generate s':>11} {'media share':>12} {'speed-up':>9}"
+        f"{'setting':<32} {'samples/s':>10} {'media+prompt s':>15} {'generate s':>11} "
+        f"{'media share':>12} {'speed-up':>9}"
     )
     for name, (media, model) in rows.items():
         total = media + model
         print(
-            f"{name:<32} {n / total:>10.2f} {media:>15.2f} {model:>11.2f} {media / total:>11.0%} {base / total:>8.2f}x"
+            f"{name:<32} {n / total:>10.2f} {media:>15.2f} {model:>11.2f} "
+            f"{media / total:>11.0%} {base / total:>8.2f}x"
         )
     if args.cli:
         cli = cli_table(args)

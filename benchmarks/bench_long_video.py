@@ -174,14 +174,16 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     print(json.dumps(rows[-1]), file=sys.stderr)
     print(
-        "| size | minutes | file MB | index from the MP4 tables s | demux pass s |\n| --- | --- | --- | --- | --- |"
+        "| size | minutes | file MB | index from the MP4 tables s | demux pass s |\n"
+        "| --- | --- | --- | --- | --- |"
     )
     for size, minutes, mb, t_tables, t_demux in index_rows:
         print(f"| {size} | {minutes} | {mb} | {t_tables:.3f} | {t_demux:.3f} |")
     if args.index_only:
         return 0
     print(
-        "| size | minutes | file MB | mode | decoding | seconds | vs 1 min | peak MB |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| size | minutes | file MB | mode | decoding | seconds | vs 1 min | peak MB |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- |"
     )
     for r in rows:
         one = next(

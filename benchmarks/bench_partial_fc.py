@@ -140,12 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         dense = next(d for d in rows if d["centres"] == r["centres"] and d["kind"] == "dense")
         print(
-            f"| {r['centres']:,} | {r['kind']} | {r['seconds']:.4f} | {r['seconds'] / dense['seconds']:.2f}x | "
-            f"{r['peak_mb']:.0f} |"
+            f"| {r['centres']:,} | {r['kind']} | {r['seconds']:.4f} | "
+            f"{r['seconds'] / dense['seconds']:.2f}x | {r['peak_mb']:.0f} |"
         )
     km = kmeans_bench(args.kmeans_points, args.dim, args.kmeans_centres, args.kmeans_iters)
     print(
-        f"\nk-means: {args.kmeans_points:,} points, dim {args.dim}, {args.kmeans_centres} centres, {args.kmeans_iters} iterations"
+        f"\nk-means: {args.kmeans_points:,} points, dim {args.dim}, "
+        f"{args.kmeans_centres} centres, {args.kmeans_iters} iterations"
     )
     print("| backend | train points/s (x iters) | top-10 assignment points/s |\n| --- | --- | --- |")
     for r in km:

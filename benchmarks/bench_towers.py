@@ -6,9 +6,9 @@ of :func:`llava_ov.model.budget.balanced_frames`), and the tower's forward (no g
 weights of the full architecture) is timed, interleaved across towers, best of ``--repeats``. Reported:
 LLM tokens per clip, tower patch rows, seconds, and the time relative to the OV-Encoder.
 
-    python benchmarks/bench_towers.py                                  # large / so400m / 8b, K = 512 1024 2048
+    python benchmarks/bench_towers.py                       # large / so400m / 8b, K = 512 1024 2048
     python benchmarks/bench_towers.py --sizes debug debug debug --budgets 128 256   # quick
-    python benchmarks/bench_towers.py --device cuda                    # on a GPU
+    python benchmarks/bench_towers.py --device cuda         # on a GPU
 """
 
 from __future__ import annotations
@@ -46,15 +46,15 @@ def main() -> None:
     for name, size in zip(TOWERS, args.sizes):
         cfg = TowerConfig(name=name, size=size, output_layer=-1 if name == "qwen3_vit" else -2)
         towers[name] = (cfg, build_tower(cfg).to(device).eval())
-        print(
-            f"{name:<10} {size:<7} {sum(p.numel() for p in towers[name][1].parameters()) / 1e6:7.1f}M parameters"
-        )
+        params = sum(p.numel() for p in towers[name][1].parameters())
+        print(f"{name:<10} {size:<7} {params / 1e6:7.1f}M parameters")
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_clip(
             Path(tmp) / "clip.mp4", "pan_mover", width=224, height=224, num_frames=64, seed=0
         ).path
         print(
-            f"\n{'budget':>6} {'tower':<10} {'input':<22} {'LLM tokens':>10} {'tower patches':>13} {'seconds':>8} {'vs OV':>6}"
+            f"\n{'budget':>6} {'tower':<10} {'input':<22} {'LLM tokens':>10} {'tower patches':>13} "
+            f"{'seconds':>8} {'vs OV':>6}"
         )
         for budget in args.budgets:
             batches = {}
@@ -80,8 +80,8 @@ def main() -> None:
             for name, (plan, media) in batches.items():
                 what = f"{plan.mode} {plan.num_frames}f {plan.height}px"
                 print(
-                    f"{budget:>6} {name:<10} {what:<22} {int(media.num_tokens[0]):>10} {media.num_patches:>13} "
-                    f"{best[name]:>8.3f} {best[name] / best['ov_encoder']:>5.2f}x"
+                    f"{budget:>6} {name:<10} {what:<22} {int(media.num_tokens[0]):>10} "
+                    f"{media.num_patches:>13} {best[name]:>8.3f} {best[name] / best['ov_encoder']:>5.2f}x"
                 )
 
 

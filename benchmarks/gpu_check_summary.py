@@ -60,8 +60,8 @@ def main(folder: str) -> None:
     if ev:
         per = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in ev.get("per_type", {}).items())
         lines.append(
-            f"| main job held-out | {ev.get('accuracy', float('nan')):.3f} (chance {ev.get('chance', 0):.3f}; "
-            f"{per}) |"
+            f"| main job held-out | {ev.get('accuracy', float('nan')):.3f} "
+            f"(chance {ev.get('chance', 0):.3f}; {per}) |"
         )
     metrics = [json.loads(x) for x in read(d / "main_job" / "metrics.jsonl").splitlines() if x.strip()]
     sft = [m for m in metrics if m.get("stage") == "sft" and "step_time_s" in m]

@@ -186,8 +186,8 @@ def main() -> None:
         print(f"{name:<44}{r['output']:>10.4f}{r['grad']:>10.4f}")
     mem = results["chunked loss vs full logits"]
     print(
-        f"loss peak memory at {loss_shape[0]} targets, V={loss_shape[2]}: full logits {mem['full_gib']:.2f} GiB, "
-        f"chunked {mem['chunked_gib']:.2f} GiB"
+        f"loss peak memory at {loss_shape[0]} targets, V={loss_shape[2]}: "
+        f"full logits {mem['full_gib']:.2f} GiB, chunked {mem['chunked_gib']:.2f} GiB"
     )
     verdicts = {}
     for fast_key, ref_key in (

@@ -5,7 +5,8 @@
         --teacher ov_encoder --teacher-path runs/enc/final --frames 8 --input-size 224
     python scripts/build_concept_bank.py --teacher tower --tower siglip2 \
         --teacher-path google/siglip2-so400m-patch16-naflex --input-size 256 --centres 400000
-    python scripts/build_concept_bank.py --teacher npy --teacher-path emb.npy --keys keys.txt --centres 2000000
+    python scripts/build_concept_bank.py --teacher npy --teacher-path emb.npy --keys keys.txt \\
+        --centres 2000000
 
 The bank folder (default: ``concept_bank`` next to the shards) holds centres.npy, labels.npy (top-k
 per sample), keys.txt and bank.json (sizes, empty clusters, teacher, k-means settings); pretraining

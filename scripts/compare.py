@@ -36,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=None,
         metavar="LR",
-        help="SFT peak LRs searched per variant ('recipe' = default.yaml's 1e-3; default: recipe 3e-4 1e-4; --quick: recipe)",
+        help="SFT peak LRs searched per variant "
+        "('recipe' = default.yaml's 1e-3; default: recipe 3e-4 1e-4; --quick: recipe)",
     )
     ap.add_argument(
         "--tune-budget", type=int, default=None, help="budget of the LR search (default: the middle one)"

@@ -53,14 +53,16 @@ def main(argv: list[str] | None = None) -> None:
 
     sources = {s: sel.meta["motion_source"].count(s) for s in sorted(set(sel.meta["motion_source"]))}
     print(
-        f"clip      {clip.path} ({clip.scene}, {clip.codec}, {clip.width}x{clip.height}, {clip.num_frames} frames)"
+        f"clip      {clip.path} ({clip.scene}, {clip.codec}, {clip.width}x{clip.height}, "
+        f"{clip.num_frames} frames)"
     )
     print(
         f"selected  {len(sel)} of {sel.dense_tokens} patches ({len(sel) / sel.dense_tokens:.1%}) "
         f"from {sel.num_frames} sampled frames in {elapsed:.2f} s; motion: {sources}"
     )
     print(
-        f"context   {sel.meta['context_patches']} patches (frame 0 dense); static fallback: {sel.meta['static_fallback']}"
+        f"context   {sel.meta['context_patches']} patches (frame 0 dense); "
+        f"static fallback: {sel.meta['static_fallback']}"
     )
     if clip.scene != "static":
         overlap = object_patch_overlap(clip, sel.frame_ids, cfg.decode.input_size, cfg.patch_size)[1:]

@@ -92,7 +92,8 @@ class DecodeConfig:
 
 @dataclass
 class DecodedClip:
-    """T sampled frames at S×S plus per-frame codec signals at A×A, A = ``cfg.signal_size`` (see `decode_clip`).
+    """T sampled frames at S×S plus per-frame codec signals at A×A, A = ``cfg.signal_size``
+    (see `decode_clip`).
 
     motion[i, y, x] = (dx, dy): pred(x, y) = ref(x + dx, y + dy) with ref the previous decoded frame;
     residual = |Y − pred| on 0..255 BT.601 luma; rotation is in clockwise degrees.
@@ -417,10 +418,11 @@ def decode_clip(path: str | os.PathLike, cfg: DecodeConfig | None = None) -> Dec
     jumps to the keyframe before each sample.
 
     Motion and residual maps are A×A, A = ``cfg.signal_size`` ≈ ``analysis_size`` (112 for 224 and 448
-    inputs: selection needs per-patch sums only), with vectors in A-pixels. Motion is relative to each sampled frame's own reference, the previous decoded (presentation-order)
-    frame. "auto" uses exported bitstream MVs when the codec has them (H.264, MPEG-4 part 2, ...) and block
-    matching otherwise (HEVC, AV1, VP9); a mid-clip I-frame (no vectors) borrows those of the next frame,
-    which references it (locally constant motion; source "bitstream_next"), else is block-matched; "bitstream" is
+    inputs: selection needs per-patch sums only), with vectors in A-pixels. Motion is relative to each
+    sampled frame's own reference, the previous decoded (presentation-order) frame. "auto" uses exported
+    bitstream MVs when the codec has them (H.264, MPEG-4 part 2, ...) and block matching otherwise (HEVC,
+    AV1, VP9); a mid-clip I-frame (no vectors) borrows those of the next frame, which references it
+    (locally constant motion; source "bitstream_next"), else is block-matched; "bitstream" is
     the same but raises VideoDecodeError for codecs that cannot export MVs; "estimated" always block-
     matches; "none" skips motion (motion = residual = None). Bitstream vectors that span several frames
     (B-frame GOPs) are divided by the distance to the nearest possible reference, giving per-frame

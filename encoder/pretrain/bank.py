@@ -45,7 +45,8 @@ class ConceptBank:
         self.root = Path(root)
         if not self.root.is_dir():
             raise ConfigError(
-                f"concept bank folder {self.root} does not exist (build it with scripts/build_concept_bank.py)"
+                f"concept bank folder {self.root} does not exist "
+                "(build it with scripts/build_concept_bank.py)"
             )
         label_bank = (self.root / "bank.json").is_file() and json.loads(
             (self.root / "bank.json").read_text()

@@ -121,8 +121,9 @@ def kmeans_pp(x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
 
 
 def train_torch(x: np.ndarray, cfg: KMeansConfig) -> KMeansResult:
-    """Lloyd iterations on the sphere from k-means++ seeds (``redo`` runs, the highest mean cosine kept); an emptied cluster is
-    re-seeded with the rows farthest from their centres (distinct rows, the worst first)."""
+    """Lloyd iterations on the sphere from k-means++ seeds (``redo`` runs, the highest mean cosine
+    kept); an emptied cluster is re-seeded with the rows farthest from their centres (distinct rows,
+    the worst first)."""
     k = cfg.num_centres
     g = torch.Generator().manual_seed(cfg.seed)
     xt = torch.from_numpy(normalize(x))

@@ -40,7 +40,8 @@ def _dist() -> tuple[int, int]:
 
 
 def shard_bounds(num_classes: int, world_size: int) -> list[tuple[int, int]]:
-    """Contiguous [start, end) ranges of the bank per rank (the first ``num_classes % world`` get one more)."""
+    """Contiguous [start, end) ranges of the bank per rank (the first ``num_classes % world`` get one
+    more)."""
     if num_classes < 1:
         raise ConfigError("the concept bank is empty (0 centres)")
     if world_size > num_classes:
@@ -55,7 +56,8 @@ def shard_bounds(num_classes: int, world_size: int) -> list[tuple[int, int]]:
 
 
 class _GatherRows(torch.autograd.Function):
-    """All-gather of [b_r, ...] rows (uneven b_r); backward: the gradient rows of this rank, summed over ranks."""
+    """All-gather of [b_r, ...] rows (uneven b_r); backward: the gradient rows of this rank, summed
+    over ranks."""
 
     @staticmethod
     def forward(ctx, x: Tensor, sizes: list[int]) -> Tensor:
@@ -111,7 +113,8 @@ def gathered_sizes(n: int, device: torch.device) -> list[int]:
 
 
 def draw_labels(labels: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
-    """[B, L] stored labels (-1 pads) → [B, k] of them drawn at random (valid first; -1 where a row has fewer)."""
+    """[B, L] stored labels (-1 pads) → [B, k] of them drawn at random (valid first; -1 where a row
+    has fewer)."""
     if labels.shape[1] == 0:
         return labels.new_full((labels.shape[0], k), -1)
     keys = torch.rand(labels.shape, generator=generator, device="cpu").to(labels.device)

@@ -111,7 +111,8 @@ class SyntheticQAConfig:
             )
         if not 0.0 < self.travel <= 0.5:
             raise ValueError(
-                f"travel must be in (0, 0.5] (a direction-neutral start needs room both ways), got {self.travel}"
+                "travel must be in (0, 0.5] (a direction-neutral start needs room both ways), "
+                f"got {self.travel}"
             )
         if self.num_train < 0 or self.num_heldout < 0:
             raise ValueError("num_train and num_heldout must be >= 0")

@@ -104,7 +104,8 @@ def is_frame(item: Any) -> bool:
 
 
 def frame_files(folder: str | Path) -> list[Path]:
-    """The image files of a frame folder, sorted by name (raises :class:`VideoDecodeError` when it has none)."""
+    """The image files of a frame folder, sorted by name (raises :class:`VideoDecodeError` when it
+    has none)."""
     files = sorted(
         (f for f in Path(folder).iterdir() if f.is_file() and is_image_path(f)), key=lambda f: f.name
     )

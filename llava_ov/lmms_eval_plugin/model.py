@@ -22,15 +22,17 @@ A sample whose media cannot be read (missing, undecodable, a folder without imag
 the task's ``doc_to_visual`` raises ``OSError``/``ValueError``) gets an empty answer
 (``loglikelihood``: ``inf`` for every choice, so the task's argmin takes the first one and may even
 score it right: the task's own scoring does not know the sample failed), one warning line naming the
-task, doc and file, a line in the ``failures`` file, and is counted; the task goes on. Not every failure reaches the plugin: several upstream tasks (videomme,
-perceptiontest_val_mc, mlvu_dev) call ``sys.exit`` in their ``doc_to_visual`` when a video file is
-missing, which ends the whole lmms-eval process before the plugin sees the sample.
+task, doc and file, a line in the ``failures`` file, and is counted; the task goes on. Not every
+failure reaches the plugin: several upstream tasks (videomme, perceptiontest_val_mc, mlvu_dev) call
+``sys.exit`` in their ``doc_to_visual`` when a video file is missing, which ends the whole lmms-eval
+process before the plugin sees the sample.
 
 ``loglikelihood`` returns ``(negative log-likelihood of the continuation, is_greedy)``: lmms-eval
 0.7.3's multiple-choice scoring takes the *argmin* of the first value (it expects a loss, as its own
 LLaVA models return). Each pair travels inside lmms-eval's ``GenerationResult`` (its typed response
-wrapper): 0.7.3 stringifies bare tuples before scoring, which breaks every multiple-choice task. The continuation is scored as the start of the assistant's answer, its leading
-target delimiter (a space) dropped, as answers are trained.
+wrapper): 0.7.3 stringifies bare tuples before scoring, which breaks every multiple-choice task. The
+continuation is scored as the start of the assistant's answer, its leading target delimiter (a space)
+dropped, as answers are trained.
 """
 
 from __future__ import annotations
@@ -113,8 +115,10 @@ class LlavaOVLmms(lmms):
         super().__init__()
         if unknown:
             raise ValueError(
-                f"llava_ov: unknown model_args {sorted(unknown)}; valid: pretrained, {', '.join(CODEC_KEYS)}, "
-                "device, dtype, attn_implementation, max_new_tokens, cache, cache_dir, failures (batch size: --batch_size)"
+                f"llava_ov: unknown model_args {sorted(unknown)}; "
+                f"valid: pretrained, {', '.join(CODEC_KEYS)}, "
+                "device, dtype, attn_implementation, max_new_tokens, cache, cache_dir, failures "
+                "(batch size: --batch_size)"
             )
         self.accelerator = Accelerator()
         if self.accelerator.num_processes > 1:
@@ -151,7 +155,8 @@ class LlavaOVLmms(lmms):
         c = self.engine.processor.codec
         logger.info(
             f"llava_ov: {pretrained} on {self._device}, codec mode={c.mode} budget={c.select.budget} "
-            f"frames={c.decode.num_frames if c.mode in ('codec', 'random') else c.num_frames} input={c.decode.input_size}, "
+            f"frames={c.decode.num_frames if c.mode in ('codec', 'random') else c.num_frames} "
+            f"input={c.decode.input_size}, "
             f"patch cache {cache_path or 'off'}, failures {self.failures.path or 'not recorded'}, "
             f"rank {self.rank}/{self.world_size}"
         )
@@ -217,7 +222,8 @@ class LlavaOVLmms(lmms):
         cache = self.engine.processor.cache
         stats = f", patch cache {cache.hits} hits / {cache.misses} misses" if cache is not None else ""
         logger.info(
-            f"llava_ov: {kind}: {total} requests, {self.skipped - before} with unreadable media (empty){stats}"
+            f"llava_ov: {kind}: {total} requests, "
+            f"{self.skipped - before} with unreadable media (empty){stats}"
         )
 
     def _progress(self, n: int, what: str) -> tqdm:

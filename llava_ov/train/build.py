@@ -121,9 +121,7 @@ def stage_processor(data: DataConfig, model: LlavaOVModel, tokenizer: Any) -> Ll
     of its first source (what inference must use to ask the model as it was taught)."""
     sources = data.sources or data.eval_sources
     codec = codec_config(data, sources[0]) if sources else CodecConfig()
-    return LlavaOVProcessor(
-        tokenizer, codec, ChatFormat(empty_think=data.empty_think), model.token_counter()
-    )
+    return LlavaOVProcessor(tokenizer, codec, ChatFormat(empty_think=data.empty_think), model.token_counter())
 
 
 def init_path(cfg: TrainConfig, name: str, stage: StageConfig) -> Path | None:

@@ -6,10 +6,11 @@ their own frames/resolution split per budget (:func:`llava_ov.model.budget.balan
 that spends most of the budget, nearest 8 frames per frame group), so the codec recipe is not the
 only one shaped for the budget. Every variant also gets the same small search over the SFT peak learning
 rate (``lrs``, at one budget and the first seed), the LR chosen by the run's own final training loss (no
-held-out data is used to choose), then every cell of that variant trains at its LR. Every run is a separate ``scripts/train_lmm.py`` process writing to
-``OUT/<variant>/b<budget>_s<seed>/``; its own held-out evaluator scores it (``sft/eval.json``), and the
-run's ``metrics.jsonl`` gives the LLM visual tokens and tower patches it actually used per sample
-(the codec modes with ``min_score`` spend up to the budget, not always all of it).
+held-out data is used to choose), then every cell of that variant trains at its LR. Every run is a
+separate ``scripts/train_lmm.py`` process writing to ``OUT/<variant>/b<budget>_s<seed>/``; its own
+held-out evaluator scores it (``sft/eval.json``), and the run's ``metrics.jsonl`` gives the LLM visual
+tokens and tower patches it actually used per sample (the codec modes with ``min_score`` spend up to
+the budget, not always all of it).
 """
 
 from __future__ import annotations
@@ -288,7 +289,8 @@ def compare(cfg: CompareConfig, progress: bool = True) -> tuple[list[dict[str, A
     search_cells = (
         [(v, tune_b, seed0, lr) for v in cfg.variants for lr in cfg.lrs] if len(cfg.lrs) > 1 else []
     )
-    # seed-major: every budget of the first seed before the second seed (a cut-short run still spans the budgets)
+    # seed-major: every budget of the first seed before the second seed
+    # (a cut-short run still spans the budgets)
     grid = [(v, b, s) for s in cfg.seeds for b in cfg.budgets for v in cfg.variants]
     for v, b, s, lr in search_cells + [(*c, lr) for c in grid for lr in cfg.lrs]:
         run_overrides(
@@ -314,7 +316,10 @@ def compare(cfg: CompareConfig, progress: bool = True) -> tuple[list[dict[str, A
     table = cfg.out / "table.md"
     text = format_table(rows) + "\n"
     if search:
-        text += f"\nSFT learning-rate search (budget {tune_b}, seed {seed0}):\n\n{format_search(search, chosen)}\n"
+        text += (
+            f"\nSFT learning-rate search (budget {tune_b}, seed {seed0}):\n\n"
+            f"{format_search(search, chosen)}\n"
+        )
     table.write_text(text)
     return rows, table, plot(rows, cfg.out / "accuracy_vs_tokens.png")
 

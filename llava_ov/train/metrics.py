@@ -1,8 +1,9 @@
 """Training metrics: throughput / MFU arithmetic, and the logger (console, metrics.jsonl, wandb, PNG).
 
 MFU = achieved model FLOPs / (``step_time · world_size · peak``), the FLOPs counted by
-:mod:`llava_ov.train.flops` (matmuls per row, within-sample attention, backward multiples). Peak (dense bf16, per device) comes from ``log.peak_tflops`` or, on GPU, :data:`PEAK_TFLOPS`
-by device name; on CPU without a configured peak MFU is ``None`` (logged as n/a).
+:mod:`llava_ov.train.flops` (matmuls per row, within-sample attention, backward multiples). Peak
+(dense bf16, per device) comes from ``log.peak_tflops`` or, on GPU, :data:`PEAK_TFLOPS` by device
+name; on CPU without a configured peak MFU is ``None`` (logged as n/a).
 """
 
 from __future__ import annotations

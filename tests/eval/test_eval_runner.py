@@ -208,13 +208,15 @@ def test_hf_home_is_absolute(tmp_path, monkeypatch):
     assert run_all.hf_home({"HF_HOME": "rel/hf"}) == str(tmp_path / "rel" / "hf")
 
 
-OFFLINE_LOG = """\x1b[32m2026-12-01 09:16:55\x1b[0m | \x1b[1mINFO    \x1b[0m | lmms_eval.evaluator:simple_evaluate:486 - Setting seed
+OFFLINE_LOG = """\x1b[32m2026-12-01 09:16:55\x1b[0m | \x1b[1mINFO    \x1b[0m | \
+lmms_eval.evaluator:simple_evaluate:486 - Setting seed
 Traceback (most recent call last):
   File "datasets/load.py", line 1125, in dataset_module_factory
     raise ConnectionError(f"Couldn't reach '{path}' on the Hub ({e.__class__.__name__})") from e
 ConnectionError: Couldn't reach 'lmms-lab-encoder/ai2d' on the Hub (OfflineModeIsEnabled)
 tenacity.RetryError: RetryError[<Future at 0x7f state=finished raised ConnectionError>]
-2026-12-01 09:17:03 | ERROR    | lmms_eval.__main__:cli_evaluate:614 - Error during evaluation: RetryError[<Future>]. \
+2026-12-01 09:17:03 | ERROR    | lmms_eval.__main__:cli_evaluate:614 - \
+Error during evaluation: RetryError[<Future>]. \
 Please set `--verbosity=DEBUG` to get more information.
 """
 

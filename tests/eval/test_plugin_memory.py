@@ -48,7 +48,7 @@ def make_checkpoint(folder: Path) -> Path:
     codec = CodecConfig(mode="frames", num_frames=2)
     codec.decode.input_size = 28
     out = model.save_pretrained(folder)
-    LlavaOVProcessor(model.tokenizer, codec, tokens_for=model.tokens_counter()).save_pretrained(out)
+    LlavaOVProcessor(model.tokenizer, codec, tokens_for=model.token_counter()).save_pretrained(out)
     return out
 
 

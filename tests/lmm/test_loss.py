@@ -90,7 +90,7 @@ def test_no_targets_and_no_grad():
 
 def test_lmm_training_path_equals_logits_path(tokenizer):
     model = tiny_model(tokenizer)
-    batch = batch_of(mixed_items(tokenizer, model.tokens_counter()), tokenizer)
+    batch = batch_of(mixed_items(tokenizer, model.token_counter()), tokenizer)
     results = []
     for kw in ({"return_logits": True}, {}):
         model.zero_grad(set_to_none=True)

@@ -34,7 +34,7 @@ def ckpt(model, tmp_path_factory) -> Path:
     codec = CodecConfig(mode="frames", num_frames=2)
     codec.decode.input_size = 28
     out = model.save_pretrained(tmp_path_factory.mktemp("lmm") / "ckpt")
-    LlavaOVProcessor(model.tokenizer, codec, tokens_for=model.tokens_counter()).save_pretrained(out)
+    LlavaOVProcessor(model.tokenizer, codec, tokens_for=model.token_counter()).save_pretrained(out)
     return out
 
 
@@ -67,7 +67,7 @@ def test_save_load_identical_logits(model, ckpt, tokenizer):
     )  # the LLM folder loads without our code
     loaded = LlavaOVModel.from_pretrained(ckpt).eval()
     assert loaded.token_ids == model.token_ids
-    batch = batch_of(mixed_items(tokenizer, model.tokens_counter()), tokenizer)
+    batch = batch_of(mixed_items(tokenizer, model.token_counter()), tokenizer)
     torch.testing.assert_close(_logits(loaded, batch), _logits(model, batch), rtol=0, atol=0)
     # overrides apply on top of the saved config; a re-save of a loaded model stays relocatable
     again = LlavaOVModel.from_pretrained(
@@ -91,7 +91,7 @@ def test_llm_from_local_hf_folder_with_embedding_resize(tokenizer, tmp_path):
     torch.testing.assert_close(
         m.llm.model.layers[0].mlp.up_proj.weight, ref.model.layers[0].mlp.up_proj.weight
     )
-    batch = batch_of(mixed_items(tokenizer, m.tokens_counter()), tokenizer)
+    batch = batch_of(mixed_items(tokenizer, m.token_counter()), tokenizer)
     assert torch.isfinite(m(batch).loss)
 
 
@@ -103,7 +103,7 @@ def test_lora_is_merged_on_save(tokenizer, tmp_path):
         for name, p in m.llm.named_parameters():
             if "lora_B" in name:
                 p.normal_(std=0.05)
-    batch = batch_of(mixed_items(tokenizer, m.tokens_counter()), tokenizer)
+    batch = batch_of(mixed_items(tokenizer, m.token_counter()), tokenizer)
     out = m(batch, return_logits=True)
     out.loss.backward()  # the training path works through the peft wrapper
     m.save_pretrained(tmp_path / "ck")
@@ -132,10 +132,10 @@ class ForceTokens(LogitsProcessor):
 
 
 def _prompt_batch(model, tokenizer, question: str, with_media: bool = True):
-    items = mixed_items(tokenizer, model.tokens_counter())
+    items = mixed_items(tokenizer, model.token_counter())
     media, kinds = (items[0].media, items[0].kinds) if with_media else ([], [])
     prompt = build_prompt(
-        [{"from": "human", "value": question}], tokenizer, [model.tokens_counter()(s) for s in media], kinds
+        [{"from": "human", "value": question}], tokenizer, [model.token_counter()(s) for s in media], kinds
     )
     return LMMItem("p", prompt, media, kinds)
 

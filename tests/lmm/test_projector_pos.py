@@ -75,7 +75,7 @@ def test_none_leaves_outputs_unchanged_and_sincos_changes_them(tokenizer):
     cfg.projector.pos_embed = "sincos3d"
     with_pos = build_model(cfg, tokenizer).eval()
     with_pos.load_state_dict(base.state_dict())
-    batch = batch_of(mixed_items(tokenizer, base.tokens_counter()), tokenizer)
+    batch = batch_of(mixed_items(tokenizer, base.token_counter()), tokenizer)
     with torch.no_grad():
         ref = base(batch, return_logits=True).logits
         # "none": the projector ignores positions even when a caller passes them
@@ -116,7 +116,7 @@ def test_save_load_keeps_the_option(tokenizer, tmp_path):
     assert json.loads((ckpt / "llava_ov.json").read_text())["model"]["projector"]["pos_embed"] == "sincos3d"
     loaded = LlavaOVModel.from_pretrained(ckpt).eval()
     assert loaded.config.projector.pos_embed == "sincos3d" and loaded.projector.pos_embed == "sincos3d"
-    batch = batch_of(mixed_items(tokenizer, model.tokens_counter()), tokenizer)
+    batch = batch_of(mixed_items(tokenizer, model.token_counter()), tokenizer)
     with torch.no_grad():
         torch.testing.assert_close(
             loaded(batch, return_logits=True).logits, model(batch, return_logits=True).logits, rtol=0, atol=0

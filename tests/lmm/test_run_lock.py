@@ -17,7 +17,10 @@ from encoder.config import ConfigError
 from llava_ov.train.lock import LOCK_NAME, STALE_S, RunLock
 
 ROOT = Path(__file__).resolve().parents[2]
-HOLD = "from llava_ov.train.lock import RunLock; import sys, time; RunLock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(120)"
+HOLD = (
+    "from llava_ov.train.lock import RunLock; import sys, time; "
+    "RunLock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(120)"
+)
 
 
 def _holder(folder: Path) -> subprocess.Popen:

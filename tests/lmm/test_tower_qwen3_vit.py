@@ -117,7 +117,8 @@ def test_rows_match_the_hf_image_processor():
 
 
 def test_clip_rows_hold_consecutive_frames_in_the_temporal_slot():
-    """A 2-frame clip's rows: temporal slot k = the processor's rows of frame k (video layout C, T, ph, pw)."""
+    """A 2-frame clip's rows: temporal slot k = the processor's rows of frame k
+    (video layout C, T, ph, pw)."""
     frames = [pil_image(64, 64, seed) for seed in (1, 2)]  # ≥ the processor's min_pixels: no resize
     sels = [patchify_image(f, CodecConfig(mode="image", patch_size=16))[0] for f in frames]
     pos = np.concatenate([s.positions + np.array([t, 0, 0], np.int32) for s, t in zip(sels, (0, 63))])
@@ -434,7 +435,7 @@ def test_lmm_training_step_with_the_qwen3_tower(tokenizer):
     torch.manual_seed(0)
     cfg = ModelConfig(tower=debug_cfg(), projector=ProjectorConfig(merge=1), llm=LLMConfig(from_scratch={}))
     model = build_model(cfg, tokenizer)
-    counter = model.tokens_counter()
+    counter = model.token_counter()
     assert counter == cfg.token_counter() == COUNTER
     s0 = sample("a", [clip(3, 3, 5, seed=1), dense_sel(1, 2, 4, 2, patch=16)], ["video", "image"])
     s1 = sample("b", [clip(4, 2, 2, seed=3)], ["video"], "How many apples?", "There are 3 apples.")

@@ -1,4 +1,5 @@
-"""SigLIP2 NaFlex tower: processor parity, token counts, packing, strict checkpoints, config checks, LMM step."""
+"""SigLIP2 NaFlex tower: processor parity, token counts, packing, strict checkpoints, config checks,
+LMM step."""
 
 from __future__ import annotations
 
@@ -118,9 +119,9 @@ def test_lmm_counts_with_projector_merge2(tokenizer, clips):
     image = image_sel(48, 80)[0]
     sels = [image, clips[3], clips[5]]
     expected = [TokenCounter(2)(s) for s in sels]
-    assert expected == [2 * 3, 3 * 9, 5 * 9] and model.tokens_counter() == TokenCounter(2)
+    assert expected == [2 * 3, 3 * 9, 5 * 9] and model.token_counter() == TokenCounter(2)
     with torch.no_grad():
-        visual = model.encode_media(media_of(sels, model.tokens_counter()))
+        visual = model.encode_media(media_of(sels, model.token_counter()))
     assert visual.shape == (sum(expected), model.llm.config.hidden_size)
 
 
@@ -288,7 +289,7 @@ def test_lmm_training_step_with_siglip2(tokenizer):
     torch.manual_seed(2)
     cfg = ModelConfig(tower=DEBUG, projector=ProjectorConfig(merge=2), llm=LLMConfig(from_scratch={}))
     model = build_model(cfg, tokenizer).train()
-    counter = model.tokens_counter()
+    counter = model.token_counter()
     s0 = sample("a", [dense_sel(3, 3, 3, 1, patch=P), dense_sel(1, 3, 5, 2, patch=P)], ["video", "image"])
     s1 = sample("b", [dense_sel(1, 4, 4, 3, patch=P)], ["image"], "What is shown?", "A cat.")
     items = [make_item(s, tokenizer, counter) for s in (s0, s1)]
@@ -326,7 +327,7 @@ def test_lmm_text_only_batch_and_checkpoint_round_trip(tokenizer, tmp_path):
     patch_grad = model.vision_tower.vision_model.embeddings.patch_embedding.weight.grad
     assert torch.isfinite(out.loss) and patch_grad is not None and not patch_grad.any()
     item = make_item(
-        sample("a", [dense_sel(2, 2, 3, 1, patch=P)], ["video"]), tokenizer, model.tokens_counter()
+        sample("a", [dense_sel(2, 2, 3, 1, patch=P)], ["video"]), tokenizer, model.token_counter()
     )
     batch = batch_of([item], tokenizer)
     loaded = LlavaOVModel.from_pretrained(model.save_pretrained(tmp_path / "ckpt")).eval()

@@ -31,7 +31,9 @@ def tiny_overrides(out: Path, data_root: Path, bank: Path, **extra: object) -> l
         "data.codec.decode.input_size": 56,
         "data.codec.select.budget": 40,
         "heads.video.bank": bank,
-        "heads.video.build": "{teacher: pixels, frames: 4, input_size: 28, pool: 2, centres: 8, topk: 3, backend: torch}",
+        "heads.video.build": (
+            "{teacher: pixels, frames: 4, input_size: 28, pool: 2, centres: 8, topk: 3, backend: torch}"
+        ),
         "heads.video.num_labels": 2,
         "data.max_samples": 4,
         "data.num_workers": 0,

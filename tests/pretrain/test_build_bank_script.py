@@ -152,7 +152,8 @@ def test_ov_encoder_and_npy_teachers(shards, tmp_path):
 
 
 def test_transformers_tower_teacher(shards, tmp_path):
-    """A tiny random SigLIP2 saved in transformers' layout, loaded strictly: per-frame token means, concatenated."""
+    """A tiny random SigLIP2 saved in transformers' layout, loaded strictly: per-frame token means,
+    concatenated."""
     from llava_ov.model import TowerConfig, build_tower
 
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
-"""Spherical k-means (faiss and torch) recovers separated clusters; the bank builder streams and writes labels."""
+"""Spherical k-means (faiss and torch) recovers separated clusters; the bank builder streams and
+writes labels."""
 
 from __future__ import annotations
 

@@ -114,7 +114,8 @@ def test_still_images_mix_in_with_their_own_head(data_root, bank, tmp_path):
     write_label_bank(tmp_path / "words", keys, [[i % 5, (i + 1) % 5] for i in range(16)], num_classes=5)
     sources = (
         f"[{{name: clips, shards: 'synthetic:train', weight: 1.0}}, "
-        f"{{name: pages, shards: '{tmp_path / 'img'}/img-{{000000..000001}}.tar', weight: 1.0, media_kind: image}}]"
+        f"{{name: pages, shards: '{tmp_path / 'img'}/img-{{000000..000001}}.tar', "
+        "weight: 1.0, media_kind: image}]"
     )
     heads = (
         f"{{video: {{bank: {bank}, sources: [clips], num_labels: 2}}, "

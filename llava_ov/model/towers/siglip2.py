@@ -218,8 +218,8 @@ def frame_layout(positions: Tensor, cu_seqlens: Tensor) -> FrameLayout:
         first = int(torch.nonzero(frame == f)[0])
         raise ValueError(
             f"the SigLIP2 tower needs dense frames (modes {DENSE_MODES}), but media item {int(item[first])}, "
-            f"frame t={int(t[first])} has {int(distinct[f])} distinct patches for a {int(rows[f])}x{int(cols[f])} "
-            "grid (a sparse codec selection?)"
+            f"frame t={int(t[first])} has {int(distinct[f])} distinct patches "
+            f"for a {int(rows[f])}x{int(cols[f])} grid (a sparse codec selection?)"
         )
     return FrameLayout(frame, slot, torch.stack([rows, cols], 1), max_len)
 
@@ -290,7 +290,8 @@ class Siglip2Tower(VisionTower):
         return patch_output(hidden[layout.frame.to(device), layout.slot.to(device)], media)
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """``config.json`` (a ``siglip2_vision_model`` config) + ``model.safetensors`` (keys ``embeddings.*``)."""
+        """``config.json`` (a ``siglip2_vision_model`` config) + ``model.safetensors``
+        (keys ``embeddings.*``)."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
