@@ -65,7 +65,10 @@ step mfu 240 "$PYTHON" benchmarks/bench_lmm.py --full "${LMM[@]}" --profile --tr
 wait $DATA_PID
 echo "main_job_data rc=$?" | tee -a "$DIR/steps.txt"
 step vit_packing 90 "$PYTHON" benchmarks/bench_vit.py "${VIT[@]}" --skip clip backends --train
-step main_job 300 "$PYTHON" -m deepspeed.launcher.runner scripts/train_lmm.py "${MAIN[@]}" "${OUTDIR[@]}"
+# a free port for the launcher's rendezvous: the default 29500 may be held by another job on this machine
+PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+step main_job 300 "$PYTHON" -m deepspeed.launcher.runner --master_port "$PORT" scripts/train_lmm.py "${MAIN[@]}" \
+  "${OUTDIR[@]}"
 step mfu_checkpointing 120 "$PYTHON" benchmarks/bench_lmm.py --full "${LMM[@]}" --checkpointing
 step mfu_compile 200 "$PYTHON" benchmarks/bench_lmm.py --full "${LMM[@]}" --tokens $COMPILE_TOKENS --compile
 
