@@ -10,6 +10,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from encoder.config import merge as merge_config
+from llava_ov.model.merge import TokenCounter
+from llava_ov.model.towers.config import TowerConfig
+from llava_ov.model.towers.registry import tower_entry, tower_spec
+
 PROJECTOR_TYPES: tuple[str, ...] = ("mlp2x_gelu",)
 MERGE_SIZES: tuple[int, ...] = (1, 2)
 POS_EMBEDS: tuple[str, ...] = ("none", "sincos3d")
@@ -31,34 +36,6 @@ TINY_QWEN3: dict[str, Any] = dict(
     tie_word_embeddings=True,
     use_cache=False,
 )
-
-
-@dataclass
-class TowerConfig:
-    """Vision tower. ``name`` is a key of :data:`llava_ov.model.towers.TOWERS`."""
-
-    name: str = "ov_encoder"
-    path: str | None = None  # hub id or local dir of pretrained weights; None = random init of `size`
-    size: str = "debug"  # named size of the tower when path is None (each tower has a "debug" preset)
-    overrides: dict = field(default_factory=dict)  # config overrides of the active tower (e.g. attn_backend)
-    output_layer: int = -2  # hidden states of the second-to-last block feed the projector
-    # Per-tower settings, used only while that tower is the active one, so a run config can carry the
-    # settings of several towers and `model.tower.name=...` alone swaps them (each checked strictly
-    # against its tower's config class when the run config loads).
-    ov_encoder: dict = field(default_factory=dict)
-    siglip2: dict = field(default_factory=dict)
-    qwen3_vit: dict = field(default_factory=dict)
-
-    @property
-    def options(self) -> dict:
-        """The active tower's config overrides: its own section, then ``overrides`` on top."""
-        return {**getattr(self, self.name, {}), **self.overrides}
-
-    def validate(self) -> None:
-        """The name, and the tower's own settings (its module's check), when the run config loads."""
-        from llava_ov.model.towers import tower_entry
-
-        tower_entry(self.name).validate(self)
 
 
 @dataclass
@@ -118,15 +95,11 @@ class ModelConfig:
         self.projector.validate()
         self.llm.validate()
         if self.projector.merge != 1:
-            from llava_ov.model.towers import tower_entry
-
             if tower_entry(self.tower.name).merges_itself:
                 raise ValueError(f"tower {self.tower.name!r} merges patches itself: use projector.merge=1")
 
-    def token_counter(self):
+    def token_counter(self) -> TokenCounter:
         """The picklable LLM-token counter of this model (tower spec + projector merge), no weights."""
-        from llava_ov.model.towers import tower_spec
-
         return tower_spec(self.tower).token_counter(self.projector.merge)
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,9 +108,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Strict inverse of :meth:`to_dict` (unknown keys raise ``ConfigError``)."""
-        from encoder.config import merge
-
-        return merge(cls(), data)
+        return merge_config(cls(), data)
 
 
 def debug_config(merge: int = 1, **llm_overrides: Any) -> ModelConfig:

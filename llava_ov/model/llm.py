@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from llava_ov.model.attention import transformers_attn_implementation
 from llava_ov.model.config import TINY_QWEN3, LLMConfig
+from llava_ov.model.hf import set_hf_checkpointing
 from llava_ov.text.tokenizer import ENDOFTEXT, IM_END, IMAGE_PAD, VIDEO_PAD, missing_special_tokens
 
 
@@ -78,20 +79,6 @@ def base_model(llm: nn.Module) -> PreTrainedModel:
 def set_llm_checkpointing(llm: nn.Module, enabled: bool) -> None:
     """Non-reentrant activation checkpointing of the LM layers."""
     set_hf_checkpointing(base_model(llm), enabled)
-
-
-def set_hf_checkpointing(model: nn.Module, enabled: bool) -> None:
-    """Non-reentrant activation checkpointing of a transformers model (≥ 5.x names it
-    ``activation_checkpointing_*``; older versions ``gradient_checkpointing_*``)."""
-    new_api = hasattr(model, "activation_checkpointing_enable")
-    if enabled and new_api:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    elif enabled:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    elif new_api:
-        model.activation_checkpointing_disable()
-    else:
-        model.gradient_checkpointing_disable()
 
 
 def is_peft(llm: nn.Module) -> bool:

@@ -9,17 +9,18 @@ projector then applies its own optional 2×2 merge on those tokens. The data sid
 tokens of a media item with :class:`llava_ov.model.merge.TokenCounter` built from the same spec, so the
 placeholders always match.
 
-Adding a tower = one module with a :class:`VisionTower` subclass, a builder ``(TowerConfig) -> tower``,
-a spec function ``(TowerConfig) -> TowerSpec`` that needs no weights, and a config check
-``(TowerConfig) -> None`` run when the run config loads; plus an entry in
-:data:`llava_ov.model.towers.TOWERS`.
+Adding a tower = one module with a :class:`VisionTower` subclass and its :class:`Tower` (``TOWER``: a
+builder, a spec function that needs no weights, a config check run when the run config loads), plus
+one line in :data:`llava_ov.model.towers.registry.TOWERS`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -126,6 +127,20 @@ class VisionTower(nn.Module, ABC):
         return next(self.parameters()).device
 
 
+@dataclass(frozen=True)
+class Tower:
+    """A tower as the registry knows it (one per tower module, its ``TOWER``): the functions of a
+    :class:`~llava_ov.model.towers.config.TowerConfig` that give its spec (no weights), check its
+    settings when a run config loads, and build it."""
+
+    name: str
+    note: str
+    spec: Callable[[Any], TowerSpec]
+    validate: Callable[[Any], None]
+    build: Callable[[Any], VisionTower]
+    merges_itself: bool = False  # its tokens group patches (then the projector must not merge again)
+
+
 def is_local(path: str | None) -> bool:
     """A checkpoint folder on this machine (its config can be read without the hub)."""
     return path is not None and Path(path).is_dir()
@@ -136,4 +151,13 @@ def patch_output(features: Tensor, media: MediaBatch) -> TowerOutput:
     return TowerOutput(features, media.positions, media.cu_seqlens)
 
 
-__all__ = ["ALL_MODES", "DENSE_MODES", "TowerOutput", "TowerSpec", "VisionTower", "is_local", "patch_output"]
+__all__ = [
+    "ALL_MODES",
+    "DENSE_MODES",
+    "Tower",
+    "TowerOutput",
+    "TowerSpec",
+    "VisionTower",
+    "is_local",
+    "patch_output",
+]

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from encoder.config import ConfigError
 from encoder.model import OVEncoder, get_config
 from llava_ov.data.dataset import MediaBatch
-from llava_ov.model.config import TowerConfig
-from llava_ov.model.towers.base import ALL_MODES, TowerOutput, TowerSpec, VisionTower, is_local, patch_output
+from llava_ov.model.towers.base import (
+    ALL_MODES,
+    Tower,
+    TowerOutput,
+    TowerSpec,
+    VisionTower,
+    is_local,
+    patch_output,
+)
+
+if TYPE_CHECKING:
+    from llava_ov.model.towers.config import TowerConfig
 
 RELEASED_PATCH = 14  # lmms-lab-encoder/onevision-encoder-*
 
@@ -101,4 +112,9 @@ def build_ov_encoder(cfg: TowerConfig) -> OVEncoderTower:
     return OVEncoderTower(encoder, cfg.output_layer)
 
 
-__all__ = ["OVEncoderTower", "build_ov_encoder", "spec_ov_encoder", "validate_ov_encoder"]
+TOWER = Tower(
+    "ov_encoder", "OV-Encoder (encoder.model)", spec_ov_encoder, validate_ov_encoder, build_ov_encoder
+)
+
+
+__all__ = ["TOWER", "OVEncoderTower", "build_ov_encoder", "spec_ov_encoder", "validate_ov_encoder"]

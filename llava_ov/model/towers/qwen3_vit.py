@@ -54,17 +54,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from encoder.config import ConfigError
 from llava_ov.data.dataset import MediaBatch
-from llava_ov.model.config import TowerConfig
-from llava_ov.model.llm import set_hf_checkpointing
+from llava_ov.model.hf import set_hf_checkpointing
 from llava_ov.model.merge import dense_grid
-from llava_ov.model.towers.base import DENSE_MODES, TowerOutput, TowerSpec, VisionTower, is_local
+from llava_ov.model.towers.base import DENSE_MODES, Tower, TowerOutput, TowerSpec, VisionTower, is_local
 from llava_ov.model.towers.qwen3_vit_checkpoint import (
     ARCH_KEYS,
     CONFIG_NAME,
@@ -81,6 +80,9 @@ from llava_ov.model.towers.qwen3_vit_checkpoint import (
     load_vision_state,
     read_vision_state,
 )
+
+if TYPE_CHECKING:
+    from llava_ov.model.towers.config import TowerConfig
 
 # ----------------------------------------------------------------------------- inputs
 
@@ -313,7 +315,18 @@ def build_qwen3_vit(cfg: TowerConfig) -> Qwen3ViTTower:
     return Qwen3ViTTower(model, settings.image_mean, settings.image_std)
 
 
+TOWER = Tower(
+    "qwen3_vit",
+    "Qwen3-VL vision (transformers)",
+    spec_qwen3_vit,
+    validate_qwen3_vit,
+    build_qwen3_vit,
+    merges_itself=True,
+)
+
+
 __all__ = [
+    "TOWER",
     "ARCH_KEYS",
     "PRESETS",
     "QWEN3_VL_MEAN",

@@ -10,11 +10,13 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from llava_ov.model.config import TowerConfig
+if TYPE_CHECKING:
+    from llava_ov.model.towers.config import TowerConfig
+
 
 log = logging.getLogger(__name__)
 

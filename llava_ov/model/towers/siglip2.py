@@ -38,7 +38,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -46,16 +46,19 @@ from torch import Tensor, nn
 from encoder.config import ConfigError
 from encoder.model.checkpoint import check_state_dict, read_state_dict, resolve_checkpoint_dir
 from llava_ov.data.dataset import MediaBatch
-from llava_ov.model.config import TowerConfig
-from llava_ov.model.llm import set_hf_checkpointing
+from llava_ov.model.hf import set_hf_checkpointing
 from llava_ov.model.towers.base import (
     DENSE_MODES,
+    Tower,
     TowerOutput,
     TowerSpec,
     VisionTower,
     is_local,
     patch_output,
 )
+
+if TYPE_CHECKING:
+    from llava_ov.model.towers.config import TowerConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -395,7 +398,11 @@ def build_siglip2(cfg: TowerConfig) -> Siglip2Tower:
     return Siglip2Tower(model, cfg.output_layer)
 
 
+TOWER = Tower("siglip2", "SigLIP2 NaFlex (transformers)", spec_siglip2, validate_siglip2, build_siglip2)
+
+
 __all__ = [
+    "TOWER",
     "PRESETS",
     "FrameLayout",
     "Siglip2Tower",
