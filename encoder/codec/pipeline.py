@@ -18,6 +18,7 @@ The dense modes take ``decode.aspect="native"``: frames keep the source aspect a
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,12 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from encoder.codec.decode import DecodeConfig, DecodedClip, decode_clip
 from encoder.codec.errors import VideoDecodeError
 from encoder.codec.saliency import SaliencyConfig, energies, is_static, patch_scores, saliency_from_energies
 from encoder.codec.select import SelectConfig, random_patches, select_patches
 from encoder.codec.sizing import native_size
+from encoder.codec.synthetic import write_video
 from encoder.codec.types import PatchSelection, virtual_t
 
 MODES = ("codec", "random", "frames", "collage", "image")
@@ -271,8 +274,6 @@ def load_image(
     """RGB uint8 [H, W, 3] with EXIF orientation applied, resized to multiples of ``patch``; with
     ``fit`` = (max_cells, cell), to the largest aspect-kept grid of at most max_cells cell-pixel squares
     (after ``max_side``). ``source``: an image file or an in-memory ``PIL.Image``."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     if isinstance(source, Image.Image):
         im = ImageOps.exif_transpose(source).convert("RGB")
     else:
@@ -327,12 +328,6 @@ def patchify_frames(
     the first one's size, ``fps`` frames per second) and patchified as a video with ``cfg``, so the
     codec mode reads real motion vectors and residuals from it. Raises :class:`VideoDecodeError` on an
     empty list."""
-    import tempfile
-
-    from PIL import Image
-
-    from encoder.codec.synthetic import write_video
-
     if len(frames) == 0:
         raise VideoDecodeError("<frames>", "empty frame list")
     arrays = [

@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from encoder.codec.transcode import ENCODERS, encoder_options
 
@@ -201,8 +202,6 @@ def render_scene(
 def _render_handheld(rng: np.random.Generator, width: int, height: int, n: int):
     """A handheld camera over a textured scene — translation, rotation (≤ 4°, ~1° per frame) and zoom
     (≤ 6%, ~1.2% per frame) that change every frame (random walks) — plus an independent mover on top."""
-    from PIL import Image
-
     margin = max(8, round(0.15 * max(width, height)))
     bg = Image.fromarray(_texture(rng, height + 2 * margin, width + 2 * margin))
     size = max(8, min(round(0.18 * min(width, height)), min(width, height) - 2))

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from encoder.codec.types import PatchSelection
 
@@ -32,8 +33,6 @@ def render_selection(
     max_tile: int = 160,
 ) -> Path:
     """Write a PNG: one tile per canvas frame (labelled by t), unselected patches dimmed to ``dim``."""
-    from PIL import Image, ImageDraw
-
     f, h, w, _ = frames.shape
     p = sel.patch_size
     mask = selection_mask(sel, frame_t, h, w)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .config import ViTConfig, _check_keys
@@ -110,8 +111,6 @@ def _preprocessor_stats(directory: Path) -> dict[str, Any]:
 
 
 def save_pretrained(model: OVEncoder, directory: str | Path) -> None:
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -152,8 +151,6 @@ def resolve_checkpoint_dir(name_or_path: str | Path) -> Path:
 
 
 def read_state_dict(directory: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
     index = directory / WEIGHTS_INDEX_NAME
     if index.is_file():
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))

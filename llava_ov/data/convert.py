@@ -24,6 +24,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+from tqdm import tqdm
+
 from encoder.codec import CodecConfig, patchify
 from llava_ov.data.samples import parse_record
 from llava_ov.data.shards import IMAGE_EXTS, MEDIA_EXTS, ShardWriter, init_worker_process, sanitize_key
@@ -96,8 +99,6 @@ def media_paths(record: dict[str, Any]) -> list[str]:
 def probe_media(path: Path) -> None:
     """Cheap readability check: decode one video frame / verify an image (raises on failure)."""
     if path.suffix.lower().lstrip(".") in IMAGE_EXTS:
-        from PIL import Image
-
         with Image.open(path) as im:
             im.verify()
         return
@@ -173,8 +174,6 @@ def convert_llava_json(
     progress: bool = True,
 ) -> ConvertResult:
     """Convert (see module docstring); per-record failures are collected, never raised."""
-    from tqdm import tqdm
-
     codec = codec or CodecConfig()
     if precompute_codec and codec.image_max_cells is None:  # a still never exceeds the clips' token cap
         codec = replace(codec, image_max_cells=codec.select.budget)

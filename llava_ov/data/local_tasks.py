@@ -19,10 +19,12 @@ import hashlib
 import json
 import shutil
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from llava_ov.data.mixture import DataConfig, resolve_shards, synthetic_config
 from llava_ov.data.samples import parse_record
@@ -171,10 +173,6 @@ def make_still(index: int, seed: int, size: int = 112) -> tuple[dict[str, Any], 
 
 def write_stills(out: str | Path, count: int = 60, seed: int = 7, size: int = 112) -> int:
     """The generated image task (see the module docstring) in ``out``; returns the number of docs."""
-    from io import BytesIO
-
-    from PIL import Image
-
     out = Path(out)
     digest = _digest({"stills": 1, "count": count, "seed": seed, "size": size})
     if _cached(out, digest):

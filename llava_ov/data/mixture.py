@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset
 
 from encoder.codec import CodecConfig
@@ -262,10 +264,6 @@ class MixtureDataset(IterableDataset):
 
 def dist_slot() -> tuple[int, int]:
     """(rank, world size): torch.distributed when initialised, else RANK / WORLD_SIZE, else (0, 1)."""
-    import os
-
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

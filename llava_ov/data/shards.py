@@ -18,6 +18,7 @@ complete for each epoch.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import random
 import re
@@ -25,6 +26,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import braceexpand
+import torch
+import webdataset as wds
+from torch.utils.data import get_worker_info
+from webdataset.tariterators import tarfile_samples
 
 from llava_ov.data.stats import Skipped
 
@@ -59,8 +66,6 @@ def expand_env(text: str) -> str:
 
 def expand_shards(spec: str | Sequence[str]) -> list[str]:
     """Shard URLs of ``spec``: env vars expanded, braces expanded; local globs and directories listed."""
-    import braceexpand
-
     specs = [spec] if isinstance(spec, str) else list(spec)
     urls: list[str] = []
     for item in specs:
@@ -130,8 +135,6 @@ def media_fields(raw: dict[str, Any]) -> list[str]:
 
 def init_worker_process() -> None:
     """Initializer for process pools that write shards: one torch thread per process."""
-    import torch
-
     torch.set_num_threads(1)
 
 
@@ -156,8 +159,6 @@ class ShardWriter:
         self._in_shard = 0
 
     def _open_next(self) -> None:
-        import webdataset as wds
-
         self._close_current()
         path = self.out_dir / f"{self.prefix}-{len(self.paths):06d}.tar"
         self._current = path
@@ -183,8 +184,6 @@ class ShardWriter:
         ``npz``: precomputed selections stored *next to* the media of the same slot (readers prefer
         them); without ``media`` they are the media. Returns the (sanitized) key; duplicate keys raise.
         """
-        import json
-
         key = sanitize_key(key)
         if key in self._keys:
             raise ValueError(f"duplicate sample key {key!r}")
@@ -248,8 +247,6 @@ class ReadConfig:
 
 def worker_slot() -> tuple[int, int]:
     """(worker id, number of workers) of the current DataLoader worker, (0, 1) outside workers."""
-    from torch.utils.data import get_worker_info
-
     info = get_worker_info()
     return (0, 1) if info is None else (info.id, info.num_workers)
 
@@ -278,8 +275,6 @@ def _shuffled(stream: Iterator, bufsize: int, rng: random.Random) -> Iterator:
 
 
 def _tar_samples(urls: list[str], source: str, pending: list[Skipped]) -> Iterator[dict[str, Any]]:
-    from webdataset.tariterators import tarfile_samples
-
     def handler(exn: Exception) -> bool:
         url = next((a for a in getattr(exn, "args", ()) if isinstance(a, str) and a in urls), "?")
         pending.append(Skipped(url, "bad_shard", f"{type(exn).__name__}: {exn}"[:300], source))

@@ -43,7 +43,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from encoder.codec import CodecConfig, DecodeConfig, patchify
+from encoder.codec.synthetic import write_video
+from encoder.config import merge
 from llava_ov.data.shards import ShardWriter, expand_env, init_worker_process
 from llava_ov.data.synthetic_scenes import (
     COLORS,
@@ -132,8 +136,6 @@ class SyntheticQAConfig:
 
 def codec_config(cfg: SyntheticQAConfig):
     """The CodecConfig matching the clips (all frames at native size) with ``cfg.codec`` on top."""
-    from encoder.codec import CodecConfig, DecodeConfig
-    from encoder.config import merge
 
     base = CodecConfig(decode=DecodeConfig(num_frames=cfg.num_frames, input_size=cfg.size))
     return merge(base, cfg.codec)
@@ -175,8 +177,6 @@ def make_sample(
     cfg: SyntheticQAConfig, split: str, index: int
 ) -> tuple[str, bytes, list[tuple[str, bytes]], list[bytes]]:
     """(key, json bytes, media, precomputed npz) of one sample, per ``cfg.store``."""
-    from encoder.codec import patchify
-    from encoder.codec.synthetic import write_video
 
     record, frames = make_record(cfg, split, index)
     with tempfile.TemporaryDirectory() as tmp:
@@ -228,8 +228,6 @@ def _cached(split_dir: Path, digest: str) -> list[Path] | None:
 
 
 def _write_split(cfg: SyntheticQAConfig, split: str, split_dir: Path, progress: bool) -> list[Path]:
-    from tqdm import tqdm
-
     if split_dir.exists():
         shutil.rmtree(split_dir)
     n = cfg.split_size(split)

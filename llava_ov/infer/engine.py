@@ -20,6 +20,7 @@ saved with the checkpoint, batches from :func:`collate_items`, tokens from
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,8 +81,6 @@ def cut_at_strings(text: str, until: Sequence[str]) -> str:
 def resolve_device(device: str = "auto") -> torch.device:
     """auto: ``cuda:{LOCAL_RANK}`` when CUDA is available, else CPU. ValueError for a device this
     machine does not have (CUDA asked for without it, a GPU index out of range, an unknown name)."""
-    import os
-
     if device == "auto":
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
     try:

@@ -33,6 +33,7 @@ from typing import Any, Union
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from transformers import PreTrainedTokenizerBase
 
 from encoder.codec import (
@@ -48,7 +49,10 @@ from encoder.codec.pipeline import IMAGE_SUFFIXES
 from encoder.codec.sampling import sample_positions
 from encoder.config import merge
 from llava_ov.data.dataset import LMMItem, TokensFor, patch_tokens
+from llava_ov.model.checkpoint import read_checkpoint_meta, resolve_paths
+from llava_ov.model.config import ModelConfig
 from llava_ov.text.conversation import PLACEHOLDERS, ChatFormat, TokenizedSample, build_prompt
+from llava_ov.text.tokenizer import load_tokenizer
 
 PROCESSOR_FILE = "processor.json"
 PROCESSOR_FORMAT = "llava_ov_processor"
@@ -98,8 +102,6 @@ def is_image_path(path: str | Path) -> bool:
 
 def is_frame(item: Any) -> bool:
     """A PIL image or a path with an image suffix: one frame of a clip given as frames."""
-    from PIL import Image
-
     return isinstance(item, Image.Image) or (isinstance(item, (str, Path)) and is_image_path(item))
 
 
@@ -127,8 +129,6 @@ def sample_frames(n: int, cfg: CodecConfig) -> np.ndarray:
 
 
 def _open_frame(item: Any) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
     if isinstance(item, Image.Image):
         return item
     path = Path(item)
@@ -153,8 +153,6 @@ class LlavaOVProcessor:
 
     def load_media(self, media: Media) -> tuple[PatchSelection, str]:
         """One media item → (selection, kind "image" | "video"); see the module docstring."""
-        from PIL import Image
-
         if isinstance(media, PatchSelection):
             kind = "image" if media.meta.get("mode") == "image" or media.num_frames == 1 else "video"
             return media, kind
@@ -261,9 +259,6 @@ class LlavaOVProcessor:
         cache: PatchCache | None = None,
     ) -> LlavaOVProcessor:
         """The processor of a stage export (``tokenizer`` defaults to the export's ``llm/`` one)."""
-        from llava_ov.model.checkpoint import read_checkpoint_meta, resolve_paths
-        from llava_ov.model.config import ModelConfig
-        from llava_ov.text.tokenizer import load_tokenizer
 
         folder, meta = read_checkpoint_meta(path)
         file = folder / PROCESSOR_FILE

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from llava_ov.text.packing import PackedBatch, PaddedBatch
@@ -46,8 +47,6 @@ def cut_at_stop(ids: list[int], stop: list[int]) -> list[int]:
 def zero3_synced(llm: nn.Module) -> bool:
     """DeepSpeed ZeRO-3 partitioned parameters in a multi-rank run: every rank must keep stepping until
     all have finished (``synced_gpus``), since each forward all-gathers the weights."""
-    import torch.distributed as dist
-
     partitioned = hasattr(next(llm.parameters()), "ds_id")
     return partitioned and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 

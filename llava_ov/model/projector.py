@@ -12,8 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from encoder.model.checkpoint import check_state_dict
 from llava_ov.model.config import ProjectorConfig
 from llava_ov.model.merge import SLOTS, MergePlan
 
@@ -107,10 +109,6 @@ def build_projector(cfg: ProjectorConfig, vision_dim: int, llm_dim: int) -> MLPP
 
 
 def load_projector(projector: nn.Module, path: str | Path) -> None:
-    from safetensors.torch import load_file
-
-    from encoder.model.checkpoint import check_state_dict
-
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"projector weights not found: {path}")
@@ -120,8 +118,6 @@ def load_projector(projector: nn.Module, path: str | Path) -> None:
 
 
 def save_projector(projector: nn.Module, path: str | Path) -> None:
-    from safetensors.torch import save_file
-
     state = {k: v.detach().contiguous().cpu() for k, v in projector.state_dict().items()}
     save_file(state, str(path), metadata={"format": "pt"})
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from encoder.cli import check_local_path
 from encoder.config import ConfigError, load_config, merge
+from encoder.model import get_config
 from llava_ov.train.config import CheckpointConfig, DeepSpeedConfig, LogConfig, OptimConfig
 
 BUILD_KEYS = (
@@ -90,8 +91,6 @@ class EncoderSection:
 
     def validate(self) -> None:
         """A known preset with valid overrides, and an existing ``init_from`` folder (when local)."""
-        from encoder.model import get_config
-
         try:
             get_config(self.size, **self.overrides)
         except (TypeError, ValueError) as e:

@@ -25,7 +25,7 @@ from encoder.pretrain.bank import ConceptBank
 from llava_ov.data.dataset import pack_items
 from llava_ov.data.mixture import DataConfig, LMMLoader, MixtureDataset, check_resume, resolve_shards
 from llava_ov.data.samples import decode_media
-from llava_ov.data.shards import VIDEO_EXTS, media_fields
+from llava_ov.data.shards import VIDEO_EXTS, ReadConfig, iter_raw_samples, media_fields
 from llava_ov.data.stats import Skipped
 from llava_ov.pretrain.config import MixConfig
 
@@ -158,8 +158,6 @@ def check_banks(
 ) -> None:
     """Before any step: the first samples of every source have labels in their head's bank (a bank
     built for other data fails here, once, clearly)."""
-    from llava_ov.data.shards import ReadConfig, iter_raw_samples
-
     for i, source in enumerate(cfg.sources):
         keys = []
         for raw in iter_raw_samples(

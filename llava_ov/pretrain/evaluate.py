@@ -11,12 +11,12 @@ from typing import Any
 from encoder.config import load_config
 from llava_ov.model import TowerConfig
 from llava_ov.pretrain.config import PretrainConfig
+from llava_ov.probe.config import ProbeConfig
+from llava_ov.probe.run import run_probe
 
 
 def probe_configs(export: Path, cfg: PretrainConfig) -> dict[str, Any]:
     """The probe config of the export (``pretrained``) and of its random-init twin (``random``)."""
-    from llava_ov.probe.config import ProbeConfig
-
     base = load_config(ProbeConfig, None, list(cfg.probe.overrides))
     twin = TowerConfig(
         name="ov_encoder", size=cfg.encoder.size, output_layer=-1, ov_encoder=dict(cfg.encoder.overrides)
@@ -30,8 +30,6 @@ def probe_configs(export: Path, cfg: PretrainConfig) -> dict[str, Any]:
 
 
 def probe_export(export: Path, cfg: PretrainConfig, out_file: Path) -> dict[str, Any]:
-    from llava_ov.probe.run import run_probe
-
     results = {name: run_probe(pc) for name, pc in probe_configs(export, cfg).items()}
     summary = {
         name: {

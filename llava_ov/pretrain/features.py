@@ -21,6 +21,7 @@ ignored: the teacher sees decoded frames); a sample whose media does not decode 
 
 from __future__ import annotations
 
+import io
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -30,12 +31,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
 
+from encoder.codec import CodecConfig
 from encoder.codec.decode import DecodeConfig, decode_clip
+from encoder.codec.pipeline import patchify_image
 from encoder.config import ConfigError
 from encoder.model import OVEncoder
+from llava_ov.data import pack_media
 from llava_ov.data.shards import IMAGE_EXTS, VIDEO_EXTS, ReadConfig, iter_raw_samples
 from llava_ov.data.stats import Skipped
+from llava_ov.model import TowerConfig, build_tower
 
 logger = logging.getLogger("llava_ov.pretrain")
 TEACHERS = ("pixels", "ov_encoder", "tower", "npy")
@@ -90,10 +97,6 @@ def decode_frames(name: str, data: bytes, frames: int, size: int) -> np.ndarray:
     """uint8 [F, size, size, 3]: F uniformly sampled frames of a video, or the image (F = 1)."""
     ext = name.rsplit(".", 1)[-1].lower()
     if ext in IMAGE_EXTS:
-        import io
-
-        from PIL import Image
-
         img = Image.open(io.BytesIO(data)).convert("RGB").resize((size, size), Image.BICUBIC)
         return np.asarray(img)[None]
     with tempfile.NamedTemporaryFile(suffix=f".{ext}") as f:
@@ -137,8 +140,6 @@ class Teacher:
         )
         self.model = self.tower = None
         if cfg.kind == "tower":
-            from llava_ov.model import TowerConfig, build_tower
-
             self.tower = (
                 build_tower(TowerConfig(name=cfg.tower, path=cfg.path, output_layer=-1))
                 .to(self.device)
@@ -182,11 +183,6 @@ class Teacher:
 
     def tower_frames(self, frames: np.ndarray) -> torch.Tensor:
         """[F, H, W, 3] frames, each as an image → [F, d]: the mean of the tower's output tokens."""
-        from PIL import Image
-
-        from encoder.codec import CodecConfig
-        from encoder.codec.pipeline import patchify_image
-        from llava_ov.data import pack_media
 
         spec = self.tower.spec
         codec = CodecConfig(mode="image", patch_size=spec.patch_size)
@@ -233,8 +229,6 @@ def embedding_stream(
 def spill(stream, folder: str | Path, progress: bool = True):
     """Run ``stream`` once, writing each block to ``folder`` (float16 .npy + keys), and return a stream
     that re-reads those files: the teacher runs once although k-means reads the data twice."""
-    from tqdm import tqdm
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = []

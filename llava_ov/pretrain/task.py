@@ -28,6 +28,7 @@ from encoder.pretrain.bank import ConceptBank
 from llava_ov.data import load_data_config
 from llava_ov.pretrain.config import PretrainConfig
 from llava_ov.pretrain.data import PretrainBatch, build_pretrain_loader, check_banks
+from llava_ov.pretrain.evaluate import probe_export
 from llava_ov.pretrain.heads import HeadSet
 from llava_ov.train import build as B
 from llava_ov.train import checkpoint as C
@@ -233,8 +234,6 @@ class PretrainTask(Task):
             return None
         summary = None
         if env.is_main:
-            from llava_ov.pretrain.evaluate import probe_export
-
             summary = probe_export(final, self.cfg, Path(self.cfg.output_dir) / self.name / "probe.json")
             metrics.write(
                 "attentive probe on held-out clips: pretrained "

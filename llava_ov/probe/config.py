@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 from encoder.config import ConfigError
 from llava_ov.data.synthetic_scenes import COLORS, DIRECTIONS
-from llava_ov.model.budget import MediaConfig
+from llava_ov.model.budget import MediaConfig, media_plan
 from llava_ov.model.config import TowerConfig
+from llava_ov.model.towers import tower_spec
 
 DATA_SOURCES = ("synthetic", "folder", "shards")
 SPLITS = ("train", "heldout")
@@ -165,8 +166,6 @@ class ProbeConfig:
         self.media.validate()
         if self.media.budget is None:
             raise ConfigError("media.budget must be set (LLM visual tokens per clip)")
-        from llava_ov.model.budget import media_plan
-        from llava_ov.model.towers import tower_spec
 
         try:
             media_plan(self.media, tower_spec(self.tower))
@@ -177,8 +176,6 @@ class ProbeConfig:
     def run_name(self) -> str:
         if self.name:
             return self.name
-        from llava_ov.model.budget import media_plan
-        from llava_ov.model.towers import tower_spec
 
         mode = media_plan(self.media, tower_spec(self.tower)).mode
         return f"{self.tower.name}-{mode}-{self.media.budget}"

@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from encoder.codec.synthetic import write_video
 from llava_ov.data.shards import VIDEO_EXTS, ReadConfig, expand_env, iter_raw_samples, media_fields
 from llava_ov.data.stats import Skipped
 from llava_ov.data.synthetic_qa import dir_lock
+from llava_ov.data.synthetic_scenes import SHAPES, SceneParams, background, build_scene, render, static_object
 from llava_ov.probe.config import SPLITS, ProbeDataConfig, SyntheticProbeConfig, task_classes
 
 FORMAT_VERSION = 1
@@ -52,15 +55,6 @@ class ClipSet:
 
 def synthetic_frames(cfg: SyntheticProbeConfig, split: str, index: int) -> tuple[str, np.ndarray]:
     """(class, rendered frames uint8 [N, S, S, 3]) of clip ``index`` of ``split``."""
-    from llava_ov.data.synthetic_scenes import (
-        SHAPES,
-        SceneParams,
-        background,
-        build_scene,
-        render,
-        static_object,
-    )
-
     classes = cfg.class_names
     label = classes[index % len(classes)]
     rng = np.random.default_rng([cfg.seed if split == "train" else cfg.heldout_seed, index])
@@ -93,10 +87,6 @@ def generate_synthetic(cfg: SyntheticProbeConfig, progress: bool = True) -> Path
     """Write ``out_dir/<split>/<class>/<split>_NNNNN.mp4`` and a manifest holding the config's hash; a
     later call with the same config finds the manifest and returns at once, another config rewrites
     the clips. Returns the root folder."""
-    from tqdm import tqdm
-
-    from encoder.codec.synthetic import write_video
-
     cfg.validate()
     root = Path(expand_env(cfg.out_dir))
     digest = synthetic_hash(cfg)

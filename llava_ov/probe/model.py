@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from encoder.model.head import segment_softmax
+from llava_ov.model.projector import sincos3d
 
 
 class AttentiveProbe(nn.Module):
@@ -50,8 +51,6 @@ class AttentiveProbe(nn.Module):
         """The probe's view of the tower tokens: LayerNorm (no affine), plus the position embedding."""
         x = F.layer_norm(x.float(), (self.dim,))
         if self.pos_embed == "sincos3d":
-            from llava_ov.model.projector import sincos3d
-
             if positions is None:
                 raise ValueError("pos_embed=sincos3d needs the tokens' positions")
             x = x + sincos3d(positions, self.dim).to(x)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from encoder.codec import CodecConfig, PatchSelection, VideoDecodeError, patchify
 from encoder.config import merge, to_dict
@@ -103,8 +104,6 @@ def extract_features(
 ) -> tuple[Features, list[Skipped]]:
     """Patchify every clip and run the frozen tower on ``batch`` clips at a time; undecodable clips are
     returned as skip markers."""
-    from tqdm import tqdm
-
     index = {c: i for i, c in enumerate(classes)}
     spec, skipped = tower.spec, []
     tokens, positions, lengths, labels, keys = [], [], [], [], []
@@ -151,8 +150,6 @@ def train_probe(
     train: Features, num_classes: int, cfg: ProbeConfig, device: torch.device, progress: bool = True
 ) -> tuple[AttentiveProbe, list[float]]:
     """AdamW on cross-entropy, linear warmup then cosine decay; returns the probe and per-step losses."""
-    from tqdm import tqdm
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 1)
         probe = AttentiveProbe(train.tokens.shape[1], num_classes, cfg.heads, cfg.pos_embed).to(device)

@@ -11,14 +11,15 @@ import torch
 from encoder.cli import check_local_path
 from encoder.codec import CodecConfig
 from encoder.config import ConfigError, merge
-from llava_ov.data import DataConfig, codec_config, load_data_config, prepare_data
+from llava_ov.data import DataConfig, codec_config, load_data_config, prepare_data, tokenizer_texts
 from llava_ov.data.mixture import SYNTHETIC_PREFIX
 from llava_ov.data.shards import missing_local_shards
 from llava_ov.infer import LlavaOVProcessor
 from llava_ov.model import LlavaOVModel, build_model
 from llava_ov.model.budget import media_plan
 from llava_ov.model.towers import tower_spec
-from llava_ov.text import ChatFormat
+from llava_ov.text import ChatFormat, load_tokenizer
+from llava_ov.text import build_tokenizer as train_bpe
 from llava_ov.train import checkpoint as C
 from llava_ov.train import distributed as D
 from llava_ov.train.config import StageConfig, TrainConfig, previous_stage
@@ -38,14 +39,11 @@ def resolve_path(path: str | Path) -> Path:
 def build_tokenizer(cfg: TrainConfig, env: D.DistEnv) -> Any:
     """``synthetic``: trained once from the synthetic QA texts and cached in ``{output_dir}/tokenizer``;
     ``auto``: the model's LLM tokenizer; else a path / hub id."""
-    from llava_ov.text import build_tokenizer as train_bpe
-    from llava_ov.text import load_tokenizer
 
     if cfg.tokenizer == "auto":
         return load_tokenizer(cfg.model.llm.tokenizer_path)
     if cfg.tokenizer != "synthetic":
         return load_tokenizer(cfg.tokenizer)
-    from llava_ov.data import tokenizer_texts
 
     out = Path(cfg.output_dir) / "tokenizer"
     if env.is_main and not (out / "tokenizer.json").is_file():

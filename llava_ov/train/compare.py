@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from llava_ov.model import TowerConfig
 from llava_ov.model.budget import balanced_frames
 from llava_ov.model.towers import tower_spec
@@ -283,8 +285,6 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 
 def compare(cfg: CompareConfig, progress: bool = True) -> tuple[list[dict[str, Any]], Path, Path]:
     """Every cell (skipping those already done), then the table (markdown), results.json and the plot."""
-    from tqdm import tqdm
-
     tune_b, seed0 = cfg.tuning_budget(), cfg.seeds[0]
     search_cells = (
         [(v, tune_b, seed0, lr) for v in cfg.variants for lr in cfg.lrs] if len(cfg.lrs) > 1 else []

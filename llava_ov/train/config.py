@@ -14,7 +14,8 @@ from pathlib import Path
 
 from encoder.config import ConfigError, load_config, merge
 from llava_ov.model import LLMConfig, ModelConfig, TowerConfig
-from llava_ov.model.budget import MediaConfig
+from llava_ov.model.budget import MediaConfig, media_plan
+from llava_ov.model.towers import tower_spec
 
 #: Module names used by ``trainable`` and per-module learning rates → parameter-name prefixes.
 MODULES: dict[str, str] = {"vision": "vision_tower.", "projector": "projector.", "llm": "llm."}
@@ -185,9 +186,6 @@ class TrainConfig:
             self.model.validate()
             self.media.validate()
             if self.media.budget is not None:
-                from llava_ov.model.budget import media_plan
-                from llava_ov.model.towers import tower_spec
-
                 media_plan(self.media, tower_spec(self.model.tower), self.model.projector.merge)
         except ValueError as e:
             raise ConfigError(str(e)) from None

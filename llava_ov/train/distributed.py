@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import socket
 import zlib
 from collections.abc import Iterator, Mapping
@@ -25,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from encoder.config import ConfigError
 from llava_ov.train.config import DeepSpeedConfig
 
 if TYPE_CHECKING:
@@ -135,8 +137,6 @@ def deepspeed_config(cfg: DeepSpeedConfig, env: DistEnv, grad_accum: int, grad_c
     if cfg.config_file:
         path = Path(cfg.config_file)
         if not path.is_file():
-            from encoder.config import ConfigError
-
             raise ConfigError(f"deepspeed.config_file not found: {path}")
         config = _merge(config, json.loads(path.read_text()))
     return _merge(config, cfg.overrides)
@@ -241,7 +241,6 @@ def peak_memory_gb(device: torch.device) -> float:
         for line in status.read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 2**20  # kB
-    import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 

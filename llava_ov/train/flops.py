@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from llava_ov.model.llm import base_model
+
 
 @dataclass(frozen=True)
 class Part:
@@ -93,8 +95,6 @@ def _trains(module: nn.Module) -> bool:
 def flop_model(model: nn.Module) -> FlopModel:
     """The FLOP model of a :class:`llava_ov.model.LlavaOVModel` as it is set up to train (its
     ``requires_grad`` flags decide the backward multiples)."""
-    from llava_ov.model.llm import base_model
-
     lm = base_model(model.llm)
     cfg = lm.config
     head = lm.get_output_embeddings()

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from encoder.cli import is_main_rank
 from encoder.config import ConfigError
 
 logger = logging.getLogger("llava_ov.train")
@@ -112,8 +113,6 @@ class RunLock:
 
 def acquire_for_run(output_dir: str | Path) -> RunLock | None:
     """Rank 0 takes the lock (before any process group exists); the other ranks of the run share it."""
-    from encoder.cli import is_main_rank
-
     return RunLock.acquire(output_dir) if is_main_rank() else None
 
 

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from llava_ov.train.config import LogConfig
 
 logger = logging.getLogger("llava_ov.train")
@@ -108,8 +110,6 @@ class MetricsLogger:
             return
         logger.info("stage %s: steps %d..%d", stage, start, total)
         if self.cfg.progress:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total, initial=start, desc=stage, unit="step", dynamic_ncols=True)
 
     def log(self, record: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from encoder.config import ConfigError
-from encoder.model import OVEncoder, get_config
+from encoder.model import OVEncoder, get_config, read_config
 from llava_ov.data.dataset import MediaBatch
 from llava_ov.model.towers.base import (
     ALL_MODES,
@@ -85,8 +85,6 @@ def spec_ov_encoder(cfg: TowerConfig) -> TowerSpec:
     """Patch 14 (the released and every preset encoder); any input mode, one token per patch. A local
     folder's config is read; a hub id is not fetched for this (the built tower is checked against it)."""
     if is_local(cfg.path):
-        from encoder.model import read_config
-
         return TowerSpec(read_config(cfg.path, **cfg.options).patch_size, modes=ALL_MODES)
     if cfg.path is not None:
         return TowerSpec(RELEASED_PATCH, modes=ALL_MODES)

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from encoder.config import ConfigError
@@ -243,8 +244,6 @@ class Qwen3ViTTower(VisionTower):
     def save_pretrained(self, directory: str | Path) -> None:
         """``model.safetensors`` (unprefixed), ``config.json`` (model_type ``qwen3_vl_vision``) and
         ``preprocessor_config.json`` (normalisation, patch sizes)."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}

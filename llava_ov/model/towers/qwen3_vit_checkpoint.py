@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from safetensors import safe_open
 from torch import Tensor
+
+from encoder.model.checkpoint import check_state_dict, resolve_checkpoint_dir
 
 if TYPE_CHECKING:
     from llava_ov.model.towers.config import TowerConfig
@@ -229,7 +232,6 @@ def _settings(cfg: TowerConfig, read_checkpoint: bool = True) -> _Settings:
     if cfg.path is not None:
         if not read_checkpoint:
             return _Settings(arch={}, runtime=run_o)
-        from encoder.model.checkpoint import resolve_checkpoint_dir
 
         directory = resolve_checkpoint_dir(cfg.path)
         arch, prefix, pre = _read_folder(directory)
@@ -253,8 +255,6 @@ def _settings(cfg: TowerConfig, read_checkpoint: bool = True) -> _Settings:
 
 def _tensor_files(directory: Path) -> dict[str, list[str]]:
     """safetensors file → the tensor names it holds (the index when sharded; headers only)."""
-    from safetensors import safe_open
-
     index = directory / WEIGHTS_INDEX_NAME
     if index.is_file():
         files: dict[str, list[str]] = {}
@@ -280,8 +280,6 @@ def read_vision_state(directory: Path, prefix: str | None) -> dict[str, Tensor]:
 
     ``prefix=None``: a full checkpoint; the first of :data:`FULL_PREFIXES` that names any tensor.
     Only the files holding selected tensors are opened, and only those tensors are read."""
-    from safetensors import safe_open
-
     files = _tensor_files(directory)
     if prefix is None:
         names = [n for ns in files.values() for n in ns]
@@ -310,8 +308,6 @@ def read_vision_state(directory: Path, prefix: str | None) -> dict[str, Tensor]:
 
 def load_vision_state(model, state: dict[str, Tensor], source: Path | str) -> None:
     """Strict load: missing / unexpected keys or shape mismatches → ``ValueError`` naming them."""
-    from encoder.model.checkpoint import check_state_dict
-
     try:
         check_state_dict(model, state)
     except ValueError as e:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from encoder.config import ConfigError
@@ -295,8 +296,6 @@ class Siglip2Tower(VisionTower):
     def save_pretrained(self, directory: str | Path) -> None:
         """``config.json`` (a ``siglip2_vision_model`` config) + ``model.safetensors``
         (keys ``embeddings.*``)."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.vision_model.state_dict().items()}
