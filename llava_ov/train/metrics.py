@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from tqdm import tqdm
 
 from llava_ov.train.config import LogConfig
@@ -70,8 +71,9 @@ def _fmt(value: Any) -> str:
 
 
 class MetricsLogger:
-    """Rank 0 writes ``metrics.jsonl`` (appended, so resumed runs continue it), wandb and the console.
-    Other ranks hold a logger that does nothing."""
+    """Rank 0 writes ``metrics.jsonl`` (appended, so resumed runs continue it), wandb and the console,
+    and saves the resolved run config as ``config.yaml`` next to it. Other ranks hold a logger that does
+    nothing."""
 
     CONSOLE_KEYS = (
         "loss",
@@ -93,6 +95,7 @@ class MetricsLogger:
         if not enabled:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
         if cfg.wandb_mode != "disabled":
             import wandb
 

@@ -11,6 +11,7 @@ import torch
 from train_support import records, tiny_config
 
 from llava_ov.model import LlavaOVModel
+from llava_ov.train.config import load_train_config
 from llava_ov.train.trainer import train
 
 pytestmark = pytest.mark.slow
@@ -77,6 +78,13 @@ def test_align_then_sft_run(tiny_run):
     }
     assert all(0.0 < t["chance"] < 1.0 for t in summary["per_type"].values())
     assert results["sft"].eval["accuracy"] == summary["accuracy"]
+
+
+def test_the_resolved_config_is_saved_with_the_run(tiny_run, data_root):
+    out, _ = tiny_run
+    cfg = tiny_config(out, data_root)
+    cfg.validate()
+    assert load_train_config(out / "config.yaml") == cfg  # loads back to the config that ran
 
 
 def test_stage_export_loads_and_generates(tiny_run, data_root):
