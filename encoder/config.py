@@ -1,13 +1,18 @@
 """Typed dataclass configs merged strictly with YAML files and ``key.sub=value`` CLI overrides.
 
-Unknown keys are errors (with the valid choices listed), values are coerced to the declared field
-type, nested dataclasses merge recursively. Used by every entry point of encoder/ and llava_ov/.
+One idiom for every config of encoder/ and llava_ov/: a choice is a ``Literal[...]`` field (checked here,
+on load by :func:`merge` and for a config built in Python by :func:`check_choices`, which its
+``validate()`` calls), ``validate()`` holds only the rules between fields and ranges, and every error
+is a :class:`ConfigError`. Unknown keys are errors (with the valid choices listed), values are coerced
+to the declared field type, nested dataclasses merge recursively, and so do the entries of a
+``dict[str, Section]`` field (name → section).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from pathlib import Path
@@ -17,14 +22,78 @@ import yaml
 
 T = TypeVar("T")
 
+#: Field metadata of :func:`optional_section`: an empty mapping given to the field means None (off).
+EMPTY_IS_NONE = "empty_is_none"
+
 
 class ConfigError(ValueError):
     """A config key or value that does not fit the declared dataclass."""
 
 
+def optional_section() -> Any:
+    """A ``Section | None`` field, None (off) by default and whenever it is given an empty mapping
+    (``build: {}`` in YAML, ``build={}`` on the command line); a non-empty mapping fills it."""
+    return dataclasses.field(default=None, metadata={EMPTY_IS_NONE: True})
+
+
+@functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _literal_choices(tp: Any) -> tuple[tuple[Any, ...], bool] | None:
+    """(choices, None allowed) of ``Literal[...]`` / ``Literal[...] | None``; None for other types."""
+    if typing.get_origin(tp) is typing.Literal:
+        return typing.get_args(tp), False
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and typing.get_origin(args[0]) is typing.Literal:
+            return typing.get_args(args[0]), True
+    return None
+
+
+@functools.cache
+def _choice_fields(cls: type) -> tuple[tuple[str, tuple[Any, ...], bool], ...]:
+    return tuple(
+        (name, *spec) for name, tp in _field_types(cls).items() if (spec := _literal_choices(tp)) is not None
+    )
+
+
+def _is_choice(value: Any, choices: tuple[Any, ...]) -> tuple[bool, Any]:
+    """(whether ``value`` is one of ``choices``, the choice); True is not 1."""
+    for choice in choices:
+        if isinstance(value, bool) == isinstance(choice, bool) and value == choice:
+            return True, choice
+    return False, None
+
+
+def _choice_error(name: str, choices: tuple[Any, ...], value: Any) -> ConfigError:
+    return ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def check_choices(cfg: Any, prefix: str = "") -> None:
+    """ConfigError naming the first ``Literal[...]`` field of dataclass ``cfg`` (nested sections, list
+    items and ``dict[str, Section]`` entries included) whose value is not one of its choices.
+
+    :func:`merge` runs it on every merged config; ``validate()`` of a config that may be built directly
+    in Python calls it first (``prefix``: the section's name in a run config, e.g. ``"media."``)."""
+    for name, choices, optional in _choice_fields(type(cfg)):
+        value = getattr(cfg, name)
+        if not (optional and value is None) and not _is_choice(value, choices)[0]:
+            raise _choice_error(f"{prefix}{name}", choices, value)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_choices(value, f"{prefix}{f.name}.")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if dataclasses.is_dataclass(item):
+                    check_choices(item, f"{prefix}{f.name}.{key}.")
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if dataclasses.is_dataclass(item):
+                    check_choices(item, f"{prefix}{f.name}.")
 
 
 def _unknown_key(key: str, valid: list[str], where: str) -> ConfigError:
@@ -54,6 +123,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             if type(None) in args:
                 return None
+        if _literal_choices(tp) is not None:  # Literal[...] | None: the choices are the message
+            return _coerce(value, next(a for a in args if a is not type(None)), name)
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
@@ -63,9 +134,12 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         raise ConfigError(f"'{name}': cannot read {value!r} as {tp}: {'; '.join(errors)}")
     if origin is typing.Literal:
         choices = typing.get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"'{name}' must be one of {list(choices)}, got {value!r}")
-        return value
+        found, choice = _is_choice(value, choices)
+        if not found and isinstance(value, str):  # a CLI string for a number / boolean choice ("2")
+            found, choice = _is_choice(_scalar(value), choices)
+        if not found:
+            raise _choice_error(name, choices, value)
+        return choice
     if origin in (list, tuple):
         if isinstance(value, str):
             value = _yaml(value, name) if value.strip().startswith("[") else value.split(",")
@@ -77,10 +151,15 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             value = _yaml(value, name)
         if not isinstance(value, dict):
             raise ConfigError(f"'{name}' must be a mapping, got {value!r}")
-        return dict(value)
+        item = _item_type(tp)
+        if item is None:
+            return dict(value)
+        return {key: _coerce(v, item, f"{name}.{key}") for key, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
+        if isinstance(value, str):
+            value = _yaml(value, name)
         if not isinstance(value, dict):
             raise ConfigError(f"'{name}' must be a mapping of {tp.__name__} fields, got {value!r}")
         return merge(tp(), value, prefix=f"{name}.")
@@ -109,6 +188,30 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             raise ConfigError(f"'{name}' must be a string, got {value!r}")
         return str(value)
     return value
+
+
+def _item_type(tp: Any) -> Any:
+    """The declared value type of a ``dict[K, V]`` field (None for a plain ``dict``)."""
+    args = typing.get_args(tp) if typing.get_origin(tp) is dict else ()
+    return args[1] if len(args) == 2 and args[1] is not Any else None
+
+
+def _merge_entries(current: dict[str, Any], updates: dict[str, Any], tp: Any, name: str) -> dict[str, Any]:
+    """A ``dict[str, Section]`` field updated entry by entry: an existing entry merges field by field,
+    a new one is filled from the section's defaults (both strict)."""
+    out = dict(current)
+    for key, value in updates.items():
+        if dataclasses.is_dataclass(out.get(key)) and isinstance(value, dict):
+            out[key] = merge(out[key], value, prefix=f"{name}.{key}.")
+        else:
+            out[key] = _coerce(value, tp, f"{name}.{key}")
+    return out
+
+
+def _empty_mapping(value: Any, name: str) -> bool:
+    if isinstance(value, str) and value.strip().startswith("{"):
+        value = _yaml(value, name)
+    return isinstance(value, dict) and not value
 
 
 def _scalar(text: str) -> Any:
@@ -143,23 +246,34 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def merge(cfg: T, updates: dict[str, Any], prefix: str = "") -> T:
     """Return a copy of dataclass ``cfg`` with ``updates`` (a nested mapping) applied strictly.
 
-    Nested dataclasses merge field by field; mapping-typed fields merge key by key (:func:`deep_merge`),
-    so overriding ``codec.select.budget`` keeps the other keys of ``codec``.
+    Nested dataclasses merge field by field; a ``dict[str, Section]`` field merges entry by entry (each
+    entry field by field), other mapping-typed fields key by key (:func:`deep_merge`), so overriding
+    ``codec.select.budget`` keeps the other keys of ``codec``. The result's choices are checked
+    (:func:`check_choices`), then its ``validate()`` runs.
     """
     ftypes = _field_types(type(cfg))
+    off_when_empty = {f.name for f in dataclasses.fields(cfg) if f.metadata.get(EMPTY_IS_NONE)}
     changes: dict[str, Any] = {}
     for key, value in (updates or {}).items():
         if key not in ftypes:
             raise _unknown_key(key, list(ftypes), prefix)
         tp = ftypes[key]
         current = getattr(cfg, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+        if key in off_when_empty and _empty_mapping(value, f"{prefix}{key}"):
+            changes[key] = None
+        elif dataclasses.is_dataclass(current) and isinstance(value, dict):
             changes[key] = merge(current, value, prefix=f"{prefix}{key}.")
         elif isinstance(current, dict) and isinstance(value, dict):
-            changes[key] = deep_merge(current, value)
+            item = _item_type(tp)
+            changes[key] = (
+                _merge_entries(current, value, item, f"{prefix}{key}")
+                if item is not None
+                else deep_merge(current, value)
+            )
         else:
             changes[key] = _coerce(value, tp, f"{prefix}{key}")
     out = dataclasses.replace(cfg, **changes)
+    check_choices(out, prefix)
     validate = getattr(out, "validate", None)
     if callable(validate):
         validate()
@@ -189,7 +303,8 @@ def load_config(
     overrides: list[str] | None = None,
     base: T | None = None,
 ) -> T:
-    """Defaults of ``cls`` (or ``base``) ← YAML file ← CLI overrides, all strict."""
+    """Defaults of ``cls`` (or ``base``) ← YAML file ← CLI overrides, all strict; the result is always
+    checked (:func:`merge` runs its ``validate()``), so callers need not validate it again."""
     cfg = base if base is not None else cls()
     if yaml_path is not None:
         path = Path(yaml_path)
@@ -202,8 +317,8 @@ def load_config(
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
         cfg = merge(cfg, data)
-    if overrides:
-        cfg = merge(cfg, parse_overrides(overrides))
+    if overrides or yaml_path is None:
+        cfg = merge(cfg, parse_overrides(overrides or []))
     return cfg
 
 

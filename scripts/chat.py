@@ -75,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 "(answers may be empty or off)"
             )
         processor.codec = codec_overrides(processor.codec, mode=args.mode)
-        processor.codec = merge(processor.codec, parse_overrides(args.set))
-        processor.codec.validate()
+        processor.codec = merge(processor.codec, parse_overrides(args.set))  # validated
         gen = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
         text = engine.generate([(args.question, [path] if path else [])], gen)[0]
     except VideoDecodeError as e:

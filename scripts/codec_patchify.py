@@ -148,8 +148,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
-        cfg = make_config(args)
-        cfg.validate()
+        cfg = make_config(args)  # loaded: validated
         inputs = [
             str(f) for item in args.inputs for f in (media_files(item) if Path(item).is_dir() else [item])
         ]

@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llava_ov.train.compare import VARIANTS, CompareConfig, compare, format_table
+    from llava_ov.experiments.compare import VARIANTS, CompareConfig, compare, format_table
 
     args = parse_args(argv)
     by_name = {v.name: v for v in VARIANTS}

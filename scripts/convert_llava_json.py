@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.workers < 1 or args.samples_per_shard < 1:
             raise ValueError("--workers and --samples-per-shard must be >= 1")
-        codec = load_config(CodecConfig, args.codec_config, args.set)
-        codec.validate()
+        codec = load_config(CodecConfig, args.codec_config, args.set)  # validated
         result = convert_llava_json(
             args.json,
             args.media_root,

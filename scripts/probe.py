@@ -1,24 +1,25 @@
 """Attentive probe on a frozen vision tower: video classification at an equal LLM-token budget.
 
-    python eval/probe.py                                  # embedded default (synthetic motion classes)
-    python eval/probe.py --tower siglip2                  # same budget; SigLIP2 takes uniform frames
-    python eval/probe.py --compare ov_encoder:codec ov_encoder:frames siglip2:frames
-    python eval/probe.py --tower-path lmms-lab-encoder/onevision-encoder-large --set tower.size=large
-    python eval/probe.py --data videos/ --set media.clip_frames=64 media.input_size=224  # DIR/<split>/<class>
-    python eval/probe.py --shards 'shards/{split}/shard-{000000..000009}.tar' --budget 2048
-    python eval/probe.py --set epochs=5 synthetic.num_train=8 heads=2 pos_embed=sincos3d
+    python scripts/probe.py                            # embedded default (synthetic motion classes)
+    python scripts/probe.py --tower siglip2            # same budget; SigLIP2 takes uniform frames
+    python scripts/probe.py --compare ov_encoder:codec ov_encoder:frames siglip2:frames
+    python scripts/probe.py --tower-path lmms-lab-encoder/onevision-encoder-large --set tower.size=large
+    python scripts/probe.py --data videos/ --set media.clip_frames=64 media.input_size=224  # <split>/<class>/
+    python scripts/probe.py --shards 'shards/{split}/shard-{000000..000009}.tar' --budget 2048
+    python scripts/probe.py --set epochs=5 synthetic.num_train=8 heads=2 pos_embed=sincos3d
 
 The embedded default: the random-init OV-Encoder ``debug`` tower, codec input (``media.mode=auto``: codec
 for towers that take it, else uniformly sampled frames), 512 LLM visual tokens per clip over the 16
 frames of a 112-px clip, four synthetic motion classes (the direction of a mover; chance 0.25) written
 once to ``${LLAVA_OV_CACHE:-.cache/llava_ov}/probe_motion/``. Splits are ``train`` and ``heldout``; a
 webdataset sample is ``{key}.mp4`` + ``{key}.json`` with a ``label`` (or ``class``) field, and ``{split}``
-in the shard pattern (or the JSON's ``split`` field) picks the split (``llava_ov.probe.ProbeDataConfig``).
+in the shard pattern (or the JSON's ``split`` field) picks the split
+(``llava_ov.experiments.probe.ProbeDataConfig``).
 
 Prints a table and writes ``OUT/result.json`` (OUT = ``--out``, default ``outputs/probe/<name>``; with
 ``--compare`` one folder per run under OUT, default ``outputs/probe``, plus ``OUT/comparison.json``).
-``--set key=value`` overrides any ``llava_ov.probe.ProbeConfig`` field strictly. Exit status: 0 done,
-1 a data / model error (one line; a traceback with ``--debug``), 2 a config error.
+``--set key=value`` overrides any ``llava_ov.experiments.probe.ProbeConfig`` field strictly. Exit status:
+0 done, 1 a data / model error (one line; a traceback with ``--debug``), 2 a config error.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_overrides(args: argparse.Namespace, tower: str | None, mode: str | None) -> list[str]:
     """The flags as ``key=value`` overrides (``--set`` last, so it wins)."""
-    from llava_ov.probe.config import TOWER_DEFAULTS
+    from llava_ov.experiments.probe.config import TOWER_DEFAULTS
 
     out = []
     if tower:
@@ -80,7 +81,7 @@ def run_overrides(args: argparse.Namespace, tower: str | None, mode: str | None)
 
 def make_config(args: argparse.Namespace, tower: str | None = None, mode: str | None = None):
     from encoder.config import load_config
-    from llava_ov.probe import ProbeConfig
+    from llava_ov.experiments.probe import ProbeConfig
 
     return load_config(ProbeConfig, args.config, run_overrides(args, tower, mode))
 
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from encoder.config import ConfigError
-    from llava_ov.probe import format_table, run_probe, write_result
+    from llava_ov.experiments.probe import format_table, run_probe, write_result
 
     try:
         configs = [make_config(args, tower, mode) for tower, mode in runs(args)]

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
 
-from encoder.config import ConfigError, load_config, merge, parse_overrides
+from encoder.config import (
+    ConfigError,
+    check_choices,
+    load_config,
+    merge,
+    optional_section,
+    parse_overrides,
+    to_dict,
+)
 
 
 @dataclass
@@ -93,3 +102,69 @@ def test_mapping_fields_merge_key_by_key(tmp_path):
     }
     assert cfg.name == "true"  # typed str fields keep the string
     assert WithMapping().codec["select"]["budget"] == 2048  # the default is not mutated
+
+
+@dataclass
+class Build:
+    teacher: Literal["pixels", "tower"] = "pixels"
+    centres: int = 64
+
+
+@dataclass
+class Head:
+    bank: str = ""
+    weight: float = 1.0
+    merge: Literal[1, 2] = 1
+    build: Build | None = optional_section()
+
+
+@dataclass
+class Run:
+    mode: Literal["codec", "frames"] | None = None
+    head: Head = field(default_factory=Head)
+    heads: dict[str, Head] = field(default_factory=dict)
+
+
+def test_choices_are_checked_and_the_error_names_the_key():
+    with pytest.raises(ConfigError, match=r"head\.merge must be one of \[1, 2\], got '3'"):
+        load_config(Run, None, ["head.merge=3"])
+    with pytest.raises(ConfigError, match=r"heads\.a\.build\.teacher must be one of \['pixels', 'tower'\]"):
+        merge(Run(), {"heads": {"a": {"build": {"teacher": "clip"}}}})
+    with pytest.raises(ConfigError, match=r"^mode must be one of \['codec', 'frames'\], got 'gif'$"):
+        load_config(Run, None, ["mode=gif"])
+    cfg = load_config(Run, None, ["head.merge=2", "mode=frames"])
+    assert cfg.head.merge == 2 and cfg.mode == "frames"
+    assert load_config(Run, None, ["mode=none"]).mode is None
+    # a config built in Python: check_choices (what validate() calls) and any merge see the bad value
+    bad = Run(heads={"a": Head(build=Build(teacher="clip"))})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"run\.heads\.a\.build\.teacher must be one of"):
+        check_choices(bad, "run.")
+    with pytest.raises(ConfigError, match=r"^head\.merge must be one of"):
+        merge(Run(head=Head(merge=True)), {})  # type: ignore[arg-type]  # True is not 1
+    check_choices(Run())
+
+
+def test_dict_of_sections_merges_strictly_entry_by_entry(tmp_path):
+    y = tmp_path / "h.yaml"
+    y.write_text("heads:\n  video: {bank: b1, build: {teacher: tower}}\n  image: {bank: b2}\n")
+    cfg = load_config(Run, y, ["heads.video.weight=2", "heads.video.build.centres=8", "heads.new.bank=b3"])
+    assert cfg.heads == {
+        "video": Head(bank="b1", weight=2.0, build=Build(teacher="tower", centres=8)),
+        "image": Head(bank="b2"),
+        "new": Head(bank="b3"),
+    }
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'heads\.video\.bnk' \(did you mean 'bank'\?\)"
+    ):
+        merge(cfg, {"heads": {"video": {"bnk": "x"}}})
+    with pytest.raises(ConfigError, match=r"unknown config key 'heads\.new\.build\.centers'"):
+        merge(cfg, {"heads": {"new": {"build": {"centers": 1}}}})
+    # a CLI string replaces the section from its defaults; an empty mapping turns an optional one off
+    replaced = load_config(Run, y, ["heads.video.build={centres: 4}"])
+    assert replaced.heads["video"].build == Build(centres=4)
+    assert load_config(Run, y, ["heads.video.build={}"]).heads["video"].build is None
+    assert merge(cfg, {"heads": {"video": {"build": {}}}}).heads["video"].build is None
+    # round trip: to_dict → merge gives the same config
+    data = to_dict(cfg)
+    assert data["heads"]["video"]["build"] == {"teacher": "tower", "centres": 8}
+    assert merge(Run(), data) == cfg

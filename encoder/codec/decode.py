@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import os
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,10 +23,14 @@ from encoder.codec.motion import (
 )
 from encoder.codec.mp4index import container_index, demux_packets
 from encoder.codec.sampling import sample_positions, snap_to_keyframes
+from encoder.config import ConfigError, check_choices
 
-ASPECTS = ("resize", "crop", "pad", "native")  # native: aspect kept, sized by max_cells (dense modes only)
-MOTIONS = ("auto", "bitstream", "estimated", "none")
-SAMPLINGS = ("uniform", "keyframe", "auto")
+Aspect = Literal["resize", "crop", "pad", "native"]  # native: aspect kept, sized by max_cells (dense modes)
+Motion = Literal["auto", "bitstream", "estimated", "none"]
+Sampling = Literal["uniform", "keyframe", "auto"]
+ASPECTS: tuple[str, ...] = typing.get_args(Aspect)
+MOTIONS: tuple[str, ...] = typing.get_args(Motion)
+SAMPLINGS: tuple[str, ...] = typing.get_args(Sampling)
 # FFmpeg decoders that honour flags2=+export_mvs (the mpegvideo family and H.264); HEVC/AV1/VP9 do not.
 MV_CODECS = frozenset(
     "h264 mpeg4 mpeg1video mpeg2video h263 h263p flv1 msmpeg4v2 msmpeg4v3 wmv1 wmv2".split()
@@ -41,13 +47,13 @@ class DecodeConfig:
 
     num_frames: int = 64
     input_size: int = 224
-    aspect: str = "resize"
+    aspect: Aspect = "resize"
     max_cells: int = 0  # aspect="native": at most this many cell x cell squares per frame (NaFlex's rule)
     cell: int = 14
     start: float | None = None
     end: float | None = None
     threads: int = 0  # decoder threads (0 = FFmpeg's choice); bitstream vectors are always read with one
-    motion: str = "auto"
+    motion: Motion = "auto"
     block_size: int = 8
     search_range: int = 7
     pyramid_levels: int = 2  # block matching coarse to fine (1 = exhaustive search at full resolution)
@@ -56,7 +62,7 @@ class DecodeConfig:
     # uniform: the frames nearest T evenly spaced instants (exact); keyframe: each moved to the frame after
     # its nearest keyframe (within a quarter of the spacing), so a sample costs two decoded frames however
     # long the video; auto: keyframe when samples are more than two GOPs apart (long videos), else uniform
-    sampling: str = "uniform"
+    sampling: Sampling = "uniform"
 
     @property
     def stride(self) -> int:
@@ -70,24 +76,22 @@ class DecodeConfig:
         return round(self.input_size / self.stride)
 
     def __post_init__(self) -> None:
+        self.validate()  # a bad DecodeConfig(...) fails where it is made
+
+    def validate(self) -> None:
+        check_choices(self)
         if self.num_frames < 1 or self.input_size < 1:
-            raise ValueError("num_frames and input_size must be positive")
-        if self.aspect not in ASPECTS:
-            raise ValueError(f"aspect must be one of {ASPECTS}, got {self.aspect!r}")
+            raise ConfigError("num_frames and input_size must be positive")
         if self.aspect == "native" and (self.max_cells < 1 or self.cell < 1):
-            raise ValueError(
+            raise ConfigError(
                 f"aspect 'native' needs max_cells >= 1 and cell >= 1, got {self.max_cells}, {self.cell}"
             )
-        if self.motion not in MOTIONS:
-            raise ValueError(f"motion must be one of {MOTIONS}, got {self.motion!r}")
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         if self.start is not None and self.end is not None and self.end < self.start:
-            raise ValueError(f"end ({self.end}) < start ({self.start})")
+            raise ConfigError(f"end ({self.end}) < start ({self.start})")
         if self.analysis_size < 0:
-            raise ValueError(f"analysis_size must be ≥ 0, got {self.analysis_size}")
+            raise ConfigError(f"analysis_size must be ≥ 0, got {self.analysis_size}")
         if self.block_size < 1 or self.search_range < 0 or self.pyramid_levels < 1:
-            raise ValueError("block_size must be ≥ 1, search_range ≥ 0 and pyramid_levels ≥ 1")
+            raise ConfigError("block_size must be ≥ 1, search_range ≥ 0 and pyramid_levels ≥ 1")
 
 
 @dataclass

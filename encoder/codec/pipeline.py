@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import typing
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,8 +38,10 @@ from encoder.codec.select import SelectConfig, random_patches, select_patches
 from encoder.codec.sizing import native_size
 from encoder.codec.synthetic import write_video
 from encoder.codec.types import PatchSelection, virtual_t
+from encoder.config import ConfigError, check_choices
 
-MODES = ("codec", "random", "frames", "collage", "image")
+Mode = Literal["codec", "random", "frames", "collage", "image"]
+MODES: tuple[str, ...] = typing.get_args(Mode)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {
     ".mp4",
@@ -70,8 +73,8 @@ def media_files(path: str | Path, images: bool = True) -> list[Path]:
 
 @dataclass
 class CodecConfig:
-    mode: str = "codec"
-    patch_size: int = 14
+    mode: Mode = "codec"
+    patch_size: Literal[14, 16] = 14
     num_frames: int = 8  # frames for the ``frames`` and ``collage`` modes
     image_max_side: int | None = None  # ``image`` mode: downscale larger images to this side first
     image_max_cells: int | None = None  # ``image`` mode: native aspect, at most this many image_cell squares
@@ -81,32 +84,30 @@ class CodecConfig:
     select: SelectConfig = field(default_factory=SelectConfig)
 
     def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.patch_size not in (14, 16):
-            raise ValueError(f"patch_size must be 14 or 16, got {self.patch_size}")
+        """The choices of every section, then the rules between fields (ConfigError)."""
+        check_choices(self)
         if (
             self.mode != "image"
             and self.decode.input_size % self.patch_size
             and self.decode.aspect != "native"
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"input_size {self.decode.input_size} is not a multiple of patch_size {self.patch_size}"
             )
         if self.num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+            raise ConfigError(f"num_frames must be >= 1, got {self.num_frames}")
         if self.decode.aspect == "native" and self.mode in ("codec", "random"):
-            raise ValueError(
+            raise ConfigError(
                 f"aspect 'native' is for the dense modes; {self.mode!r} selects on the square grid"
             )
         if self.decode.aspect == "native" and self.decode.cell % self.patch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"decode.cell {self.decode.cell} is not a multiple of patch_size {self.patch_size}"
             )
         if self.image_max_cells is not None and self.image_max_cells < 1:
-            raise ValueError(f"image_max_cells must be >= 1, got {self.image_max_cells}")
+            raise ConfigError(f"image_max_cells must be >= 1, got {self.image_max_cells}")
         if self.image_cell is not None and self.image_cell % self.patch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"image_cell {self.image_cell} is not a multiple of patch_size {self.patch_size}"
             )
 

@@ -16,14 +16,19 @@ numpy.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-CAMERA_MODES = ("median", "similarity", "none")
-FUSION_MODES = ("mean", "max", "geomean")
+from encoder.config import ConfigError, check_choices
+
+Camera = Literal["median", "similarity", "none"]
+Fusion = Literal["mean", "max", "geomean"]
+CAMERA_MODES: tuple[str, ...] = typing.get_args(Camera)
+FUSION_MODES: tuple[str, ...] = typing.get_args(Fusion)
 DEFAULT_STAT_POINTS = 4096  # 64 x 64 pixels per frame for the per-frame statistics
 FIT_POINTS = (
     1024  # at most this many pixels per frame enter the similarity fit (2048 and 512 select the same)
@@ -56,8 +61,8 @@ class SaliencyConfig:
     max_stat_points: pixels per frame used for the per-frame statistics (None = all of them).
     """
 
-    camera: str = "similarity"
-    fusion: str = "mean"
+    camera: Camera = "similarity"
+    fusion: Fusion = "mean"
     w_motion: float = 1.0
     w_residual: float = 1.0
     percentile: float = 95.0
@@ -66,19 +71,19 @@ class SaliencyConfig:
     max_stat_points: int | None = DEFAULT_STAT_POINTS
 
     def validate(self) -> None:
-        """Raise ValueError on an unknown mode or a bad weight/percentile."""
-        _check_choice("camera", self.camera, CAMERA_MODES)
-        _check_choice("fusion", self.fusion, FUSION_MODES)
+        """ConfigError on an unknown mode or a bad weight/percentile."""
+        check_choices(self)
         if self.w_motion < 0 or self.w_residual < 0 or self.w_motion + self.w_residual <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"weights must be >= 0 with a positive sum, got w_motion={self.w_motion}, "
                 f"w_residual={self.w_residual}"
             )
-        _check_percentile(self.percentile)
+        if not 0.0 < self.percentile <= 100.0:
+            raise ConfigError(f"percentile must be in (0, 100], got {self.percentile}")
         if self.motion_floor < 0 or self.residual_floor < 0:
-            raise ValueError(f"noise floors must be >= 0, got {self.motion_floor}, {self.residual_floor}")
+            raise ConfigError(f"noise floors must be >= 0, got {self.motion_floor}, {self.residual_floor}")
         if self.max_stat_points is not None and self.max_stat_points < 1:
-            raise ValueError(f"max_stat_points must be >= 1 or None, got {self.max_stat_points}")
+            raise ConfigError(f"max_stat_points must be >= 1 or None, got {self.max_stat_points}")
 
 
 # ---- small helpers ----------------------------------------------------------------------------------

@@ -27,13 +27,19 @@ flattening); the output is sorted by (frame, row, col).
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-CONTEXT_MODES = ("first", "iframes", "none")
-SELECT_MODES = ("global", "buckets", "bitcost")
+from encoder.config import ConfigError, check_choices
+
+Context = Literal["first", "iframes", "none"]
+SelectMode = Literal["global", "buckets", "bitcost"]
+CONTEXT_MODES: tuple[str, ...] = typing.get_args(Context)
+SELECT_MODES: tuple[str, ...] = typing.get_args(SelectMode)
 _BALANCE = 1e-9  # tiny per-group length**2 penalty: splits a flat bit rate into near-equal groups
 
 
@@ -51,8 +57,8 @@ class SelectConfig:
     """
 
     budget: int | float = 2048
-    context: str = "first"
-    mode: str = "global"
+    context: Context = "first"
+    mode: SelectMode = "global"
     num_buckets: int = 8
     static_threshold: float = 1e-6
     max_groups: int = 8
@@ -60,17 +66,14 @@ class SelectConfig:
     seed: int = 0  # the draw of the ``random`` input mode (encoder.codec.pipeline)
 
     def validate(self) -> None:
-        """Raise ValueError on unknown mode strings or bad numbers (the budget is checked on use)."""
-        if self.context not in CONTEXT_MODES:
-            raise ValueError(f"context must be one of {CONTEXT_MODES}, got {self.context!r}")
-        if self.mode not in SELECT_MODES:
-            raise ValueError(f"mode must be one of {SELECT_MODES}, got {self.mode!r}")
+        """ConfigError on an unknown mode or bad numbers (the budget is checked on use)."""
+        check_choices(self)
         if int(self.num_buckets) != self.num_buckets or self.num_buckets < 1:
-            raise ValueError(f"num_buckets must be a positive integer, got {self.num_buckets!r}")
+            raise ConfigError(f"num_buckets must be a positive integer, got {self.num_buckets!r}")
         if int(self.max_groups) != self.max_groups or self.max_groups < 1:
-            raise ValueError(f"max_groups must be a positive integer, got {self.max_groups!r}")
+            raise ConfigError(f"max_groups must be a positive integer, got {self.max_groups!r}")
         if self.min_score is not None and not (np.isfinite(self.min_score) and self.min_score >= 0):
-            raise ValueError(f"min_score must be None or a finite score >= 0, got {self.min_score!r}")
+            raise ConfigError(f"min_score must be None or a finite score >= 0, got {self.min_score!r}")
 
 
 @dataclass

@@ -12,19 +12,21 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
 
 from encoder.codec.convert import display_rotation_cw
 from encoder.codec.errors import VideoDecodeError
+from encoder.config import ConfigError, check_choices
 
 ENCODERS = {"h264": ("libx264", "x264-params"), "hevc": ("libx265", "x265-params")}
 
 
 @dataclass
 class TranscodeConfig:
-    codec: str = "h264"  # "h264" or "hevc"
+    codec: Literal["h264", "hevc"] = "h264"  # a key of ENCODERS
     gop: int = 16
     crf: int = 23
     preset: str = "veryfast"
@@ -32,10 +34,9 @@ class TranscodeConfig:
     pix_fmt: str = "yuv420p"
 
     def validate(self) -> None:
-        if self.codec not in ENCODERS:
-            raise ValueError(f"codec must be one of {sorted(ENCODERS)}, got {self.codec!r}")
+        check_choices(self)
         if self.gop < 1:
-            raise ValueError(f"gop must be >= 1, got {self.gop}")
+            raise ConfigError(f"gop must be >= 1, got {self.gop}")
 
 
 def encoder_options(

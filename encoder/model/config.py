@@ -7,8 +7,11 @@ Field names follow the released checkpoint's ``config.json`` where one exists (`
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from encoder.config import ConfigError, check_choices
 
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -17,7 +20,7 @@ NormType = Literal["layer_norm", "rms_norm"]
 RopeMode = Literal["compatible", "clean"]
 AttnBackend = Literal["auto", "flash", "torch_varlen", "sdpa_loop", "sdpa_mask"]
 
-ATTN_BACKENDS: tuple[str, ...] = ("auto", "flash", "torch_varlen", "sdpa_loop", "sdpa_mask")
+ATTN_BACKENDS: tuple[str, ...] = typing.get_args(AttnBackend)
 
 
 @dataclass
@@ -68,39 +71,33 @@ class ViTConfig:
         return t, h, half - t - h
 
     def validate(self) -> None:
+        """The choices (``Literal`` fields), then the rules between fields; ConfigError."""
+        check_choices(self)
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads})"
             )
         half = self.head_dim // 2
         total = sum(self.rope_split)
         if len(self.rope_split) != 3 or any(s <= 0 for s in self.rope_split):
-            raise ValueError(f"rope_split must be three positive ints, got {self.rope_split}")
+            raise ConfigError(f"rope_split must be three positive ints, got {self.rope_split}")
         if self.head_dim % 2 or any((half * s) % total for s in self.rope_split):
-            raise ValueError(
+            raise ConfigError(
                 f"head_dim {self.head_dim} cannot be split {self.rope_split} over t/h/w "
                 f"(head_dim/2 = {half} must be a multiple of {total})"
             )
         if self.hidden_act != "gelu":
-            raise ValueError(f"only exact GELU ('gelu') is supported, got hidden_act={self.hidden_act!r}")
-        if self.layer_norm_type not in ("layer_norm", "rms_norm"):
-            raise ValueError(
-                f"layer_norm_type must be 'layer_norm' or 'rms_norm', got {self.layer_norm_type!r}"
-            )
-        if self.rope_mode not in ("compatible", "clean"):
-            raise ValueError(f"rope_mode must be 'compatible' or 'clean', got {self.rope_mode!r}")
-        if self.attn_backend not in ATTN_BACKENDS:
-            raise ValueError(f"attn_backend must be one of {ATTN_BACKENDS}, got {self.attn_backend!r}")
+            raise ConfigError(f"only exact GELU ('gelu') is supported, got hidden_act={self.hidden_act!r}")
         if len(self.image_mean) != self.num_channels or len(self.image_std) != self.num_channels:
-            raise ValueError("image_mean / image_std must have one value per channel")
+            raise ConfigError("image_mean / image_std must have one value per channel")
         if any(s <= 0 for s in self.image_std):
-            raise ValueError(f"image_std must be positive, got {self.image_std}")
+            raise ConfigError(f"image_std must be positive, got {self.image_std}")
         if self.rope_temporal_size <= 0 or self.patch_size <= 0:
-            raise ValueError("rope_temporal_size and patch_size must be positive")
+            raise ConfigError("rope_temporal_size and patch_size must be positive")
 
     def replace(self, **overrides: Any) -> ViTConfig:
-        """A copy with some fields changed; unknown keys raise ``ValueError``."""
+        """A copy with some fields changed; unknown keys raise ``ConfigError``."""
         _check_keys(overrides)
         return dataclasses.replace(self, **overrides)
 
@@ -115,7 +112,7 @@ def _check_keys(overrides: dict[str, Any]) -> None:
     known = {f.name for f in dataclasses.fields(ViTConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ValueError(f"unknown ViTConfig field(s) {unknown}; valid fields: {sorted(known)}")
+        raise ConfigError(f"unknown ViTConfig field(s) {unknown}; valid fields: {sorted(known)}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -129,7 +126,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def get_config(name: str = "large", **overrides: Any) -> ViTConfig:
     """Config preset by name (``debug``, ``base``, ``large``, ``huge``) with field overrides."""
     if name not in PRESETS:
-        raise ValueError(f"unknown config name {name!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown config name {name!r}; choose one of {sorted(PRESETS)}")
     _check_keys(overrides)
     return ViTConfig(**{**PRESETS[name], **overrides})
 

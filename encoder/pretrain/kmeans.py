@@ -11,16 +11,19 @@ similarity = dot product). :class:`TopK` does the assignment.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 
-from encoder.config import ConfigError
+from encoder.config import ConfigError, check_choices
 
 Chunks = Callable[[], Iterable[np.ndarray]]
-BACKENDS = ("auto", "faiss", "torch")
+Backend = Literal["auto", "faiss", "torch"]
+BACKENDS: tuple[str, ...] = typing.get_args(Backend)
 
 
 @dataclass
@@ -30,7 +33,7 @@ class KMeansConfig:
     redo: int = 1  # independent runs (different initial centres); the best objective is kept
     plus_plus_up_to: int = 4096  # torch: k-means++ seeding up to this many centres (random rows above)
     seed: int = 0
-    backend: str = "auto"  # auto (faiss when installed) | faiss | torch
+    backend: Backend = "auto"  # auto (faiss when installed) | faiss | torch
     gpu: bool | None = None  # faiss on GPU (None: when a GPU and faiss-gpu are present)
     max_points_per_centre: int = 256  # training sample = this × num_centres rows (at most)
     two_level_from: int = 1_000_000  # faiss: two-level clustering from this many centres on
@@ -38,8 +41,7 @@ class KMeansConfig:
     chunk: int = 65536  # rows per assignment block
 
     def validate(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"kmeans.backend must be one of {BACKENDS}, got {self.backend!r}")
+        check_choices(self, "kmeans.")
         if min(self.num_centres, self.iters, self.redo, self.topk, self.chunk) < 1:
             raise ConfigError("kmeans: num_centres, iters, redo, topk and chunk must be >= 1")
         if self.topk > self.num_centres:

@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset
 
 from encoder.codec import CodecConfig
-from encoder.config import ConfigError, deep_merge, load_config, merge
+from encoder.config import ConfigError, check_choices, deep_merge, load_config, merge
 from llava_ov.data.dataset import (
     LMMBatch,
     LMMCollator,
@@ -49,7 +49,7 @@ from llava_ov.data.dataset import (
     pack_items,
     patch_tokens,
 )
-from llava_ov.data.samples import MEDIA_KINDS, decode_sample, parse_record
+from llava_ov.data.samples import MediaKind, decode_sample, parse_record
 from llava_ov.data.shards import ReadConfig, iter_raw_samples, worker_slot
 from llava_ov.data.stats import DataStats, Skipped
 from llava_ov.data.synthetic_qa import SyntheticQAConfig, generate_synthetic_qa
@@ -63,7 +63,7 @@ class SourceConfig:
     name: str = ""
     shards: str = ""  # brace pattern / glob / directory / URL; env vars expanded; "synthetic:<split>"
     weight: float = 1.0
-    media_kind: str = "auto"  # auto | video | image | text
+    media_kind: MediaKind = "auto"
     codec: dict = field(default_factory=dict)  # CodecConfig overrides on top of DataConfig.codec
     # Keep only samples whose JSON record has these values ({field: value or [values]}), e.g. a
     # {qtype: direction} slice of a set; other samples are passed over (not counted as skipped).
@@ -73,14 +73,13 @@ class SourceConfig:
     max_samples: int | None = None
 
     def validate(self) -> None:
+        check_choices(self, f"source {self.name!r}: ")
         if not self.name or not self.shards:
             raise ConfigError("every source needs a name and shards")
         if self.max_samples is not None and self.max_samples < 1:
             raise ConfigError(f"source {self.name!r}: max_samples must be >= 1, got {self.max_samples}")
         if self.weight <= 0:
             raise ConfigError(f"source {self.name!r}: weight must be > 0, got {self.weight}")
-        if self.media_kind not in MEDIA_KINDS:
-            raise ConfigError(f"source {self.name!r}: media_kind must be one of {MEDIA_KINDS}")
 
 
 @dataclass
@@ -102,6 +101,7 @@ class DataConfig:
     prefetch_factor: int = 2
 
     def validate(self) -> None:
+        check_choices(self)
         names = [s.name for s in self.sources + self.eval_sources]
         if len(set(names)) != len(names):
             raise ConfigError(f"source names must be unique, got {names}")
@@ -115,17 +115,13 @@ class DataConfig:
 
 
 def load_data_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DataConfig:
-    """Strict YAML → :class:`DataConfig` (unknown keys are errors)."""
-    cfg = load_config(DataConfig, path, overrides)
-    cfg.validate()
-    return cfg
+    """Strict YAML → :class:`DataConfig` (unknown keys are errors; validated)."""
+    return load_config(DataConfig, path, overrides)
 
 
 def codec_config(cfg: DataConfig, source: SourceConfig) -> CodecConfig:
-    """The source's :class:`CodecConfig`: defaults ← ``cfg.codec`` ← ``source.codec`` (strict)."""
-    codec = merge(merge(CodecConfig(), cfg.codec), source.codec)
-    codec.validate()
-    return codec
+    """The source's :class:`CodecConfig`: defaults ← ``cfg.codec`` ← ``source.codec`` (strict, validated)."""
+    return merge(merge(CodecConfig(), cfg.codec), source.codec)
 
 
 def prepare_data(cfg: DataConfig, progress: bool = True) -> dict[str, list[str]]:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import tempfile
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from encoder.codec import CodecConfig, PatchSelection, patchify
 from llava_ov.data.shards import IMAGE_EXTS, NPZ_EXT, VIDEO_EXTS, media_fields
 from llava_ov.data.stats import Skipped
 from llava_ov.text.conversation import normalize_conversation, placeholder_kinds
 
-MEDIA_KINDS = ("auto", "video", "image", "text")
+MediaKind = Literal["auto", "video", "image", "text"]
+MEDIA_KINDS: tuple[str, ...] = typing.get_args(MediaKind)
 
 
 @dataclass

@@ -34,20 +34,21 @@ import os
 import shutil
 import tempfile
 import time
+import typing
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tqdm import tqdm
 
 from encoder.codec import CodecConfig, DecodeConfig, patchify
 from encoder.codec.synthetic import write_video
-from encoder.config import merge
+from encoder.config import ConfigError, check_choices, merge
 from llava_ov.data.shards import ShardWriter, expand_env, init_worker_process
 from llava_ov.data.synthetic_scenes import (
     COLORS,
@@ -78,7 +79,8 @@ QUESTIONS = {
 }
 SUFFIX = " Answer with one word."
 SPLITS = ("train", "heldout")
-STORES = ("mp4", "npz", "both")
+Store = Literal["mp4", "npz", "both"]
+STORES: tuple[str, ...] = typing.get_args(Store)
 
 
 @dataclass
@@ -95,33 +97,32 @@ class SyntheticQAConfig:
     qtypes: list[str] = field(default_factory=lambda: list(QTYPES))
     object_size: float = 0.22
     travel: float = 0.45  # of the free range; <= 0.5 so that frame 0 does not give the direction away
-    store: str = "mp4"  # mp4 | npz (precomputed codec patches) | both (readers use the npz)
+    store: Store = "mp4"  # mp4 | npz (precomputed codec patches) | both (readers use the npz)
     codec: dict = field(default_factory=dict)  # CodecConfig overrides for store=npz
     samples_per_shard: int = 250
     workers: int = 0  # processes; 0 = all cores
 
     def validate(self) -> None:
+        check_choices(self)
         if bad := sorted(set(self.qtypes) - set(QTYPES)):
-            raise ValueError(f"unknown qtypes {bad}; expected some of {QTYPES}")
+            raise ConfigError(f"unknown qtypes {bad}; expected some of {QTYPES}")
         if not self.qtypes:
-            raise ValueError("qtypes is empty")
-        if self.store not in STORES:
-            raise ValueError(f"store must be one of {STORES}, got {self.store!r}")
+            raise ConfigError("qtypes is empty")
         if self.size % 2 or self.size < 32:
-            raise ValueError(f"size must be even and >= 32, got {self.size}")
+            raise ConfigError(f"size must be even and >= 32, got {self.size}")
         if self.num_frames < 8:
-            raise ValueError(
+            raise ConfigError(
                 f"num_frames must be >= 8 (blinks and brief appearances need room), got {self.num_frames}"
             )
         if not 0.0 < self.travel <= 0.5:
-            raise ValueError(
+            raise ConfigError(
                 "travel must be in (0, 0.5] (a direction-neutral start needs room both ways), "
                 f"got {self.travel}"
             )
         if self.num_train < 0 or self.num_heldout < 0:
-            raise ValueError("num_train and num_heldout must be >= 0")
+            raise ConfigError("num_train and num_heldout must be >= 0")
         if self.store != "mp4":
-            codec_config(self).validate()  # e.g. size must be a multiple of the patch size
+            codec_config(self)  # merged and validated: e.g. size must be a multiple of the patch size
 
     @property
     def scene(self) -> SceneParams:

@@ -1,13 +1,14 @@
 """Controlled comparison: towers and input modes at equal LLM visual-token budgets, same data, same steps.
 
-Each variant is the embedded default (``configs/train/default.yaml``) with the tower and the input
-mode changed; ``media.budget`` is the same for every variant of a column. Frame-based variants get
-their own frames/resolution split per budget (:func:`llava_ov.model.budget.balanced_frames`: the split
-that spends most of the budget, nearest 8 frames per frame group), so the codec recipe is not the
-only one shaped for the budget. Every variant also gets the same small search over the SFT peak learning
-rate (``lrs``, at one budget and the first seed), the LR chosen by the run's own final training loss (no
-held-out data is used to choose), then every cell of that variant trains at its LR. Every run is a
-separate ``scripts/train_lmm.py`` process writing to ``OUT/<variant>/b<budget>_s<seed>/``; its own
+Each variant is the base run config (``CompareConfig.base_config``: the embedded default
+``configs/train/default.yaml``) with the tower and the input mode changed; ``media.budget`` is the same
+for every variant of a column. Frame-based variants get their own frames/resolution split per budget
+(:func:`llava_ov.model.budget.balanced_frames`: the split that spends most of the budget, nearest 8
+frames per frame group), so the codec recipe is not the only one shaped for the budget. Every variant
+also gets the same small search over the SFT peak learning rate (``lrs``, at one budget and the first
+seed), the LR chosen by the run's own final training loss (no held-out data is used to choose), then
+every cell of that variant trains at its LR. Every run is a separate ``python -m llava_ov.train.cli``
+process, started in the working directory, writing to ``OUT/<variant>/b<budget>_s<seed>/``; its own
 held-out evaluator scores it (``sft/eval.json``), and the run's ``metrics.jsonl`` gives the LLM visual
 tokens and tower patches it actually used per sample (the codec modes with ``min_score`` spend up to
 the budget, not always all of it).
@@ -31,11 +32,11 @@ from tqdm import tqdm
 from llava_ov.model import TowerConfig
 from llava_ov.model.budget import balanced_frames
 from llava_ov.model.towers import tower_spec
+from llava_ov.report import format_table as render_table
+from llava_ov.train.build import resolve_path
 from llava_ov.train.metrics import save_figure
 
-ROOT = Path(__file__).resolve().parents[2]
-TRAIN_SCRIPT = ROOT / "scripts" / "train_lmm.py"
-DEFAULT_CONFIG = ROOT / "configs" / "train" / "default.yaml"
+TRAIN_MODULE = "llava_ov.train.cli"  # every run: ``python -m llava_ov.train.cli --config BASE ...``
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,11 @@ class CompareConfig:
     lrs: tuple[float | None, ...] = (None, 3e-4, 1e-4)
     tune_budget: int | None = None
     tail: float = 0.1  # the choice: lowest mean SFT training loss over this last fraction of steps
+    # the run config every variant changes: from the working directory, else the repository's (resolve_path)
+    base_config: str = "configs/train/default.yaml"
 
     def __post_init__(self) -> None:
-        # every run is a process started in the repository root: a relative folder would land there
+        # an absolute folder: the run overrides name it, whatever folder a run process starts in
         self.out = Path(self.out).absolute()
 
     def run_dir(self, variant: Variant, budget: int, seed: int, lr: float | None = None) -> Path:
@@ -134,9 +137,10 @@ def run_one(
         run.mkdir(parents=True, exist_ok=True)
         cmd = [
             sys.executable,
-            str(TRAIN_SCRIPT),
+            "-m",
+            TRAIN_MODULE,
             "--config",
-            str(DEFAULT_CONFIG),
+            str(resolve_path(cfg.base_config)),
             *run_overrides(cfg, variant, budget, seed, lr),
         ]
         env = {
@@ -145,7 +149,7 @@ def run_one(
             if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
         }
         with open(run / "train.log", "w") as log:
-            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
         if rc != 0 or not eval_file.is_file():
             tail = (run / "train.log").read_text().splitlines()[-3:]
             raise RuntimeError(
@@ -190,15 +194,18 @@ def choose_lr(records: Sequence[dict[str, Any]]) -> float | None:
 
 
 def format_search(search: Sequence[dict[str, Any]], chosen: dict[str, float | None]) -> str:
-    lines = [
-        "| variant | SFT peak LR | final train loss | held-out (not used to choose) | chosen |",
-        "| --- | --- | --- | --- | --- |",
+    header = ["variant", "SFT peak LR", "final train loss", "held-out (not used to choose)", "chosen"]
+    rows = [
+        [
+            r["variant"],
+            "recipe" if r["lr"] is None else f"{r['lr']:g}",
+            f"{r['train_loss_tail']:.3f}",
+            f"{r['accuracy']:.3f}",
+            "yes" if chosen.get(r["variant"], "-") == r["lr"] else "",
+        ]
+        for r in search
     ]
-    for r in search:
-        lr = "recipe" if r["lr"] is None else f"{r['lr']:g}"
-        mark = "yes" if chosen.get(r["variant"], "-") == r["lr"] else ""
-        lines.append(f"| {r['variant']} | {lr} | {r['train_loss_tail']:.3f} | {r['accuracy']:.3f} | {mark} |")
-    return "\n".join(lines)
+    return render_table(header, rows, markdown=True)
 
 
 def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -235,24 +242,22 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The aggregated rows as a markdown table, by budget then variant."""
     types = sorted({t for r in rows for t in r["per_type"]})
     head = ["variant", "budget", "SFT LR", "LLM tok/clip", "tower patches", "overall (± spread)", *types]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for r in sorted(rows, key=lambda r: (r["budget"], r["variant"])):
-        tok = "-" if r["llm_tokens"] is None else f"{r['llm_tokens']:.0f}"
-        patches = "-" if r["tower_patches"] is None else f"{r['tower_patches']:.0f}"
-        lr = "recipe" if r.get("lr") is None else f"{r['lr']:g}"
-        cells = [
+    cells = [
+        [
             r["variant"],
             str(r["budget"]),
-            lr,
-            tok,
-            patches,
+            "recipe" if r.get("lr") is None else f"{r['lr']:g}",
+            "-" if r["llm_tokens"] is None else f"{r['llm_tokens']:.0f}",
+            "-" if r["tower_patches"] is None else f"{r['tower_patches']:.0f}",
             f"{r['accuracy']:.3f} ± {r['spread']:.3f} (n={r['seeds']})",
             *(f"{r['per_type'].get(t, float('nan')):.3f}" for t in types),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        for r in sorted(rows, key=lambda r: (r["budget"], r["variant"]))
+    ]
+    return render_table(head, cells, markdown=True)
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:

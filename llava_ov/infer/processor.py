@@ -275,8 +275,7 @@ class LlavaOVProcessor:
         cfg = resolve_paths(ModelConfig.from_dict(meta["model"]), folder)
         if tokenizer is None:
             tokenizer = load_tokenizer(cfg.llm.tokenizer_path)
-        codec_cfg = merge(CodecConfig(), codec)
-        codec_cfg.validate()
+        codec_cfg = merge(CodecConfig(), codec)  # strict and validated
         return cls(tokenizer, codec_cfg, merge(ChatFormat(), chat), cfg.token_counter(), cache)
 
 

@@ -20,15 +20,17 @@ clip's patches. Budget 512 → SigLIP2 8 frames at 128², Qwen3-ViT 16 frames at
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from encoder.codec.sizing import fit_grid
-from encoder.config import ConfigError
+from encoder.config import ConfigError, check_choices
 from llava_ov.model.towers.base import TowerSpec
 
 FRAME_CHOICES = (2, 4, 8, 16, 32, 64)
-MEDIA_MODES = ("auto", "codec", "random", "frames")
+MediaMode = Literal["auto", "codec", "random", "frames"]
+MEDIA_MODES: tuple[str, ...] = typing.get_args(MediaMode)
 
 
 @dataclass
@@ -38,14 +40,13 @@ class MediaConfig:
     ``None`` leaves the data config's codec section as it is."""
 
     budget: int | None = None  # LLM visual tokens per clip
-    mode: str = "auto"  # auto (codec where the tower takes it, else frames) | codec | random | frames
+    mode: MediaMode = "auto"  # auto (codec where the tower takes it, else frames) | codec | random | frames
     clip_frames: int = 64  # codec modes: frames decoded on the 64-frame grid
     input_size: int = 224  # codec modes: decoded frame side
     frames: int | None = None  # frames mode: sampled frames (None: 8 per frame group)
 
     def validate(self) -> None:
-        if self.mode not in MEDIA_MODES:
-            raise ConfigError(f"media.mode must be one of {MEDIA_MODES}, got {self.mode!r}")
+        check_choices(self, "media.")
         if self.budget is not None and self.budget < 1:
             raise ConfigError(f"media.budget must be >= 1, got {self.budget}")
 

@@ -7,20 +7,26 @@ can fill strictly from YAML and ``model.llm.path=...`` overrides; ``validate()``
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from encoder.config import ConfigError, check_choices
 from encoder.config import merge as merge_config
 from llava_ov.model.merge import TokenCounter
 from llava_ov.model.towers.config import TowerConfig
 from llava_ov.model.towers.registry import tower_entry, tower_spec
 
-PROJECTOR_TYPES: tuple[str, ...] = ("mlp2x_gelu",)
-MERGE_SIZES: tuple[int, ...] = (1, 2)
-POS_EMBEDS: tuple[str, ...] = ("none", "sincos3d")
+ProjectorType = Literal["mlp2x_gelu"]
+MergeSize = Literal[1, 2]
+PosEmbed = Literal["none", "sincos3d"]
 #: ``auto``: packed causal attention linear in the samples' lengths (flash-attn, torch varlen_attn or
 #: per-sample SDPA; :mod:`llava_ov.model.attention`), transformers' ``sdpa`` for padded batches and generation
-ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3")
+AttnImplementation = Literal["auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3"]
+PROJECTOR_TYPES: tuple[str, ...] = typing.get_args(ProjectorType)
+MERGE_SIZES: tuple[int, ...] = typing.get_args(MergeSize)
+POS_EMBEDS: tuple[str, ...] = typing.get_args(PosEmbed)
+ATTN_IMPLEMENTATIONS: tuple[str, ...] = typing.get_args(AttnImplementation)
 
 #: The embedded tiny Qwen3 used when ``LLMConfig.from_scratch`` is set (its keys override these).
 #: ``vocab_size`` defaults to the tokenizer's length.
@@ -42,21 +48,16 @@ TINY_QWEN3: dict[str, Any] = dict(
 class ProjectorConfig:
     """``mlp2x_gelu``: Linear(D_in → d) · GELU · Linear(d → d), D_in = D_v · merge²."""
 
-    type: str = "mlp2x_gelu"
-    merge: int = 1  # 1, or 2 = 2×2 spatial merge of dense media (see llava_ov.model.merge)
+    type: ProjectorType = "mlp2x_gelu"
+    merge: MergeSize = 1  # 1, or 2 = 2×2 spatial merge of dense media (see llava_ov.model.merge)
     path: str | None = None  # safetensors file with trained projector weights (None = random init)
     # "none" (the paper's design, every full-scale recipe) | "sincos3d": a fixed 3D sin-cos embedding
     # of each visual token's (t, h, w) added to the projector input (llava_ov.model.projector.sincos3d);
     # it tells the LLM where / when a token of a sparse codec selection was (the tower has RoPE only).
-    pos_embed: str = "none"
+    pos_embed: PosEmbed = "none"
 
     def validate(self) -> None:
-        if self.pos_embed not in POS_EMBEDS:
-            raise ValueError(f"projector pos_embed must be one of {POS_EMBEDS}, got {self.pos_embed!r}")
-        if self.type not in PROJECTOR_TYPES:
-            raise ValueError(f"projector type must be one of {PROJECTOR_TYPES}, got {self.type!r}")
-        if self.merge not in MERGE_SIZES:
-            raise ValueError(f"projector merge must be one of {MERGE_SIZES}, got {self.merge}")
+        check_choices(self, "projector.")
 
 
 @dataclass
@@ -65,14 +66,11 @@ class LLMConfig:
 
     path: str = "Qwen/Qwen3-1.7B"  # hub id or local dir
     from_scratch: dict | None = None  # Qwen3Config kwargs over TINY_QWEN3 → random LLM; `path` ignored
-    attn_implementation: str = "auto"  # see ATTN_IMPLEMENTATIONS
+    attn_implementation: AttnImplementation = "auto"
     tokenizer: str | None = None  # defaults to `path`
 
     def validate(self) -> None:
-        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
-            raise ValueError(
-                f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {self.attn_implementation!r}"
-            )
+        check_choices(self, "llm.")
 
     @property
     def tokenizer_path(self) -> str:
@@ -96,7 +94,7 @@ class ModelConfig:
         self.llm.validate()
         if self.projector.merge != 1:
             if tower_entry(self.tower.name).merges_itself:
-                raise ValueError(f"tower {self.tower.name!r} merges patches itself: use projector.merge=1")
+                raise ConfigError(f"tower {self.tower.name!r} merges patches itself: use projector.merge=1")
 
     def token_counter(self) -> TokenCounter:
         """The picklable LLM-token counter of this model (tower spec + projector merge), no weights."""

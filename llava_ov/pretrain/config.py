@@ -9,28 +9,39 @@ and the trainer's shared ``deepspeed`` / ``checkpoint`` / ``log`` sections. Load
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from encoder.cli import check_local_path
-from encoder.config import ConfigError, load_config, merge
+from encoder.config import ConfigError, check_choices, load_config, merge, optional_section
 from encoder.model import get_config
+from encoder.pretrain.kmeans import Backend
+from llava_ov.pretrain.features import TeacherKind
 from llava_ov.train.config import CheckpointConfig, DeepSpeedConfig, LogConfig, OptimConfig
 
-BUILD_KEYS = (
-    "teacher",
-    "teacher_path",
-    "frames",
-    "input_size",
-    "pool",
-    "centre",
-    "centres",
-    "topk",
-    "iters",
-    "redo",
-    "backend",
-    "seed",
-)
+
+@dataclass
+class BankBuildConfig:
+    """How a head's missing bank is built before training (scripts/build_concept_bank.py's settings):
+    the teacher (:class:`llava_ov.pretrain.features.TeacherConfig`) and the k-means
+    (:class:`encoder.pretrain.kmeans.KMeansConfig`)."""
+
+    teacher: TeacherKind = "pixels"
+    teacher_path: str | None = None  # ov_encoder / tower: weights folder or hub id; npy: the .npy file
+    frames: int = 8
+    input_size: int = 112
+    pool: int = 4
+    centre: bool = False
+    centres: int = 64
+    topk: int = 10
+    iters: int = 20
+    redo: int = 1
+    backend: Backend = "auto"
+    seed: int = 0
+
+
+BUILD_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(BankBuildConfig))
 
 
 @dataclass
@@ -47,18 +58,20 @@ class HeadConfig:
     scale: float = 64.0
     margin: float = 0.3
     grad_clip: float = 5.0  # on the head's own (sharded) centres; 0: none
-    # When ``bank`` does not exist yet: build it before training from the sources this head serves
-    # (scripts/build_concept_bank.py's settings: teacher / frames / input_size / pool / centres / topk /
-    # iters / redo / backend); {} = the bank must exist.
-    build: dict = field(default_factory=dict)
+    # When ``bank`` does not exist yet: build it before training from the sources this head serves;
+    # None ({} in YAML) = the bank must exist.
+    build: BankBuildConfig | None = optional_section()
+
+    def __post_init__(self) -> None:
+        if isinstance(build := self.build, dict):  # a mapping given in Python: read strictly ({}: None)
+            self.build = merge(BankBuildConfig(), build, prefix="heads.<name>.build.") if build else None
 
     def validate(self) -> None:
+        check_choices(self, "heads.<name>.")
         if not self.bank:
             raise ConfigError("every head needs a bank folder (heads.<name>.bank)")
         if self.weight <= 0 or not 0 < self.sample_rate <= 1 or self.num_labels < 1:
             raise ConfigError("a head needs weight > 0, 0 < sample_rate <= 1 and num_labels >= 1")
-        if bad := sorted(set(self.build) - set(BUILD_KEYS)):
-            raise ConfigError(f"unknown heads.<name>.build key(s) {bad}; valid: {list(BUILD_KEYS)}")
 
 
 @dataclass
@@ -115,7 +128,7 @@ class ProbeSection:
     """After training: an attentive probe of the export vs the same encoder at random init."""
 
     enabled: bool = True
-    overrides: list[str] = field(default_factory=list)  # ProbeConfig overrides (eval/probe.py keys)
+    overrides: list[str] = field(default_factory=list)  # ProbeConfig overrides (scripts/probe.py keys)
 
 
 @dataclass
@@ -124,7 +137,7 @@ class PretrainConfig:
     seed: int = 0
     threads: int | None = None
     encoder: EncoderSection = field(default_factory=EncoderSection)
-    heads: dict = field(default_factory=dict)  # name -> HeadConfig fields
+    heads: dict[str, HeadConfig] = field(default_factory=dict)  # one head per data kind, by name
     data_config: str = "data_configs/synthetic_motion_qa.yaml"
     data: dict = field(default_factory=dict)  # DataConfig overrides
     mix: MixConfig = field(default_factory=MixConfig)
@@ -134,13 +147,21 @@ class PretrainConfig:
     log: LogConfig = field(default_factory=LogConfig)
     probe: ProbeSection = field(default_factory=ProbeSection)
 
-    def head_configs(self) -> dict[str, HeadConfig]:
-        return {name: merge(HeadConfig(), dict(h), prefix=f"heads.{name}.") for name, h in self.heads.items()}
+    def __post_init__(self) -> None:
+        """Heads given in Python as mappings (``replace(cfg, heads={...})``) are read strictly as
+        :class:`HeadConfig` (the YAML / CLI path does the same through the loader)."""
+        self.heads = {
+            name: h if isinstance(h, HeadConfig) else merge(HeadConfig(), h, prefix=f"heads.{name}.")
+            for name, h in self.heads.items()
+        }
 
     def validate(self) -> None:
+        check_choices(self)
         if not self.heads:
             raise ConfigError("heads is empty: pretraining needs at least one head with a concept bank")
-        heads = self.head_configs()
+        heads = self.heads
+        for head in heads.values():
+            head.validate()
         served = [s for h in heads.values() for s in h.sources]
         if len(served) != len(set(served)):
             raise ConfigError(f"a source is served by two heads: {served}")
@@ -161,13 +182,13 @@ class PretrainConfig:
 def load_pretrain_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> PretrainConfig:
-    cfg = load_config(PretrainConfig, path, overrides)
-    cfg.validate()
-    return cfg
+    """Defaults ← YAML ← ``key=value`` overrides, all strict and validated."""
+    return load_config(PretrainConfig, path, overrides)
 
 
 __all__ = [
     "BUILD_KEYS",
+    "BankBuildConfig",
     "EncoderSection",
     "HeadConfig",
     "MixConfig",

@@ -1,5 +1,5 @@
-"""What pretraining bought: an attentive probe (:mod:`llava_ov.probe`) of the exported encoder against the
-same encoder at random init, same probe settings, data and seed, on held-out clips."""
+"""What pretraining bought: an attentive probe (:mod:`llava_ov.experiments.probe`) of the exported encoder
+against the same encoder at random init, same probe settings, data and seed, on held-out clips."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from encoder.config import load_config
+from llava_ov.experiments.probe.config import ProbeConfig
+from llava_ov.experiments.probe.run import run_probe
 from llava_ov.model import TowerConfig
 from llava_ov.pretrain.config import PretrainConfig
-from llava_ov.probe.config import ProbeConfig
-from llava_ov.probe.run import run_probe
 
 
 def probe_configs(export: Path, cfg: PretrainConfig) -> dict[str, Any]:

@@ -24,9 +24,11 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
+import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -37,7 +39,7 @@ from tqdm import tqdm
 from encoder.codec import CodecConfig
 from encoder.codec.decode import DecodeConfig, decode_clip
 from encoder.codec.pipeline import patchify_image
-from encoder.config import ConfigError
+from encoder.config import ConfigError, check_choices
 from encoder.model import OVEncoder
 from llava_ov.data import pack_media
 from llava_ov.data.shards import IMAGE_EXTS, VIDEO_EXTS, ReadConfig, iter_raw_samples
@@ -45,12 +47,13 @@ from llava_ov.data.stats import Skipped
 from llava_ov.model import TowerConfig, build_tower
 
 logger = logging.getLogger("llava_ov.pretrain")
-TEACHERS = ("pixels", "ov_encoder", "tower", "npy")
+TeacherKind = Literal["pixels", "ov_encoder", "tower", "npy"]
+TEACHERS: tuple[str, ...] = typing.get_args(TeacherKind)
 
 
 @dataclass
 class TeacherConfig:
-    kind: str = "pixels"  # pixels | ov_encoder | tower | npy
+    kind: TeacherKind = "pixels"
     path: str | None = None  # ov_encoder / tower: weights folder or hub id; npy: the .npy file
     tower: str = "siglip2"  # tower: its name in llava_ov.model.towers
     keys: str | None = None  # npy: one sample key per line, in row order
@@ -69,8 +72,7 @@ class TeacherConfig:
         return f"{self.kind}:{self.tower + ':' if self.kind == 'tower' else ''}{self.path}"
 
     def validate(self) -> None:
-        if self.kind not in TEACHERS:
-            raise ConfigError(f"teacher.kind must be one of {TEACHERS}, got {self.kind!r}")
+        check_choices(self, "teacher.")
         if self.kind in ("ov_encoder", "tower", "npy") and not self.path:
             raise ConfigError(f"teacher.kind={self.kind} needs teacher.path")
         if self.kind == "npy" and not self.keys:

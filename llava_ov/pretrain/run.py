@@ -12,7 +12,7 @@ from encoder.pretrain.bank import build_bank
 from encoder.pretrain.kmeans import KMeansConfig
 from llava_ov.data.mixture import resolve_shards
 from llava_ov.data.shards import expand_shards
-from llava_ov.pretrain.config import HeadConfig, PretrainConfig
+from llava_ov.pretrain.config import BankBuildConfig, HeadConfig, PretrainConfig
 from llava_ov.pretrain.features import TeacherConfig, embedding_stream, spill
 from llava_ov.pretrain.task import STAGE, PretrainTask
 from llava_ov.train import build as B
@@ -26,22 +26,22 @@ logger = logging.getLogger("llava_ov.pretrain")
 
 def build_head_bank(task: PretrainTask, name: str, head: HeadConfig, progress: bool = True) -> dict[str, Any]:
     """A head's bank from the shards of the sources it serves, with ``head.build`` settings."""
-    b = dict(head.build)
+    b = head.build or BankBuildConfig()
     teacher = TeacherConfig(
-        kind=b.get("teacher", "pixels"),
-        path=b.get("teacher_path"),
-        frames=int(b.get("frames", 8)),
-        input_size=int(b.get("input_size", 112)),
-        pool=int(b.get("pool", 4)),
-        centre=bool(b.get("centre", False)),
+        kind=b.teacher,
+        path=b.teacher_path,
+        frames=b.frames,
+        input_size=b.input_size,
+        pool=b.pool,
+        centre=b.centre,
     )
     km = KMeansConfig(
-        num_centres=int(b.get("centres", 64)),
-        topk=int(b.get("topk", 10)),
-        iters=int(b.get("iters", 20)),
-        redo=int(b.get("redo", 1)),
-        backend=b.get("backend", "auto"),
-        seed=int(b.get("seed", 0)),
+        num_centres=b.centres,
+        topk=b.topk,
+        iters=b.iters,
+        redo=b.redo,
+        backend=b.backend,
+        seed=b.seed,
     )
     index = list(task.head_cfgs).index(name)
     shards = [

@@ -78,7 +78,7 @@ class PretrainTask(Task):
         cfg.validate()
         self.cfg, self.name, self.stage = cfg, STAGE, cfg.pretrain
         self.data_cfg = pretrain_data_config(cfg)
-        self.head_cfgs = cfg.head_configs()
+        self.head_cfgs = cfg.heads
         names = list(self.head_cfgs)
         known = {s.name for s in self.data_cfg.sources}
         for name, h in self.head_cfgs.items():

@@ -62,7 +62,7 @@ def stage_data_config(cfg: TrainConfig, stage: StageConfig) -> DataConfig:
     if cfg.media.budget is not None:  # the budget rule decides the clips' frames / resolution / count
         plan = media_plan(cfg.media, spec, cfg.model.projector.merge)
         data = merge(data, {"codec": plan.codec_overrides(spec.patch_size)})
-    data.validate()
+    # loaded and merged: every step above validated it
     for source in data.sources + data.eval_sources:
         check_shards(source.name, source.shards)
         codec = codec_config(data, source)

@@ -9,10 +9,12 @@ before it, ``{output_dir}/{stage}/final``) or a path to such an export.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from encoder.config import ConfigError, load_config, merge
+from encoder.config import ConfigError, check_choices, load_config, merge
 from llava_ov.model import LLMConfig, ModelConfig, TowerConfig
 from llava_ov.model.budget import MediaConfig, media_plan
 from llava_ov.model.towers import tower_spec
@@ -20,8 +22,10 @@ from llava_ov.model.towers import tower_spec
 #: Module names used by ``trainable`` and per-module learning rates → parameter-name prefixes.
 MODULES: dict[str, str] = {"vision": "vision_tower.", "projector": "projector.", "llm": "llm."}
 STAGES: tuple[str, ...] = ("align", "sft")
-SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")
-WANDB_MODES: tuple[str, ...] = ("disabled", "offline", "online")
+Schedule = Literal["cosine", "linear", "constant"]
+WandbMode = Literal["disabled", "offline", "online"]
+SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
+WANDB_MODES: tuple[str, ...] = typing.get_args(WandbMode)
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -37,7 +41,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0 disables clipping
-    schedule: str = "cosine"  # cosine | linear | constant (after the warmup)
+    schedule: Schedule = "cosine"  # after the warmup
     warmup_ratio: float = 0.03  # of max_steps, unless warmup_steps is set
     warmup_steps: int | None = None
     min_lr_ratio: float = 0.0  # LR at the last step, as a fraction of the peak
@@ -47,8 +51,7 @@ class OptimConfig:
         return self.lr if value is None else value
 
     def validate(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"optim.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        check_choices(self, "optim.")
         if len(self.betas) != 2:
             raise ConfigError(f"optim.betas must hold two values, got {self.betas}")
         if not 0.0 <= self.warmup_ratio < 1.0 or not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -92,19 +95,14 @@ class StageConfig:
 
 @dataclass
 class DeepSpeedConfig:
-    zero_stage: int = 2  # 0-3
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
-    backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | nccl | gloo
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl on GPU, gloo on CPU
     config_file: str | None = None  # DeepSpeed JSON merged over the generated config ("auto" keeps ours)
     overrides: dict = field(default_factory=dict)  # merged last
 
     def validate(self) -> None:
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ConfigError(f"deepspeed.zero_stage must be 0-3, got {self.zero_stage}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ConfigError(f"deepspeed.precision must be auto, bf16 or fp32, got {self.precision!r}")
-        if self.backend not in ("auto", "nccl", "gloo"):
-            raise ConfigError(f"deepspeed.backend must be auto, nccl or gloo, got {self.backend!r}")
+        check_choices(self, "deepspeed.")
 
 
 @dataclass
@@ -118,15 +116,14 @@ class CheckpointConfig:
 class LogConfig:
     every: int = 10  # steps between console lines (metrics.jsonl gets every step)
     progress: bool = True  # tqdm bar on rank 0
-    wandb_mode: str = "disabled"  # disabled | offline | online (never logs in by itself)
+    wandb_mode: WandbMode = "disabled"  # never logs in by itself
     wandb_project: str = "llava-ov"
     wandb_name: str | None = None
     peak_tflops: float | None = None  # per device, for MFU; None: GPU name table (n/a on CPU)
     plot: bool = True  # loss-curve PNG of all stages at the end
 
     def validate(self) -> None:
-        if self.wandb_mode not in WANDB_MODES:
-            raise ConfigError(f"log.wandb_mode must be one of {list(WANDB_MODES)}, got {self.wandb_mode!r}")
+        check_choices(self, "log.")
         if self.every < 1:
             raise ConfigError("log.every must be >= 1")
 
@@ -176,6 +173,7 @@ class TrainConfig:
         return getattr(self, name)
 
     def validate(self) -> None:
+        check_choices(self)  # every section's choices, also for a config built in Python
         if not self.stages:
             raise ConfigError("stages is empty")
         for name in self.stages:

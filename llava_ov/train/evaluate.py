@@ -19,6 +19,7 @@ from torch import nn
 
 from llava_ov.data import DataConfig, LMMItem, eval_items
 from llava_ov.infer import Engine, GenerationConfig, LlavaOVProcessor
+from llava_ov.report import format_table as render_table
 from llava_ov.train import distributed as D
 from llava_ov.train.config import EvalConfig
 
@@ -101,13 +102,14 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    rows = [f"{'question type':<14} {'n':>5} {'accuracy':>9} {'chance':>7} {'majority':>9}"]
-    for qtype, t in summary["per_type"].items():
-        rows.append(
-            f"{qtype:<14} {t['n']:>5} {t['accuracy']:>9.3f} {t['chance']:>7.3f} {t['majority']:>9.3f}"
-        )
-    rows.append(f"{'overall':<14} {summary['n']:>5} {summary['accuracy']:>9.3f} {summary['chance']:>7.3f}")
-    return "\n".join(rows)
+    """The summary as a plain-text table: one line per question type, then the overall line."""
+    header = ["question type", "n", "accuracy", "chance", "majority"]
+    rows = [
+        [str(qtype), str(t["n"]), f"{t['accuracy']:.3f}", f"{t['chance']:.3f}", f"{t['majority']:.3f}"]
+        for qtype, t in summary["per_type"].items()
+    ]
+    rows.append(["overall", str(summary["n"]), f"{summary['accuracy']:.3f}", f"{summary['chance']:.3f}"])
+    return render_table(header, rows, align="lrrrr", min_widths=(14, 5, 9, 7, 9), sep=" ", rule=False)
 
 
 def evaluate(

@@ -1,4 +1,5 @@
-"""Attentive probe (llava_ov.probe, eval/probe.py): learning, data sources, bad clips, budget, CLI."""
+"""Attentive probe (llava_ov.experiments.probe, scripts/probe.py): learning, data sources, bad clips,
+budget, CLI."""
 
 from __future__ import annotations
 
@@ -14,10 +15,7 @@ from encoder.codec import patchify
 from encoder.codec.synthetic import write_video
 from encoder.config import merge
 from llava_ov.data.shards import ShardWriter
-from llava_ov.model.budget import MediaConfig
-from llava_ov.model.config import TowerConfig
-from llava_ov.model.merge import TokenCounter
-from llava_ov.probe import (
+from llava_ov.experiments.probe import (
     AttentiveProbe,
     ProbeConfig,
     ProbeDataConfig,
@@ -29,7 +27,10 @@ from llava_ov.probe import (
     shard_clips,
     with_tower,
 )
-from llava_ov.probe.data import synthetic_frames
+from llava_ov.experiments.probe.data import synthetic_frames
+from llava_ov.model.budget import MediaConfig
+from llava_ov.model.config import TowerConfig
+from llava_ov.model.merge import TokenCounter
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -252,7 +253,7 @@ def test_config_is_strict():
 
 
 def _cli():
-    spec = importlib.util.spec_from_file_location("probe_cli", ROOT / "eval" / "probe.py")
+    spec = importlib.util.spec_from_file_location("probe_cli", ROOT / "scripts" / "probe.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -9,10 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llava_ov.model import TowerConfig
-from llava_ov.model.budget import balanced_frames
-from llava_ov.model.towers import tower_spec
-from llava_ov.train.compare import (
+from llava_ov.experiments.compare import (
     VARIANTS,
     CompareConfig,
     aggregate,
@@ -22,6 +19,9 @@ from llava_ov.train.compare import (
     run_overrides,
     tail_loss,
 )
+from llava_ov.model import TowerConfig
+from llava_ov.model.budget import balanced_frames
+from llava_ov.model.towers import tower_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 

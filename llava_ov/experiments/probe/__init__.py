@@ -5,13 +5,20 @@ clip for any tower and input mode), the frozen tower runs once per clip under ``
 tokens stay in memory, then an attention-pooling probe (one learned query → LayerNorm → Linear) is
 trained with AdamW and scored top-1 on a held-out split. Modules: ``config`` (:class:`ProbeConfig`),
 ``data`` (synthetic classes, folder per class, webdataset shards), ``model`` (:class:`AttentiveProbe`),
-``run`` (:func:`run_probe`). The CLI is ``eval/probe.py``.
+``run`` (:func:`run_probe`). The CLI is ``scripts/probe.py``.
 """
 
-from llava_ov.probe.config import ProbeConfig, ProbeDataConfig, SyntheticProbeConfig, with_tower
-from llava_ov.probe.data import ClipRef, ClipSet, folder_clips, generate_synthetic, load_clips, shard_clips
-from llava_ov.probe.model import AttentiveProbe
-from llava_ov.probe.run import (
+from llava_ov.experiments.probe.config import ProbeConfig, ProbeDataConfig, SyntheticProbeConfig, with_tower
+from llava_ov.experiments.probe.data import (
+    ClipRef,
+    ClipSet,
+    folder_clips,
+    generate_synthetic,
+    load_clips,
+    shard_clips,
+)
+from llava_ov.experiments.probe.model import AttentiveProbe
+from llava_ov.experiments.probe.run import (
     Features,
     extract_features,
     format_table,

@@ -3,7 +3,7 @@
 Every source gives :class:`ClipRef` s per split (``train``, ``heldout``) and the class list; samples
 that cannot be used (no label, an unknown class, no video) become :class:`llava_ov.data.Skipped`
 markers, counted and logged by the caller. Layouts are described in
-:class:`llava_ov.probe.config.ProbeDataConfig`.
+:class:`llava_ov.experiments.probe.config.ProbeDataConfig`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from llava_ov.data.shards import VIDEO_EXTS, ReadConfig, expand_env, iter_raw_sa
 from llava_ov.data.stats import Skipped
 from llava_ov.data.synthetic_qa import dir_lock
 from llava_ov.data.synthetic_scenes import SHAPES, SceneParams, background, build_scene, render, static_object
-from llava_ov.probe.config import SPLITS, ProbeDataConfig, SyntheticProbeConfig, task_classes
+from llava_ov.experiments.probe.config import SPLITS, ProbeDataConfig, SyntheticProbeConfig, task_classes
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

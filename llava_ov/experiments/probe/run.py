@@ -29,11 +29,14 @@ from encoder.codec import CodecConfig, PatchSelection, VideoDecodeError, patchif
 from encoder.config import merge, to_dict
 from llava_ov.data.dataset import MediaBatch, pack_media
 from llava_ov.data.stats import Skipped
+from llava_ov.experiments.probe.config import ProbeConfig
+from llava_ov.experiments.probe.data import ClipRef, load_clips
+from llava_ov.experiments.probe.model import AttentiveProbe
+from llava_ov.infer.engine import resolve_device
 from llava_ov.model.budget import MediaPlan, media_plan
 from llava_ov.model.towers import TowerSpec, VisionTower, build_tower, tower_spec
-from llava_ov.probe.config import ProbeConfig
-from llava_ov.probe.data import ClipRef, load_clips
-from llava_ov.probe.model import AttentiveProbe
+from llava_ov.report import format_table as render_table
+from llava_ov.train.schedule import lr_factor
 
 logger = logging.getLogger("llava_ov.probe")
 
@@ -64,14 +67,6 @@ def plan_and_codec(cfg: ProbeConfig) -> tuple[TowerSpec, MediaPlan, CodecConfig]
     spec = tower_spec(cfg.tower)
     plan = media_plan(cfg.media, spec)
     return spec, plan, merge(CodecConfig(), plan.codec_overrides(spec.patch_size))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda but no CUDA device is available")
-    return torch.device(name)
 
 
 def media_batch(sels: list[PatchSelection], spec: TowerSpec) -> MediaBatch:
@@ -140,12 +135,6 @@ def extract_features(
     return Features(torch.cat(tokens), torch.cat(positions), offsets, torch.tensor(labels), keys), skipped
 
 
-def _schedule(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def train_probe(
     train: Features, num_classes: int, cfg: ProbeConfig, device: torch.device, progress: bool = True
 ) -> tuple[AttentiveProbe, list[float]]:
@@ -162,7 +151,8 @@ def train_probe(
     per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = cfg.steps or cfg.epochs * per_epoch
     warmup = int(cfg.warmup * total)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total, warmup))
+    # the trainer's schedule; the cosine ends at 0 one step after the last one (``total + 1`` steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total + 1, warmup))
     gen = torch.Generator().manual_seed(cfg.seed)
     losses: list[float] = []
     order: list[int] = []
@@ -324,10 +314,7 @@ COLUMNS = (
 
 def format_table(results: list[dict[str, Any]]) -> str:
     """A plain-text table of results (one row each), then the per-class accuracies."""
-    rows = [[str(r.get(c, "")) for c in COLUMNS] for r in results]
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
+    lines = [render_table(COLUMNS, [[str(r.get(c, "")) for c in COLUMNS] for r in results])]
     for r in results:
         per = ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in r["per_class"].items())
         skipped = sum(r.get("skipped", {}).values())
@@ -344,7 +331,6 @@ __all__ = [
     "media_batch",
     "plan_and_codec",
     "predict",
-    "resolve_device",
     "run_probe",
     "train_probe",
     "write_result",
