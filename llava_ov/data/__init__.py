@@ -1,9 +1,6 @@
 """Data layer of the LMM: webdataset shards → decoded media → tokenized items → packed batches.
 
-Modules: ``shards`` (write/read shards), ``samples`` (raw sample → PatchSelections), ``dataset``
-(tokenized items, collation, packing), ``mixture`` (YAML data configs, weighted mixtures, loader),
-``synthetic_qa`` (the embedded synthetic motion-QA set), ``convert`` (LLaVA JSON → shards),
-``stats`` (skip markers and counters).
+How the data layer sits among the packages: ``docs/architecture.md``.
 """
 
 from llava_ov.data.convert import ConvertResult, convert_llava_json

@@ -3,9 +3,8 @@
 A clip is patchified by the budget rule (:mod:`llava_ov.model.budget`: ``budget`` LLM visual tokens per
 clip for any tower and input mode), the frozen tower runs once per clip under ``torch.no_grad`` and its
 tokens stay in memory, then an attention-pooling probe (one learned query → LayerNorm → Linear) is
-trained with AdamW and scored top-1 on a held-out split. Modules: ``config`` (:class:`ProbeConfig`),
-``data`` (synthetic classes, folder per class, webdataset shards), ``model`` (:class:`AttentiveProbe`),
-``run`` (:func:`run_probe`). The CLI is ``scripts/probe.py``.
+trained with AdamW and scored top-1 on a held-out split. The CLI is ``scripts/probe.py``; where it sits
+among the packages: ``docs/architecture.md``.
 """
 
 from llava_ov.experiments.probe.config import ProbeConfig, ProbeDataConfig, SyntheticProbeConfig, with_tower
