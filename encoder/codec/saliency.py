@@ -48,7 +48,7 @@ class SaliencyConfig:
     camera: "similarity" (default) subtracts a robust per-frame similarity fit (scale + rotation +
         translation, IRLS: Huber then Tukey weights); "median" subtracts each frame's component-wise
         median vector (a pan only: on handheld shake with rotation and zoom it leaves the textured
-        background moving, mover recall 0.84-0.90 vs 1.00, tests/codec/test_pipeline.py); "none" keeps
+        background moving, mover recall 0.84-0.90 vs 1.00, tests/encoder/codec/test_pipeline.py); "none" keeps
         the raw field.
     fusion: "mean" = (w_motion*mv + w_residual*res) / (w_motion + w_residual); "max" =
         max(w_motion*mv, w_residual*res) / max(w_motion, w_residual); "geomean" = mv**(w_motion/W) *

@@ -12,7 +12,8 @@ at once instead of ``[L, V]`` (Qwen3's V is 151,936: 16k tokens would hold 10 GB
 * Any other head (LoRA on ``lm_head``, a ZeRO-3 partitioned weight, a bias): each chunk's head call
   and loss run under non-reentrant activation checkpointing (its logits are recomputed in backward).
 
-Both equal :func:`causal_lm_loss` on the full logits (loss and every gradient; tests/lmm/test_loss.py).
+Both equal :func:`causal_lm_loss` on the full logits (loss and every gradient;
+tests/llava_ov/model/test_loss.py).
 """
 
 from __future__ import annotations

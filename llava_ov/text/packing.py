@@ -14,7 +14,7 @@ How attention stays inside each sample, without patching transformers:
   ``attention_mask is None`` **and** ``past_key_values is None``, so ``use_cache=False`` is mandatory
   (Qwen3's config defaults to ``use_cache=True``, which would create an empty ``DynamicCache`` and
   silently fall back to a plain causal mask across samples). :func:`model_inputs` sets it.
-  tests/lmm/test_packing.py checks the result against the padded batch (logits, loss, grads) and
+  tests/llava_ov/text/test_packing.py checks the result against the padded batch (logits, loss, grads) and
   against an explicit mask from :func:`block_causal_mask`.
 
 Labels at sample boundaries: transformers' causal-LM loss shifts labels left by one (the target of

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "scripts" / "pretrain_encoder.py"
 DEFAULT_YAML = ROOT / "configs" / "pretrain" / "default.yaml"
 

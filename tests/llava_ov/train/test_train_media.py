@@ -88,7 +88,7 @@ def test_full_recipes_share_one_budget_and_load_offline(stage):
     from llava_ov.model.towers import tower_spec
     from llava_ov.train.config import load_train_config
 
-    root = Path(__file__).resolve().parents[2] / "configs" / "train"
+    root = Path(__file__).resolve().parents[3] / "configs" / "train"
     plans = {}
     for name in ("ov_large", "siglip2", "qwen3vit"):
         cfg = load_train_config(root / f"{name}_qwen3_1.7b_{stage}.yaml")

@@ -32,7 +32,7 @@ from llava_ov.model.budget import MediaConfig
 from llava_ov.model.config import TowerConfig
 from llava_ov.model.merge import TokenCounter
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 #: tiny clips: 56 px, 8 frames; codec input at 56 px (4 x 4 patches of 14 per frame, 128 in all), frames

@@ -21,7 +21,7 @@ from llava_ov.data.mixture import (
 from llava_ov.data.shards import ShardWriter, expand_shards
 from llava_ov.data.stats import Skipped
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _text_source(path: Path, name: str, n: int) -> str:

@@ -16,7 +16,7 @@ import pytest
 from encoder.config import ConfigError
 from llava_ov.train.lock import LOCK_NAME, STALE_S, RunLock
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HOLD = (
     "from llava_ov.train.lock import RunLock; import sys, time; "
     "RunLock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(120)"

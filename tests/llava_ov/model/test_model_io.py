@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_model_support import batch_of, mixed_items, tiny_model
+from lmm_model_support import batch_of, mixed_items, tiny_model
 from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
 
 from encoder.codec import CodecConfig
@@ -21,7 +21,7 @@ from llava_ov.model import LlavaOVModel, LLMConfig, ModelConfig, build_model, de
 from llava_ov.model.llm import build_llm
 from llava_ov.text import ChatFormat, build_prompt, load_tokenizer
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

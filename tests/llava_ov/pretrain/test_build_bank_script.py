@@ -15,7 +15,7 @@ from encoder.pretrain.bank import ConceptBank
 from llava_ov.data.synthetic_qa import SyntheticQAConfig, generate_synthetic_qa
 from llava_ov.pretrain.features import FeatureStats, TeacherConfig, embedding_stream
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

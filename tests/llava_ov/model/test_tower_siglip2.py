@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from lmm_model_support import batch_of, dense_sel, sample, sparse_sel
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from test_model_support import batch_of, dense_sel, sample, sparse_sel
 
 from encoder.codec import CodecConfig, PatchSelection, patchify
 from encoder.codec.pipeline import patchify_image

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 from peak_memory import in_fresh_process, peak_added_mb  # noqa: E402  (the benchmarks' fresh-process RSS probe)
 
 pytest.importorskip("lmms_eval")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_model_support import batch_of, mixed_items, tiny_model
+from lmm_model_support import batch_of, mixed_items, tiny_model
 from torch import nn
 
 from llava_ov.model import causal_lm_loss, lm_head_loss

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lmm_model_support import batch_of, dense_sel, sample
 from PIL import Image
 from safetensors.torch import save_file
-from test_model_support import batch_of, dense_sel, sample
 
 from encoder.codec import CodecConfig, PatchSelection
 from encoder.codec.pipeline import patchify_image
@@ -32,7 +32,7 @@ from llava_ov.model.towers.qwen3_vit import (
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COUNTER = TokenCounter(1, 2, 2)
 
 

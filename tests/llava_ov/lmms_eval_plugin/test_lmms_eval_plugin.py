@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("lmms_eval")
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 RUN_ALL = REPO / "eval" / "run_all_16.sh"
 LIMIT = 12
 MISSING = 3  # doc whose video file is deleted
@@ -31,7 +31,7 @@ LOCAL = ["llava_ov_motion_qa", "llava_ov_shapes", "llava_ov_shapes_mc"]
 
 def _train_support():
     spec = importlib.util.spec_from_file_location(
-        "llava_ov_train_support", REPO / "tests" / "lmm" / "train_support.py"
+        "llava_ov_train_support", REPO / "tests" / "support" / "train_support.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

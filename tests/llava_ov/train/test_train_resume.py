@@ -122,7 +122,8 @@ def test_two_rank_zero2_on_cpu_and_resume(data_root, tmp_path):
 
 def test_compiled_blocks_with_checkpointing_resume_exactly(data_root, tmp_path):
     """``model.compile`` (aot_eager: no code generation on CI) with activation checkpointing: the run trains,
-    resumes bitwise and matches the eager run (packs of changing length: tests/lmm/test_llm_attention.py)."""
+    resumes bitwise and matches the eager run (packs of changing length:
+    tests/llava_ov/model/test_llm_attention.py)."""
     common = {
         "stages": "[align]",
         "align.trainable": "[vision, projector, llm]",

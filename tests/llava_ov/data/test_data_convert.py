@@ -14,7 +14,7 @@ from encoder.codec.synthetic import make_clip
 from llava_ov.data.samples import decode_sample
 from llava_ov.data.shards import ReadConfig, iter_raw_samples
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CODEC_SET = ["decode.num_frames=8", "decode.input_size=56", "select.budget=32"]
 
 

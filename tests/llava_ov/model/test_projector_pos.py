@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_model_support import batch_of, mixed_items
+from lmm_model_support import batch_of, mixed_items
 
 from llava_ov.data.dataset import MediaBatch
 from llava_ov.model import LlavaOVModel, build_model, debug_config

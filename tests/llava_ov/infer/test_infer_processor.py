@@ -110,7 +110,7 @@ def test_processor_round_trip(tokenizer, tmp_path):
     loaded = LlavaOVProcessor.from_pretrained(out)
     assert loaded.codec == codec and loaded.chat == chat
     assert isinstance(loaded.tokens_for, TokenCounter) and loaded.tokens_for.merge == 2
-    from test_model_support import dense_sel
+    from lmm_model_support import dense_sel
 
     sel = dense_sel(2, 4, 4)
     assert loaded.tokens_for(sel) == TokenCounter(2)(sel) == 8 != len(sel)

@@ -14,7 +14,7 @@ import pytest
 from encoder.codec.decode import PICT_TYPES
 from encoder.codec.synthetic import make_clip
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 

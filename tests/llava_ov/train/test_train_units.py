@@ -212,7 +212,7 @@ def test_peak_flops_and_mfu_arithmetic():
 
 
 def test_flop_model_counts_matmuls_attention_and_backward_passes(tokenizer):
-    from test_model_support import tiny_model
+    from lmm_model_support import tiny_model
 
     from llava_ov.train.flops import Part, flop_model
 

@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 import torch
-from test_model_support import batch_of, dense_sel, mixed_items, sample, sparse_sel, tiny_model
+from lmm_model_support import batch_of, dense_sel, mixed_items, sample, sparse_sel, tiny_model
 
 from llava_ov.data.dataset import LMMItem, Skipped, make_item
 from llava_ov.model import TokenCounter, TowerConfig, build_tower, merge_plan
