@@ -85,7 +85,7 @@ def real_tokens(batch) -> int:
 
 def synthetic_items(n: int, budgets: list[int], tokenizer, tokens_for) -> list:
     """``n`` items of the held-out synthetic clips, cycling through the patch budgets."""
-    from encoder.config import merge
+    from encoder.typed_config import merge_config
     from llava_ov.data import LMMItem, MixtureDataset, load_data_config, prepare_data
 
     base = load_data_config(ROOT / "data_configs" / "synthetic_motion_qa.yaml")
@@ -93,7 +93,7 @@ def synthetic_items(n: int, budgets: list[int], tokenizer, tokens_for) -> list:
     streams = []
     for b in budgets:
         updates = {"codec": {"select": {"budget": b}}, "repeat": False, "shuffle_buffer": 0}
-        cfg = merge(base, updates)
+        cfg = merge_config(base, updates)
         ds = MixtureDataset(cfg, tokenizer, tokens_for, sources=cfg.eval_sources, pack=False)
         streams.append(x for x in ds.iter_items() if isinstance(x, LMMItem))
     return [next(streams[i % len(streams)]) for i in range(n)]

@@ -22,7 +22,7 @@ import torch
 
 from encoder.codec import CodecConfig, patchify
 from encoder.codec.synthetic import make_clip
-from encoder.config import merge
+from encoder.typed_config import merge_config
 from llava_ov.data import pack_media
 from llava_ov.model import TowerConfig, build_tower
 from llava_ov.model.budget import balanced_frames, plan_codec
@@ -65,7 +65,7 @@ def main() -> None:
                     if name == "ov_encoder"
                     else balanced_frames(spec, budget, 64, max_side=448)
                 )
-                sel = patchify(clip, merge(CodecConfig(), plan.codec_overrides(spec.patch_size)))
+                sel = patchify(clip, merge_config(CodecConfig(), plan.codec_overrides(spec.patch_size)))
                 counter = TokenCounter(1, spec.frames_per_token, spec.merge)
                 batches[name] = (plan, pack_media([sel], ["video"], [counter(sel)]))
             best = {name: float("inf") for name in towers}

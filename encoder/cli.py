@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 
 DEBUG_ENV = "LLAVA_OV_DEBUG"
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)  # ConfigError is a ValueError

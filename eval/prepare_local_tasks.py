@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from encoder.config import ConfigError
+    from encoder.typed_config import ConfigError
     from llava_ov.data.local_tasks import export_eval_source, write_stills
     from llava_ov.train.build import stage_data_config
     from llava_ov.train.config import load_train_config

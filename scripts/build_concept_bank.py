@@ -74,9 +74,9 @@ def default_shards(data_config: str, split: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from encoder.config import ConfigError
     from encoder.pretrain.bank import build_bank
     from encoder.pretrain.kmeans import KMeansConfig
+    from encoder.typed_config import ConfigError
     from llava_ov.data.shards import expand_shards, missing_local_shards
     from llava_ov.pretrain.features import FeatureStats, TeacherConfig, embedding_stream, spill
 

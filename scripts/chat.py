@@ -20,7 +20,7 @@ import traceback
 
 from encoder.cli import run_cli
 from encoder.codec import MODES, VideoDecodeError
-from encoder.config import ConfigError, merge, parse_overrides
+from encoder.typed_config import ConfigError, merge_config, parse_overrides
 from llava_ov.infer import Engine, GenerationConfig, codec_overrides, resolve_device
 
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 "(answers may be empty or off)"
             )
         processor.codec = codec_overrides(processor.codec, mode=args.mode)
-        processor.codec = merge(processor.codec, parse_overrides(args.set))  # validated
+        processor.codec = merge_config(processor.codec, parse_overrides(args.set))  # validated
         gen = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
         text = engine.generate([(args.question, [path] if path else [])], gen)[0]
     except VideoDecodeError as e:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from encoder.cli import run_cli
 from encoder.codec import CodecConfig, VideoDecodeError, patchify_with_canvas, render_selection
 from encoder.codec.pipeline import media_files
-from encoder.config import ConfigError, load_config
+from encoder.typed_config import ConfigError, load_config
 
 
 def parse_budget(text: str) -> int | float:

@@ -20,7 +20,7 @@ import sys
 
 from encoder.cli import run_cli
 from encoder.codec import CodecConfig
-from encoder.config import ConfigError, load_config
+from encoder.typed_config import ConfigError, load_config
 from llava_ov.data.convert import ConvertError, convert_llava_json
 from llava_ov.data.shards import shard_pattern
 

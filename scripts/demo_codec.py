@@ -18,7 +18,7 @@ import numpy as np
 from encoder.cli import run_cli
 from encoder.codec import CodecConfig, patchify_with_canvas, render_selection
 from encoder.codec.synthetic import make_clip, object_patch_overlap
-from encoder.config import load_config
+from encoder.typed_config import load_config
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -80,7 +80,7 @@ def run_overrides(args: argparse.Namespace, tower: str | None, mode: str | None)
 
 
 def make_config(args: argparse.Namespace, tower: str | None = None, mode: str | None = None):
-    from encoder.config import load_config
+    from encoder.typed_config import load_config
     from llava_ov.experiments.probe import ProbeConfig
 
     return load_config(ProbeConfig, args.config, run_overrides(args, tower, mode))
@@ -108,7 +108,7 @@ def fail(message: str, debug: bool, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from encoder.config import ConfigError
+    from encoder.typed_config import ConfigError
     from llava_ov.experiments.probe import format_table, run_probe, write_result
 
     try:

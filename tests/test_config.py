@@ -7,11 +7,11 @@ from typing import Literal
 
 import pytest
 
-from encoder.config import (
+from encoder.typed_config import (
     ConfigError,
     check_choices,
     load_config,
-    merge,
+    merge_config,
     optional_section,
     parse_overrides,
     to_dict,
@@ -51,7 +51,7 @@ def test_yaml_then_overrides(tmp_path):
 
 def test_unknown_key_suggests_the_close_one():
     with pytest.raises(ConfigError, match=r"unknown config key 'inner.stpes'.*did you mean 'steps'"):
-        merge(Outer(), {"inner": {"stpes": 1}})
+        merge_config(Outer(), {"inner": {"stpes": 1}})
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_choices_are_checked_and_the_error_names_the_key():
     with pytest.raises(ConfigError, match=r"head\.merge must be one of \[1, 2\], got '3'"):
         load_config(Run, None, ["head.merge=3"])
     with pytest.raises(ConfigError, match=r"heads\.a\.build\.teacher must be one of \['pixels', 'tower'\]"):
-        merge(Run(), {"heads": {"a": {"build": {"teacher": "clip"}}}})
+        merge_config(Run(), {"heads": {"a": {"build": {"teacher": "clip"}}}})
     with pytest.raises(ConfigError, match=r"^mode must be one of \['codec', 'frames'\], got 'gif'$"):
         load_config(Run, None, ["mode=gif"])
     cfg = load_config(Run, None, ["head.merge=2", "mode=frames"])
@@ -140,7 +140,7 @@ def test_choices_are_checked_and_the_error_names_the_key():
     with pytest.raises(ConfigError, match=r"run\.heads\.a\.build\.teacher must be one of"):
         check_choices(bad, "run.")
     with pytest.raises(ConfigError, match=r"^head\.merge must be one of"):
-        merge(Run(head=Head(merge=True)), {})  # type: ignore[arg-type]  # True is not 1
+        merge_config(Run(head=Head(merge=True)), {})  # type: ignore[arg-type]  # True is not 1
     check_choices(Run())
 
 
@@ -156,15 +156,15 @@ def test_dict_of_sections_merges_strictly_entry_by_entry(tmp_path):
     with pytest.raises(
         ConfigError, match=r"unknown config key 'heads\.video\.bnk' \(did you mean 'bank'\?\)"
     ):
-        merge(cfg, {"heads": {"video": {"bnk": "x"}}})
+        merge_config(cfg, {"heads": {"video": {"bnk": "x"}}})
     with pytest.raises(ConfigError, match=r"unknown config key 'heads\.new\.build\.centers'"):
-        merge(cfg, {"heads": {"new": {"build": {"centers": 1}}}})
+        merge_config(cfg, {"heads": {"new": {"build": {"centers": 1}}}})
     # a CLI string replaces the section from its defaults; an empty mapping turns an optional one off
     replaced = load_config(Run, y, ["heads.video.build={centres: 4}"])
     assert replaced.heads["video"].build == Build(centres=4)
     assert load_config(Run, y, ["heads.video.build={}"]).heads["video"].build is None
-    assert merge(cfg, {"heads": {"video": {"build": {}}}}).heads["video"].build is None
+    assert merge_config(cfg, {"heads": {"video": {"build": {}}}}).heads["video"].build is None
     # round trip: to_dict → merge gives the same config
     data = to_dict(cfg)
     assert data["heads"]["video"]["build"] == {"teacher": "tower", "centres": 8}
-    assert merge(Run(), data) == cfg
+    assert merge_config(Run(), data) == cfg

@@ -23,7 +23,7 @@ from encoder.codec.motion import (
 )
 from encoder.codec.mp4index import container_index, demux_packets
 from encoder.codec.sampling import sample_positions, snap_to_keyframes
-from encoder.config import ConfigError, check_choices
+from encoder.typed_config import ConfigError, check_choices
 
 Aspect = Literal["resize", "crop", "pad", "native"]  # native: aspect kept, sized by max_cells (dense modes)
 Motion = Literal["auto", "bitstream", "estimated", "none"]

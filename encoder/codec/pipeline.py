@@ -38,7 +38,7 @@ from encoder.codec.select import SelectConfig, random_patches, select_patches
 from encoder.codec.sizing import native_size
 from encoder.codec.synthetic import write_video
 from encoder.codec.types import PatchSelection, virtual_t
-from encoder.config import ConfigError, check_choices
+from encoder.typed_config import ConfigError, check_choices
 
 Mode = Literal["codec", "random", "frames", "collage", "image"]
 MODES: tuple[str, ...] = typing.get_args(Mode)

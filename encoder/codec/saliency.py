@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from encoder.config import ConfigError, check_choices
+from encoder.typed_config import ConfigError, check_choices
 
 Camera = Literal["median", "similarity", "none"]
 Fusion = Literal["mean", "max", "geomean"]

@@ -34,7 +34,7 @@ from typing import Literal
 
 import numpy as np
 
-from encoder.config import ConfigError, check_choices
+from encoder.typed_config import ConfigError, check_choices
 
 Context = Literal["first", "iframes", "none"]
 SelectMode = Literal["global", "buckets", "bitcost"]

@@ -19,7 +19,7 @@ import numpy as np
 
 from encoder.codec.convert import display_rotation_cw
 from encoder.codec.errors import VideoDecodeError
-from encoder.config import ConfigError, check_choices
+from encoder.typed_config import ConfigError, check_choices
 
 ENCODERS = {"h264": ("libx264", "x264-params"), "hevc": ("libx265", "x265-params")}
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 
 from .kmeans import KMeansConfig, TopK, train_kmeans
 

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from encoder.config import ConfigError, check_choices
+from encoder.typed_config import ConfigError, check_choices
 
 Chunks = Callable[[], Iterable[np.ndarray]]
 Backend = Literal["auto", "faiss", "torch"]

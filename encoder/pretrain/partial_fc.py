@@ -30,7 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 
 
 def _dist() -> tuple[int, int]:

@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset
 
 from encoder.codec import CodecConfig
-from encoder.config import ConfigError, check_choices, deep_merge, load_config, merge
+from encoder.typed_config import ConfigError, check_choices, deep_merge, load_config, merge_config
 from llava_ov.data.dataset import (
     LMMBatch,
     LMMCollator,
@@ -121,7 +121,7 @@ def load_data_config(path: str | Path | None = None, overrides: list[str] | None
 
 def codec_config(cfg: DataConfig, source: SourceConfig) -> CodecConfig:
     """The source's :class:`CodecConfig`: defaults ← ``cfg.codec`` ← ``source.codec`` (strict, validated)."""
-    return merge(merge(CodecConfig(), cfg.codec), source.codec)
+    return merge_config(merge_config(CodecConfig(), cfg.codec), source.codec)
 
 
 def prepare_data(cfg: DataConfig, progress: bool = True) -> dict[str, list[str]]:

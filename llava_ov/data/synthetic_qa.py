@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 from encoder.codec import CodecConfig, DecodeConfig, patchify
 from encoder.codec.synthetic import write_video
-from encoder.config import ConfigError, check_choices, merge
+from encoder.typed_config import ConfigError, check_choices, merge_config
 from llava_ov.data.shards import ShardWriter, expand_env, init_worker_process
 from llava_ov.data.synthetic_scenes import (
     COLORS,
@@ -139,7 +139,7 @@ def codec_config(cfg: SyntheticQAConfig):
     """The CodecConfig matching the clips (all frames at native size) with ``cfg.codec`` on top."""
 
     base = CodecConfig(decode=DecodeConfig(num_frames=cfg.num_frames, input_size=cfg.size))
-    return merge(base, cfg.codec)
+    return merge_config(base, cfg.codec)
 
 
 # ----------------------------------------------------------------------------- one sample

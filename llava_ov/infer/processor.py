@@ -47,7 +47,7 @@ from encoder.codec import (
 )
 from encoder.codec.pipeline import IMAGE_SUFFIXES
 from encoder.codec.sampling import sample_positions
-from encoder.config import merge
+from encoder.typed_config import merge_config
 from llava_ov.data.dataset import LMMItem, TokensFor, patch_tokens
 from llava_ov.model.checkpoint import read_checkpoint_meta, resolve_paths
 from llava_ov.model.config import ModelConfig
@@ -84,9 +84,9 @@ def codec_overrides(cfg: CodecConfig, **values: Any) -> CodecConfig:
         )
     num_frames = values.pop("num_frames", None)
     for name, value in values.items():
-        cfg = merge(cfg, _nested(CODEC_SHORTCUTS[name], value))
+        cfg = merge_config(cfg, _nested(CODEC_SHORTCUTS[name], value))
     if num_frames is not None:
-        cfg = merge(
+        cfg = merge_config(
             cfg,
             _nested(
                 "decode.num_frames" if cfg.mode in ("codec", "random") else "num_frames", int(num_frames)
@@ -275,8 +275,8 @@ class LlavaOVProcessor:
         cfg = resolve_paths(ModelConfig.from_dict(meta["model"]), folder)
         if tokenizer is None:
             tokenizer = load_tokenizer(cfg.llm.tokenizer_path)
-        codec_cfg = merge(CodecConfig(), codec)  # strict and validated
-        return cls(tokenizer, codec_cfg, merge(ChatFormat(), chat), cfg.token_counter(), cache)
+        codec_cfg = merge_config(CodecConfig(), codec)  # strict and validated
+        return cls(tokenizer, codec_cfg, merge_config(ChatFormat(), chat), cfg.token_counter(), cache)
 
 
 __all__ = [

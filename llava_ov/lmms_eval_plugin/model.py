@@ -53,7 +53,7 @@ from loguru import logger
 from tqdm import tqdm
 
 from encoder.codec import PatchSelection, VideoDecodeError
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 from llava_ov.infer import Engine, GenerationConfig
 from llava_ov.lmms_eval_plugin.media import (
     FRAME_LIST_MIN,

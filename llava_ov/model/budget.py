@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from encoder.codec.sizing import fit_grid
-from encoder.config import ConfigError, check_choices
+from encoder.typed_config import ConfigError, check_choices
 from llava_ov.model.towers.base import TowerSpec
 
 FRAME_CHOICES = (2, 4, 8, 16, 32, 64)

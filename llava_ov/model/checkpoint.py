@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from encoder.config import merge
 from encoder.model.checkpoint import resolve_checkpoint_dir
+from encoder.typed_config import merge_config
 from llava_ov.model.config import ModelConfig
 from llava_ov.model.llm import export_llm
 from llava_ov.model.projector import PROJECTOR_WEIGHTS, save_projector
@@ -112,7 +112,7 @@ def load_checkpoint(
     folder, meta = read_checkpoint_meta(path)
     cfg = resolve_paths(ModelConfig.from_dict(meta["model"]), folder)
     if overrides:
-        cfg = merge(cfg, overrides)
+        cfg = merge_config(cfg, overrides)
     tokenizer = load_tokenizer(cfg.llm.tokenizer_path)
     return build(cfg, tokenizer, dtype=dtype)
 

@@ -1,7 +1,8 @@
 """Typed configuration of the LMM: vision tower → projector → causal LM.
 
-Every section is a dataclass that :func:`encoder.config.load_config` / :func:`encoder.config.merge`
-can fill strictly from YAML and ``model.llm.path=...`` overrides; ``validate()`` runs after each merge.
+Every section is a dataclass that :func:`encoder.typed_config.load_config` /
+:func:`encoder.typed_config.merge_config` can fill strictly from YAML and ``model.llm.path=...``
+overrides; ``validate()`` runs after each merge.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from encoder.config import ConfigError, check_choices
-from encoder.config import merge as merge_config
+from encoder.typed_config import ConfigError, check_choices, merge_config
 from llava_ov.model.merge import TokenCounter
 from llava_ov.model.towers.config import TowerConfig
 from llava_ov.model.towers.registry import tower_entry, tower_spec

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from encoder.cli import check_local_path
-from encoder.config import ConfigError, check_choices, load_config, merge, optional_section
 from encoder.model import get_config
 from encoder.pretrain.kmeans import Backend
+from encoder.typed_config import ConfigError, check_choices, load_config, merge_config, optional_section
 from llava_ov.pretrain.features import TeacherKind
 from llava_ov.train.config import CheckpointConfig, DeepSpeedConfig, LogConfig, OptimConfig
 
@@ -64,7 +64,9 @@ class HeadConfig:
 
     def __post_init__(self) -> None:
         if isinstance(build := self.build, dict):  # a mapping given in Python: read strictly ({}: None)
-            self.build = merge(BankBuildConfig(), build, prefix="heads.<name>.build.") if build else None
+            self.build = (
+                merge_config(BankBuildConfig(), build, prefix="heads.<name>.build.") if build else None
+            )
 
     def validate(self) -> None:
         check_choices(self, "heads.<name>.")
@@ -151,7 +153,7 @@ class PretrainConfig:
         """Heads given in Python as mappings (``replace(cfg, heads={...})``) are read strictly as
         :class:`HeadConfig` (the YAML / CLI path does the same through the loader)."""
         self.heads = {
-            name: h if isinstance(h, HeadConfig) else merge(HeadConfig(), h, prefix=f"heads.{name}.")
+            name: h if isinstance(h, HeadConfig) else merge_config(HeadConfig(), h, prefix=f"heads.{name}.")
             for name, h in self.heads.items()
         }
 

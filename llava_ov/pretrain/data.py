@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from encoder.codec import CodecConfig, PatchSelection
-from encoder.config import ConfigError
 from encoder.model import PackedInput, pack_selections
 from encoder.pretrain.bank import ConceptBank
+from encoder.typed_config import ConfigError
 from llava_ov.data.dataset import pack_items
 from llava_ov.data.mixture import DataConfig, LMMLoader, MixtureDataset, check_resume, resolve_shards
 from llava_ov.data.samples import decode_media

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from encoder.config import load_config
+from encoder.typed_config import load_config
 from llava_ov.experiments.probe.config import ProbeConfig
 from llava_ov.experiments.probe.run import run_probe
 from llava_ov.model import TowerConfig

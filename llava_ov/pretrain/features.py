@@ -39,8 +39,8 @@ from tqdm import tqdm
 from encoder.codec import CodecConfig
 from encoder.codec.decode import DecodeConfig, decode_clip
 from encoder.codec.pipeline import patchify_image
-from encoder.config import ConfigError, check_choices
 from encoder.model import OVEncoder
+from encoder.typed_config import ConfigError, check_choices
 from llava_ov.data import pack_media
 from llava_ov.data.shards import IMAGE_EXTS, VIDEO_EXTS, ReadConfig, iter_raw_samples
 from llava_ov.data.stats import Skipped

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from encoder.config import ConfigError
 from encoder.pretrain import PartialFC
+from encoder.typed_config import ConfigError
 from llava_ov.pretrain.config import HeadConfig
 from llava_ov.train.optim import set_lr
 

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from encoder.config import ConfigError, merge
 from encoder.model import OVEncoder, get_config
 from encoder.pretrain.bank import ConceptBank
+from encoder.typed_config import ConfigError, merge_config
 from llava_ov.data import load_data_config
 from llava_ov.pretrain.config import PretrainConfig
 from llava_ov.pretrain.data import PretrainBatch, build_pretrain_loader, check_banks
@@ -63,7 +63,7 @@ class PooledEncoder(nn.Module):
 
 def pretrain_data_config(cfg: PretrainConfig):
     data = load_data_config(B.resolve_path(cfg.data_config))
-    data = merge(data, cfg.data)
+    data = merge_config(data, cfg.data)
     if not data.sources:
         raise ConfigError("the pretraining data config has no sources")
     if data.max_samples is None:
@@ -114,7 +114,7 @@ class PretrainTask(Task):
         self.heads = HeadSet(
             self.head_cfgs,
             sizes,
-            encoder.config.hidden_size,
+            encoder.typed_config.hidden_size,
             o.lr,
             tuple(o.betas),
             o.eps,

@@ -10,7 +10,7 @@ import torch
 
 from encoder.cli import check_local_path
 from encoder.codec import CodecConfig
-from encoder.config import ConfigError, merge
+from encoder.typed_config import ConfigError, merge_config
 from llava_ov.data import DataConfig, codec_config, load_data_config, prepare_data, tokenizer_texts
 from llava_ov.data.mixture import SYNTHETIC_PREFIX
 from llava_ov.data.shards import missing_local_shards
@@ -57,11 +57,11 @@ def stage_data_config(cfg: TrainConfig, stage: StageConfig) -> DataConfig:
     key by key) ← the codec settings of ``media`` (the budget rule) when its budget is set."""
     data = load_data_config(resolve_path(stage.data_config or cfg.data_config))
     for updates in (cfg.data, stage.data):
-        data = merge(data, updates)
+        data = merge_config(data, updates)
     spec = tower_spec(cfg.model.tower)
     if cfg.media.budget is not None:  # the budget rule decides the clips' frames / resolution / count
         plan = media_plan(cfg.media, spec, cfg.model.projector.merge)
-        data = merge(data, {"codec": plan.codec_overrides(spec.patch_size)})
+        data = merge_config(data, {"codec": plan.codec_overrides(spec.patch_size)})
     # loaded and merged: every step above validated it
     for source in data.sources + data.eval_sources:
         check_shards(source.name, source.shards)

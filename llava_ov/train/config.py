@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from encoder.config import ConfigError, check_choices, load_config, merge
+from encoder.typed_config import ConfigError, check_choices, load_config, merge_config
 from llava_ov.model import LLMConfig, ModelConfig, TowerConfig
 from llava_ov.model.budget import MediaConfig, media_plan
 from llava_ov.model.towers import tower_spec
@@ -201,7 +201,7 @@ def load_train_config(
     """Defaults ← YAML ← ``key=value`` overrides, all strict. Mappings merge key by key (an override of
     ``data.max_tokens`` keeps the YAML's other ``data`` keys). ``stage`` runs that stage alone."""
     cfg = load_config(TrainConfig, path, overrides)
-    return merge(cfg, {"stages": [stage]}) if stage is not None else cfg
+    return merge_config(cfg, {"stages": [stage]}) if stage is not None else cfg
 
 
 __all__ = [

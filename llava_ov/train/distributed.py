@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 from llava_ov.train.config import DeepSpeedConfig
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from encoder.cli import is_main_rank
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 
 logger = logging.getLogger("llava_ov.train")
 LOCK_NAME = "run.lock"

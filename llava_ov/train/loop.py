@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from encoder.config import to_dict
+from encoder.typed_config import to_dict
 from llava_ov.data.stats import REASONS, DataStats
 from llava_ov.train import checkpoint as C
 from llava_ov.train import distributed as D

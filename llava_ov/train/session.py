@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import torch
 
-from encoder.config import to_dict
+from encoder.typed_config import to_dict
 from llava_ov.train import distributed as D
 from llava_ov.train.config import DeepSpeedConfig, LogConfig
 from llava_ov.train.lock import acquire_for_run

@@ -1,4 +1,5 @@
-"""Typed configuration of the attentive probe (strict ``key=value`` overrides via :mod:`encoder.config`).
+"""Typed configuration of the attentive probe (strict ``key=value`` overrides via
+:mod:`encoder.typed_config`).
 
 The embedded default: the random-init OV-Encoder ``debug`` tower, ``media.mode=auto`` (codec for towers
 that take it, else uniformly sampled frames), a budget of 512 LLM visual tokens per clip over the 16
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 from llava_ov.data.synthetic_scenes import COLORS, DIRECTIONS
 from llava_ov.model.budget import MediaConfig, media_plan
 from llava_ov.model.config import TowerConfig

@@ -26,7 +26,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from encoder.codec import CodecConfig, PatchSelection, VideoDecodeError, patchify
-from encoder.config import merge, to_dict
+from encoder.typed_config import merge_config, to_dict
 from llava_ov.data.dataset import MediaBatch, pack_media
 from llava_ov.data.stats import Skipped
 from llava_ov.experiments.probe.config import ProbeConfig
@@ -66,7 +66,7 @@ def plan_and_codec(cfg: ProbeConfig) -> tuple[TowerSpec, MediaPlan, CodecConfig]
     """The tower's spec, the budget rule's plan and the codec settings that produce it."""
     spec = tower_spec(cfg.tower)
     plan = media_plan(cfg.media, spec)
-    return spec, plan, merge(CodecConfig(), plan.codec_overrides(spec.patch_size))
+    return spec, plan, merge_config(CodecConfig(), plan.codec_overrides(spec.patch_size))
 
 
 def media_batch(sels: list[PatchSelection], spec: TowerSpec) -> MediaBatch:

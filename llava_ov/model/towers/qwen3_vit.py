@@ -60,7 +60,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 from llava_ov.data.dataset import MediaBatch
 from llava_ov.model.hf import set_hf_checkpointing
 from llava_ov.model.merge import dense_grid
@@ -286,7 +286,7 @@ def spec_qwen3_vit(cfg: TowerConfig) -> TowerSpec:
 
 def validate_qwen3_vit(cfg: TowerConfig) -> None:
     """At config load: ``output_layer == -1``, a known ``size`` (without a path), real override keys and
-    values (``encoder.config.ConfigError`` otherwise). A path is not read here."""
+    values (``encoder.typed_config.ConfigError`` otherwise). A path is not read here."""
     if cfg.output_layer != -1:
         raise ConfigError(
             f"model.tower (qwen3_vit): output_layer must be -1 (the tower's own merger reads the "

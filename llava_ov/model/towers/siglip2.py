@@ -44,8 +44,8 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from encoder.config import ConfigError
 from encoder.model.checkpoint import check_state_dict, read_state_dict, resolve_checkpoint_dir
+from encoder.typed_config import ConfigError
 from llava_ov.data.dataset import MediaBatch
 from llava_ov.model.hf import set_hf_checkpointing
 from llava_ov.model.towers.base import (

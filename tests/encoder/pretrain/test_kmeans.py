@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from encoder.config import ConfigError
 from encoder.pretrain.bank import ConceptBank, build_bank
 from encoder.pretrain.kmeans import (
     KMeansConfig,
@@ -19,6 +18,7 @@ from encoder.pretrain.kmeans import (
     train_kmeans,
     train_torch,
 )
+from encoder.typed_config import ConfigError
 
 BACKENDS = [
     "torch",

@@ -8,8 +8,8 @@ import pytest
 import torch
 from dist_support import run_ranks
 
-from encoder.config import ConfigError
 from encoder.pretrain import PartialFC, dense_margin_softmax, draw_labels, shard_bounds
+from encoder.typed_config import ConfigError
 
 C, D, L, K = 23, 16, 4, 3  # centres, dim, stored labels, drawn labels
 

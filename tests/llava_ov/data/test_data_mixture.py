@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 from llava_ov.data.mixture import (
     DataConfig,
     MixtureDataset,

@@ -13,7 +13,7 @@ import torch
 
 from encoder.codec import patchify
 from encoder.codec.synthetic import write_video
-from encoder.config import merge
+from encoder.typed_config import merge_config
 from llava_ov.data.shards import ShardWriter
 from llava_ov.experiments.probe import (
     AttentiveProbe,
@@ -53,7 +53,7 @@ def tiny_config(tmp_path: Path, **updates) -> ProbeConfig:
     }
     for key, value in updates.items():
         base[key] = {**base[key], **value} if isinstance(value, dict) and key in base else value
-    return merge(ProbeConfig(), base)
+    return merge_config(ProbeConfig(), base)
 
 
 def write_clip(path: Path, label: str, index: int, task: str = "color") -> Path:
@@ -172,14 +172,14 @@ def test_synthetic_set_is_cached_and_deterministic(tmp_path):
     stamp = (root / "manifest.json").stat().st_mtime_ns
     assert generate_synthetic(cfg, progress=False) == root
     assert (root / "manifest.json").stat().st_mtime_ns == stamp
-    other = generate_synthetic(merge(cfg, {"out_dir": str(tmp_path / "b")}), progress=False)
+    other = generate_synthetic(merge_config(cfg, {"out_dir": str(tmp_path / "b")}), progress=False)
     assert sorted(p.relative_to(other) for p in other.rglob("*.mp4")) == files
     # the content is a function of (seed, split, index); compared before encoding, since libx264 via
     # encoder.codec.synthetic.write_video is not always byte-identical for identical frames
     label, frames = synthetic_frames(cfg, "heldout", 3)
     again = synthetic_frames(cfg, "heldout", 3)
     assert label == again[0] == "down" and (frames == again[1]).all()
-    assert not (frames == synthetic_frames(merge(cfg, {"heldout_seed": 7}), "heldout", 3)[1]).all()
+    assert not (frames == synthetic_frames(merge_config(cfg, {"heldout_seed": 7}), "heldout", 3)[1]).all()
 
 
 def test_corrupt_clip_is_skipped_and_counted(tmp_path, caplog):
@@ -224,7 +224,7 @@ def test_equal_budget_gives_equal_llm_tokens(tmp_path):
     tower_tokens = {}
     for name, mode in _towers():
         try:
-            cfg = merge(with_tower(ProbeConfig(), name), {"media": {"mode": mode}})
+            cfg = merge_config(with_tower(ProbeConfig(), name), {"media": {"mode": mode}})
         except ImportError as e:  # a transformers build without the tower's model class
             pytest.skip(f"{name}: {e}")
         spec, plan, codec = plan_and_codec(cfg)
@@ -235,18 +235,18 @@ def test_equal_budget_gives_equal_llm_tokens(tmp_path):
     assert tower_tokens[("ov_encoder", "codec")] == tower_tokens[("siglip2", "frames")] == 512
     if ("qwen3_vit", "frames") in tower_tokens:
         assert tower_tokens[("qwen3_vit", "frames")] == 2048  # 2x2 patches and 2 frames per token
-    assert merge(ProbeConfig(), {"media": {"budget": 256}}).media == MediaConfig(256, "auto", 16, 112)
+    assert merge_config(ProbeConfig(), {"media": {"budget": 256}}).media == MediaConfig(256, "auto", 16, 112)
 
 
 def test_config_is_strict():
-    from encoder.config import ConfigError
+    from encoder.typed_config import ConfigError
 
     with pytest.raises(ConfigError, match="unknown config key"):
-        merge(ProbeConfig(), {"epoch": 3})
+        merge_config(ProbeConfig(), {"epoch": 3})
     with pytest.raises(ConfigError, match="codec"):
-        merge(ProbeConfig(), {"tower": TowerConfig(name="siglip2"), "media": {"mode": "codec"}})
+        merge_config(ProbeConfig(), {"tower": TowerConfig(name="siglip2"), "media": {"mode": "codec"}})
     with pytest.raises(ConfigError, match="data.root"):
-        merge(ProbeConfig(), {"data": {"source": "folder"}})
+        merge_config(ProbeConfig(), {"data": {"source": "folder"}})
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -8,7 +8,7 @@ import pytest
 
 from encoder.codec import CodecConfig, patchify
 from encoder.codec.synthetic import make_clip
-from encoder.config import merge
+from encoder.typed_config import merge_config
 from llava_ov.model.budget import fit_grid, frame_plans, plan_codec, plan_frames, plan_image
 from llava_ov.model.merge import TokenCounter
 from llava_ov.model.towers import ALL_MODES, TowerSpec
@@ -80,7 +80,7 @@ def test_plan_matches_the_counted_tokens_of_a_real_clip(tmp_path, spec, projecto
     w, h = wh
     clip = make_clip(tmp_path / "c.mp4", "mover", width=w, height=h, num_frames=12)
     plan = plan_frames(spec, 48, frames, projector_merge)  # what the data path is given (square)
-    sel = patchify(clip.path, merge(CodecConfig(), plan.codec_overrides(spec.patch_size)))
+    sel = patchify(clip.path, merge_config(CodecConfig(), plan.codec_overrides(spec.patch_size)))
     native = plan_frames(spec, 48, frames, projector_merge, aspect_hw=(h, w))
     counter = TokenCounter(projector_merge, spec.frames_per_token, spec.merge)
     assert counter(sel) == native.llm_tokens <= 48
@@ -113,7 +113,7 @@ def test_images_follow_the_budget_rule(tmp_path, spec, projector_merge, mode, wh
         plan = plan_codec(spec, 60, num_frames=16, input_size=112)
     else:
         plan = plan_frames(spec, 60, 4, projector_merge)
-    sel = patchify(img, merge(CodecConfig(), plan.codec_overrides(spec.patch_size)))
+    sel = patchify(img, merge_config(CodecConfig(), plan.codec_overrides(spec.patch_size)))
     expected = plan_image(spec, 60, projector_merge, aspect_hw=(wh[1], wh[0]))
     counter = TokenCounter(projector_merge, spec.frames_per_token, spec.merge)
     assert counter(sel) == expected.llm_tokens <= 60
@@ -125,7 +125,7 @@ def test_codec_plan_gives_its_budget(tmp_path):
     clip = make_clip(tmp_path / "c.mp4", "mover", width=112, height=112, num_frames=16)
     for mode in ("codec", "random"):
         plan = plan_codec(OV, 100, num_frames=16, input_size=112, mode=mode)
-        sel = patchify(clip.path, merge(CodecConfig(), plan.codec_overrides(14)))
+        sel = patchify(clip.path, merge_config(CodecConfig(), plan.codec_overrides(14)))
         assert len(sel) == TokenCounter()(sel) == plan.llm_tokens == 100
 
 
@@ -149,7 +149,7 @@ def test_every_tower_takes_non_square_clips_and_images_under_the_budget(tmp_path
     cfg = TowerConfig(name=name, size="debug", output_layer=-1)
     tower, spec = build_tower(cfg).eval(), tower_spec(cfg)
     plan = media_plan(MediaConfig(budget=40, mode=mode, clip_frames=8, input_size=56, frames=3), spec)
-    codec = merge(CodecConfig(), plan.codec_overrides(spec.patch_size))
+    codec = merge_config(CodecConfig(), plan.codec_overrides(spec.patch_size))
     clip = make_clip(tmp_path / "c.mp4", "mover", width=64, height=112, num_frames=10).path
     img = tmp_path / "i.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (90, 200, 3), np.uint8)).save(img)

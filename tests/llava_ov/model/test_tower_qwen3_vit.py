@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from encoder.codec import CodecConfig, PatchSelection
 from encoder.codec.pipeline import patchify_image
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 from llava_ov.data.dataset import LMMItem, MediaBatch, make_item
 from llava_ov.model import TokenCounter, build_model
 from llava_ov.model.config import LLMConfig, ModelConfig, ProjectorConfig, TowerConfig

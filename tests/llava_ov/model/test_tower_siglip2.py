@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from encoder.codec import CodecConfig, PatchSelection, patchify
 from encoder.codec.pipeline import patchify_image
 from encoder.codec.synthetic import make_clip
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 from llava_ov.data.dataset import LMMItem, MediaBatch, make_item, pack_media
 from llava_ov.model import LLMConfig, ModelConfig, ProjectorConfig, TokenCounter, TowerConfig, build_model
 from llava_ov.model.towers import tower_spec

@@ -13,7 +13,7 @@ import yaml
 from pretrain_support import DEFAULT_YAML, copy_checkpoint, launch, records, tiny_config, tiny_overrides
 from safetensors.torch import load_file
 
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 from llava_ov.pretrain.run import pretrain
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 from llava_ov.train.lock import LOCK_NAME, STALE_S, RunLock
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from train_support import records, tiny_config
 
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 from llava_ov.train.build import stage_data_config
 from llava_ov.train.trainer import train
 

@@ -41,13 +41,13 @@ def _same_export(a, b) -> bool:
 
 def test_data_stream_resumes_exactly(data_root, tmp_path):
     """Batches after a restored stream state are those of the uninterrupted stream (2 workers)."""
-    from encoder.config import merge
+    from encoder.typed_config import merge_config
     from llava_ov.data import prepare_data, tokenizer_texts
     from llava_ov.text import build_tokenizer
     from llava_ov.train.build import stage_data_config
 
     cfg = tiny_config(tmp_path, data_root)
-    data = merge(stage_data_config(cfg, cfg.align), {"num_workers": 2, "max_tokens": 600})
+    data = merge_config(stage_data_config(cfg, cfg.align), {"num_workers": 2, "max_tokens": 600})
     prepare_data(data, progress=False)
     tok = build_tokenizer(tokenizer_texts(), 400)
     it = iter(build_loader(data, tok, rank=0, world_size=1))

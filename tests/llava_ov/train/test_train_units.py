@@ -10,7 +10,7 @@ import pytest
 import torch
 from train_support import DEFAULT_YAML
 
-from encoder.config import ConfigError
+from encoder.typed_config import ConfigError
 from llava_ov.train.config import LoraConfig, OptimConfig, StageConfig, load_train_config
 from llava_ov.train.distributed import DistEnv, deepspeed_config
 from llava_ov.train.evaluate import normalize_answer, summarize
@@ -232,7 +232,7 @@ def test_flop_model_counts_matmuls_attention_and_backward_passes(tokenizer):
         passes=3,
     )
     assert fm.lm_head.matmul_params == len(tokenizer) * c.hidden_size
-    vit = model.vision_tower.encoder.config
+    vit = model.vision_tower.encoder.typed_config
     assert fm.vision.attn_width == model.vision_tower.layer_index * vit.hidden_size
     unused = set(model.vision_tower.unused_parameter_names())
     assert fm.vision.matmul_params < sum(

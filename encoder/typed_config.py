@@ -1,7 +1,7 @@
 """Typed dataclass configs merged strictly with YAML files and ``key.sub=value`` CLI overrides.
 
 One idiom for every config of encoder/ and llava_ov/: a choice is a ``Literal[...]`` field (checked here,
-on load by :func:`merge` and for a config built in Python by :func:`check_choices`, which its
+on load by :func:`merge_config` and for a config built in Python by :func:`check_choices`, which its
 ``validate()`` calls), ``validate()`` holds only the rules between fields and ranges, and every error
 is a :class:`ConfigError`. Unknown keys are errors (with the valid choices listed), values are coerced
 to the declared field type, nested dataclasses merge recursively, and so do the entries of a
@@ -162,7 +162,7 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             value = _yaml(value, name)
         if not isinstance(value, dict):
             raise ConfigError(f"'{name}' must be a mapping of {tp.__name__} fields, got {value!r}")
-        return merge(tp(), value, prefix=f"{name}.")
+        return merge_config(tp(), value, prefix=f"{name}.")
     if tp is Any:
         return value
     if tp is bool:
@@ -202,7 +202,7 @@ def _merge_entries(current: dict[str, Any], updates: dict[str, Any], tp: Any, na
     out = dict(current)
     for key, value in updates.items():
         if dataclasses.is_dataclass(out.get(key)) and isinstance(value, dict):
-            out[key] = merge(out[key], value, prefix=f"{name}.{key}.")
+            out[key] = merge_config(out[key], value, prefix=f"{name}.{key}.")
         else:
             out[key] = _coerce(value, tp, f"{name}.{key}")
     return out
@@ -243,7 +243,7 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def merge(cfg: T, updates: dict[str, Any], prefix: str = "") -> T:
+def merge_config(cfg: T, updates: dict[str, Any], prefix: str = "") -> T:
     """Return a copy of dataclass ``cfg`` with ``updates`` (a nested mapping) applied strictly.
 
     Nested dataclasses merge field by field; a ``dict[str, Section]`` field merges entry by entry (each
@@ -262,7 +262,7 @@ def merge(cfg: T, updates: dict[str, Any], prefix: str = "") -> T:
         if key in off_when_empty and _empty_mapping(value, f"{prefix}{key}"):
             changes[key] = None
         elif dataclasses.is_dataclass(current) and isinstance(value, dict):
-            changes[key] = merge(current, value, prefix=f"{prefix}{key}.")
+            changes[key] = merge_config(current, value, prefix=f"{prefix}{key}.")
         elif isinstance(current, dict) and isinstance(value, dict):
             item = _item_type(tp)
             changes[key] = (
@@ -316,9 +316,9 @@ def load_config(
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-        cfg = merge(cfg, data)
+        cfg = merge_config(cfg, data)
     if overrides or yaml_path is None:
-        cfg = merge(cfg, parse_overrides(overrides or []))
+        cfg = merge_config(cfg, parse_overrides(overrides or []))
     return cfg
 
 
