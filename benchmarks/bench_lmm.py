@@ -35,7 +35,9 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true", help="one SFT step at full shapes (GPU, bf16)")
     p.add_argument(
-        "--scaling", action="store_true", help="CPU: step time per pack length (--tokens) and attn_implementation"
+        "--scaling",
+        action="store_true",
+        help="CPU: step time per pack length (--tokens) and attn_implementation",
     )
     p.add_argument("--attns", default="auto,sdpa", help="--scaling: attn_implementations compared")
     p.add_argument("--samples", type=int, default=24, help="CPU mode: samples in all")
