@@ -114,7 +114,7 @@ class PretrainTask(Task):
         self.heads = HeadSet(
             self.head_cfgs,
             sizes,
-            encoder.typed_config.hidden_size,
+            encoder.config.hidden_size,
             o.lr,
             tuple(o.betas),
             o.eps,

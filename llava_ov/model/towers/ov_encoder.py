@@ -36,11 +36,11 @@ class OVEncoderTower(VisionTower):
 
     @property
     def spec(self) -> TowerSpec:
-        return TowerSpec(self.encoder.typed_config.patch_size, modes=ALL_MODES)
+        return TowerSpec(self.encoder.config.patch_size, modes=ALL_MODES)
 
     @property
     def hidden_size(self) -> int:
-        return self.encoder.typed_config.hidden_size
+        return self.encoder.config.hidden_size
 
     def forward(self, media: MediaBatch) -> TowerOutput:
         self.check_media(media)
@@ -64,7 +64,7 @@ class OVEncoderTower(VisionTower):
         return list(self.encoder.encoder.layers)
 
     def attention_width(self) -> int:
-        return self.layer_index * self.encoder.typed_config.hidden_size
+        return self.layer_index * self.encoder.config.hidden_size
 
     def unused_parameter_names(self) -> list[str]:
         """Blocks after ``output_layer``, the post-norm and the pooling head."""

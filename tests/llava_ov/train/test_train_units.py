@@ -232,7 +232,7 @@ def test_flop_model_counts_matmuls_attention_and_backward_passes(tokenizer):
         passes=3,
     )
     assert fm.lm_head.matmul_params == len(tokenizer) * c.hidden_size
-    vit = model.vision_tower.encoder.typed_config
+    vit = model.vision_tower.encoder.config
     assert fm.vision.attn_width == model.vision_tower.layer_index * vit.hidden_size
     unused = set(model.vision_tower.unused_parameter_names())
     assert fm.vision.matmul_params < sum(
