@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--split", default="train", help="with no --shards: the synthetic split")
     ap.add_argument("--out", type=Path, default=None, help="bank folder (default: SHARD_DIR/concept_bank)")
-    ap.add_argument("--teacher", default="pixels", help="pixels | ov_encoder | tower | npy")
+    ap.add_argument("--teacher", default="pixels", help="pixels | motion | ov_encoder | tower | npy")
     ap.add_argument("--tower", default="siglip2", help="--teacher tower: siglip2 | qwen3_vit | ov_encoder")
     ap.add_argument(
         "--teacher-path", default=None, help="ov_encoder export / tower weights (folder, hub id) / .npy"
@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--centre", action="store_true", help="pixels teacher: subtract each clip's mean frame first"
     )
+    ap.add_argument("--bins", type=int, default=8, help="motion teacher: direction bins")
+    ap.add_argument("--segments", type=int, default=4, help="motion teacher: time segments")
     ap.add_argument("--centres", type=int, default=64, help="k-means centres")
     ap.add_argument("--topk", type=int, default=10, help="nearest centres stored per sample")
     ap.add_argument("--iters", type=int, default=20)
@@ -90,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         input_size=args.input_size,
         pool=args.pool,
         centre=args.centre,
+        bins=args.bins,
+        segments=args.segments,
     )
     km = KMeansConfig(
         num_centres=args.centres,

@@ -3,9 +3,12 @@
     python scripts/compare.py                       # 5 variants x budgets 96/128/256 x seeds 0/1, LR search
     python scripts/compare.py --quick               # smoke run: tiny models, a few steps, budget 128, seed 0
     python scripts/compare.py --budgets 128 --seeds 0 --set sft.max_steps=1500
+    python scripts/compare.py --budgets 128 --variants 'OV-Encoder codec' --pretrained  # + pretrained tower
 
 Variants: OV-Encoder codec / uniform frames / random patches, SigLIP2 frames, Qwen3-ViT frames (towers
-from scratch at their debug size, as the embedded default's OV-Encoder). Every variant first gets the
+from scratch at their debug size, as the embedded default's OV-Encoder); ``--pretrained [EXPORT]`` adds
+"OV-Encoder codec, pretrained": the codec row with the export of ``scripts/pretrain_encoder.py`` (default
+``outputs/pretrain_synthetic/pretrain/final``) as its tower. Every variant first gets the
 same SFT learning-rate search (``--lrs``, at the middle budget and the first seed; the LR with the
 lowest final training loss is kept, held-out data is not used to choose). Each cell is one training
 run (reused when done) scored by the trainer's held-out evaluator; the table (overall and per question
@@ -30,6 +33,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--variants", nargs="+", default=None, help="names (default: all five), e.g. 'SigLIP2 frames'"
     )
+    ap.add_argument(
+        "--pretrained",
+        nargs="?",
+        const="outputs/pretrain_synthetic/pretrain/final",
+        default=None,
+        metavar="EXPORT",
+        help="add the variant 'OV-Encoder codec, pretrained' (tower: this encoder pretraining export)",
+    )
     ap.add_argument("--quick", action="store_true", help="tiny models, a few steps, one budget and seed")
     ap.add_argument(
         "--lrs",
@@ -49,21 +60,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llava_ov.experiments.compare import VARIANTS, CompareConfig, compare, format_table
+    from llava_ov.experiments.compare import (
+        ALL_VARIANTS,
+        PRETRAINED,
+        VARIANTS,
+        CompareConfig,
+        compare,
+        format_table,
+    )
 
     args = parse_args(argv)
-    by_name = {v.name: v for v in VARIANTS}
+    by_name = {v.name: v for v in ALL_VARIANTS}
     if args.variants and (bad := [n for n in args.variants if n not in by_name]):
         print(f"error: unknown variant(s) {bad}; choose from {list(by_name)}", file=sys.stderr)
         return 2
+    variants = tuple(by_name[n] for n in args.variants) if args.variants else VARIANTS
+    if args.pretrained and PRETRAINED not in variants:
+        variants += (PRETRAINED,)
     cfg = CompareConfig(
         out=args.out or Path("outputs/compare_quick" if args.quick else "outputs/compare"),
         budgets=tuple(args.budgets or ((128,) if args.quick else (96, 128, 256))),
         seeds=tuple(args.seeds or ((0,) if args.quick else (0, 1))),
-        variants=tuple(by_name[n] for n in args.variants) if args.variants else VARIANTS,
+        variants=variants,
         extra=list(args.set),
         quick=args.quick,
         tune_budget=args.tune_budget,
+        **({"pretrained": Path(args.pretrained)} if args.pretrained else {}),
     )
     if args.lrs or args.quick:
         try:

@@ -44,9 +44,23 @@ class Variant:
     name: str
     tower: str
     mode: str  # codec | random | frames
+    pretrained: bool = (
+        False  # the tower starts from the encoder pretraining export (CompareConfig.pretrained)
+    )
 
-    def overrides(self, budget: int, clip_frames: int, max_side: int, lr: float | None = None) -> list[str]:
+    def overrides(
+        self,
+        budget: int,
+        clip_frames: int,
+        max_side: int,
+        lr: float | None = None,
+        tower_path: Path | None = None,
+    ) -> list[str]:
         out = [f"model.tower.name={self.tower}", f"media.mode={self.mode}", f"media.budget={budget}"]
+        if self.pretrained:
+            if tower_path is None:
+                raise ValueError(f"variant {self.name!r} needs the pretraining export's path")
+            out.append(f"model.tower.path={tower_path}")
         if lr is not None:  # every module's SFT peak LR (the embedded default uses one LR for all)
             out += [f"sft.optim.lr={lr:g}", f"sft.optim.lr_vision={lr:g}"]
         if self.tower != "ov_encoder":
@@ -66,6 +80,10 @@ VARIANTS = (
     Variant("SigLIP2 frames", "siglip2", "frames"),
     Variant("Qwen3-ViT frames", "qwen3_vit", "frames"),
 )
+#: The codec row with the encoder pretraining export as its tower (``scripts/pretrain_encoder.py``
+#: first); everything else as "OV-Encoder codec". Not in the default set: it needs that export.
+PRETRAINED = Variant("OV-Encoder codec, pretrained", "ov_encoder", "codec", pretrained=True)
+ALL_VARIANTS = (*VARIANTS, PRETRAINED)
 QUICK_OVERRIDES = [  # seconds-long runs for a smoke test of the whole comparison
     "data.synthetic.num_train=48",
     "data.synthetic.num_heldout=20",
@@ -97,10 +115,21 @@ class CompareConfig:
     tail: float = 0.1  # the choice: lowest mean SFT training loss over this last fraction of steps
     # the run config every variant changes: from the working directory, else the repository's (resolve_path)
     base_config: str = "configs/train/default.yaml"
+    # the tower of pretrained variants: the embedded default's export of scripts/pretrain_encoder.py
+    pretrained: Path = Path("outputs/pretrain_synthetic/pretrain/final")
 
     def __post_init__(self) -> None:
-        # an absolute folder: the run overrides name it, whatever folder a run process starts in
+        # absolute folders: the run overrides name them, whatever folder a run process starts in
         self.out = Path(self.out).absolute()
+        self.pretrained = Path(self.pretrained).absolute()
+
+    def check(self) -> None:
+        """Fail before any run when a pretrained variant has no export to start from."""
+        if any(v.pretrained for v in self.variants) and not (self.pretrained / "config.json").is_file():
+            raise RuntimeError(
+                f"no encoder pretraining export at {self.pretrained} (variant {PRETRAINED.name!r}): "
+                "run `python scripts/pretrain_encoder.py` first, or pass --pretrained PATH"
+            )
 
     def run_dir(self, variant: Variant, budget: int, seed: int, lr: float | None = None) -> Path:
         suffix = "" if lr is None else f"_lr{lr:g}"
@@ -121,7 +150,7 @@ def run_overrides(
     return (
         base
         + (QUICK_OVERRIDES if cfg.quick else [])
-        + variant.overrides(budget, cfg.clip_frames, cfg.max_side, lr)
+        + variant.overrides(budget, cfg.clip_frames, cfg.max_side, lr, cfg.pretrained)
         + cfg.extra
     )
 
@@ -290,6 +319,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 
 def compare(cfg: CompareConfig, progress: bool = True) -> tuple[list[dict[str, Any]], Path, Path]:
     """Every cell (skipping those already done), then the table (markdown), results.json and the plot."""
+    cfg.check()
     tune_b, seed0 = cfg.tuning_budget(), cfg.seeds[0]
     search_cells = (
         [(v, tune_b, seed0, lr) for v in cfg.variants for lr in cfg.lrs] if len(cfg.lrs) > 1 else []
@@ -330,6 +360,8 @@ def compare(cfg: CompareConfig, progress: bool = True) -> tuple[list[dict[str, A
 
 
 __all__ = [
+    "ALL_VARIANTS",
+    "PRETRAINED",
     "VARIANTS",
     "CompareConfig",
     "Variant",

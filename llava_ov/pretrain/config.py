@@ -33,6 +33,8 @@ class BankBuildConfig:
     input_size: int = 112
     pool: int = 4
     centre: bool = False
+    bins: int = 8  # motion teacher: direction bins
+    segments: int = 4  # motion teacher: time segments
     centres: int = 64
     topk: int = 10
     iters: int = 20
@@ -131,6 +133,12 @@ class ProbeSection:
 
     enabled: bool = True
     overrides: list[str] = field(default_factory=list)  # ProbeConfig overrides (scripts/probe.py keys)
+    tasks: list[str] = field(default_factory=lambda: ["direction", "color"])  # synthetic probe tasks
+
+    def validate(self) -> None:
+        known = ("direction", "color")
+        if not self.tasks or set(self.tasks) - set(known):
+            raise ConfigError(f"probe.tasks must be a non-empty list of {list(known)}, got {self.tasks}")
 
 
 @dataclass
@@ -176,6 +184,7 @@ class PretrainConfig:
         self.pretrain.validate()
         self.mix.validate()
         self.encoder.validate()
+        self.probe.validate()
         for name, head in heads.items():
             if not head.build:  # a bank built before training may not exist yet
                 check_local_path(head.bank, f"heads.{name}.bank", "concept bank folder")

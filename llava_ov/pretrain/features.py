@@ -12,6 +12,12 @@ bank separates motions, not only appearances); an image is one frame. Teachers:
 * ``tower``: any vision tower of the LMM (``tower`` = ``siglip2`` / ``qwen3_vit`` / ``ov_encoder``,
   ``path`` = a transformers checkpoint folder or hub id, loaded strictly), each frame as an image, the
   mean of its output tokens;
+* ``motion``: weight-free and codec-aligned: the clip's motion field (bitstream motion vectors when the
+  stream has them, else block matching; :func:`encoder.codec.decode.decode_clip`) as a histogram of
+  motion directions (``bins`` angles, weighted by magnitude) per time segment (``segments``), normalised
+  by the clip's total motion. It ignores where things move and what they look like, so its concepts
+  are kinds of motion; a student without absolute positions (the OV-Encoder's 3D RoPE) can predict
+  them, while a pixel bank's concepts also encode absolute layout (BENCHMARKS.md, "Encoder pretraining");
 * ``npy``: precomputed embeddings, ``path`` = a float ``.npy`` [N, D] (or [N, F, D], flattened) with
   ``keys`` = a text file of the N sample keys.
 
@@ -47,7 +53,7 @@ from llava_ov.data.stats import Skipped
 from llava_ov.model import TowerConfig, build_tower
 
 logger = logging.getLogger("llava_ov.pretrain")
-TeacherKind = Literal["pixels", "ov_encoder", "tower", "npy"]
+TeacherKind = Literal["pixels", "motion", "ov_encoder", "tower", "npy"]
 TEACHERS: tuple[str, ...] = typing.get_args(TeacherKind)
 
 
@@ -61,6 +67,8 @@ class TeacherConfig:
     input_size: int = 112  # frame side the teacher sees (ov_encoder: a multiple of its patch size)
     pool: int = 4  # pixels: pooled grid side per frame
     centre: bool = False  # pixels, videos: subtract the clip's mean frame (what moves, not what stays)
+    bins: int = 8  # motion: direction bins of the histogram
+    segments: int = 4  # motion: time segments (one histogram each, in time order)
     batch_size: int = 16  # samples per teacher forward
     device: str = "auto"
 
@@ -69,6 +77,8 @@ class TeacherConfig:
         """How the bank records its teacher: pixels / pixels-centred / KIND:[TOWER:]PATH."""
         if self.kind == "pixels":
             return "pixels-centred" if self.centre else "pixels"
+        if self.kind == "motion":
+            return f"motion-{self.segments}x{self.bins}"
         return f"{self.kind}:{self.tower + ':' if self.kind == 'tower' else ''}{self.path}"
 
     def validate(self) -> None:
@@ -77,8 +87,13 @@ class TeacherConfig:
             raise ConfigError(f"teacher.kind={self.kind} needs teacher.path")
         if self.kind == "npy" and not self.keys:
             raise ConfigError("teacher.kind=npy needs teacher.keys (the sample keys of the rows)")
-        if min(self.frames, self.input_size, self.pool, self.batch_size) < 1:
-            raise ConfigError("teacher: frames, input_size, pool and batch_size must be >= 1")
+        if min(self.frames, self.input_size, self.pool, self.batch_size, self.bins, self.segments) < 1:
+            raise ConfigError("teacher: frames, input_size, pool, batch_size, bins and segments must be >= 1")
+        if self.kind == "motion" and self.frames < self.segments + 1:
+            raise ConfigError(
+                f"teacher.kind=motion: {self.frames} frames give {self.frames - 1} motion steps, "
+                f"fewer than segments={self.segments}"
+            )
 
 
 @dataclass
@@ -107,6 +122,26 @@ def decode_frames(name: str, data: bytes, frames: int, size: int) -> np.ndarray:
         return decode_clip(f.name, DecodeConfig(num_frames=frames, input_size=size, motion="none")).frames
 
 
+def motion_histograms(name: str, data: bytes, frames: int, size: int, bins: int) -> np.ndarray:
+    """float32 [F - 1, bins]: per sampled frame after the first, the magnitude of its motion field
+    summed per direction of movement (the negated (dx, dy) of the field, which points back to where the
+    content came from); bin b covers angles [-pi + 2 pi b / bins, ...) with image y pointing down (8 bins:
+    left = 0, up = 2, right = 4, down = 6)."""
+    ext = name.rsplit(".", 1)[-1].lower()
+    if ext not in VIDEO_EXTS:
+        raise ConfigError("the motion teacher needs videos: build one bank per data kind (images apart)")
+    with tempfile.NamedTemporaryFile(suffix=f".{ext}") as f:
+        f.write(data)
+        f.flush()
+        motion = decode_clip(f.name, DecodeConfig(num_frames=frames, input_size=size, motion="auto")).motion
+    mv = -motion[1:].astype(np.float32).reshape(len(motion) - 1, -1, 2)  # frame 0 has no reference
+    mag = np.linalg.norm(mv, axis=-1)
+    idx = (((np.arctan2(mv[..., 1], mv[..., 0]) + np.pi) / (2 * np.pi) * bins).astype(np.int64)) % bins
+    out = np.zeros((len(mv), bins), np.float32)
+    np.add.at(out, (np.arange(len(mv))[:, None].repeat(idx.shape[1], 1), idx), mag)
+    return out
+
+
 def iter_frames(
     shards: str | Sequence[str], cfg: TeacherConfig, stats: FeatureStats
 ) -> Iterator[tuple[str, np.ndarray]]:
@@ -120,7 +155,10 @@ def iter_frames(
             stats.skipped["no_media"] = stats.skipped.get("no_media", 0) + 1
             continue
         try:
-            frames = decode_frames(name, raw[name], cfg.frames, cfg.input_size)
+            if cfg.kind == "motion":
+                frames = motion_histograms(name, raw[name], cfg.frames, cfg.input_size, cfg.bins)
+            else:
+                frames = decode_frames(name, raw[name], cfg.frames, cfg.input_size)
         except Exception as e:  # noqa: BLE001 - one bad sample is counted, the stream goes on
             logger.warning("skipped %s: %s", raw.get("__key__"), e)
             stats.skipped["decode_error"] = stats.skipped.get("decode_error", 0) + 1
@@ -170,6 +208,8 @@ class Teacher:
                 f"samples with different frame counts ({sorted(set(counts))}) cannot share a bank: "
                 "build one bank per data kind (images and videos apart)"
             )
+        if self.cfg.kind == "motion":
+            return np.stack([self.motion_embedding(c) for c in clips])
         x = torch.from_numpy(np.concatenate(clips)).to(self.device)  # [sum F, H, W, 3]
         if self.tower is not None:
             emb = self.tower_frames(np.concatenate(clips))
@@ -182,6 +222,16 @@ class Teacher:
         else:
             emb = self.model.forward_images(x.permute(0, 3, 1, 2).contiguous(), validate=False).pooled.float()
         return emb.reshape(len(clips), -1).cpu().numpy().astype(np.float32)
+
+    def motion_embedding(self, hist: np.ndarray) -> np.ndarray:
+        """[F - 1, bins] per-frame histograms → [segments · bins + 1]: summed per time segment,
+        divided by the clip's total motion; the last value is 1 for a clip without motion (0 otherwise),
+        so still clips form their own concept instead of a zero vector."""
+        seg = np.array_split(np.arange(len(hist)), self.cfg.segments)
+        per = np.stack([hist[i].sum(0) for i in seg])
+        total = float(per.sum())
+        still = 1.0 if total < 1e-6 else 0.0
+        return np.concatenate([per.ravel() / max(total, 1e-6), [still]]).astype(np.float32)
 
     def tower_frames(self, frames: np.ndarray) -> torch.Tensor:
         """[F, H, W, 3] frames, each as an image → [F, d]: the mean of the tower's output tokens."""
@@ -274,6 +324,7 @@ __all__ = [
     "decode_frames",
     "embedding_stream",
     "iter_frames",
+    "motion_histograms",
     "npy_stream",
     "spill",
 ]

@@ -34,6 +34,8 @@ def build_head_bank(task: PretrainTask, name: str, head: HeadConfig, progress: b
         input_size=b.input_size,
         pool=b.pool,
         centre=b.centre,
+        bins=b.bins,
+        segments=b.segments,
     )
     km = KMeansConfig(
         num_centres=b.centres,

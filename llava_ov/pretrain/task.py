@@ -28,7 +28,7 @@ from encoder.typed_config import ConfigError, merge_config
 from llava_ov.data import load_data_config
 from llava_ov.pretrain.config import PretrainConfig
 from llava_ov.pretrain.data import PretrainBatch, build_pretrain_loader, check_banks
-from llava_ov.pretrain.evaluate import probe_export
+from llava_ov.pretrain.evaluate import format_probe_table, probe_export
 from llava_ov.pretrain.heads import HeadSet
 from llava_ov.train import build as B
 from llava_ov.train import checkpoint as C
@@ -235,15 +235,13 @@ class PretrainTask(Task):
         summary = None
         if env.is_main:
             summary = probe_export(final, self.cfg, Path(self.cfg.output_dir) / self.name / "probe.json")
-            metrics.write(
-                "attentive probe on held-out clips: pretrained "
-                f"{summary['pretrained']['accuracy']:.3f} vs random init {summary['random']['accuracy']:.3f} "
-                f"(chance {summary['chance']:.3f})"
-            )
+            metrics.write("attentive probes on held-out clips, pretrained vs random init:")
+            metrics.write(format_probe_table(summary))
             metrics.summary(
                 {
-                    "probe/pretrained": summary["pretrained"]["accuracy"],
-                    "probe/random": summary["random"]["accuracy"],
+                    f"probe/{task}/{kind}": r[kind]["accuracy"]
+                    for task, r in summary["tasks"].items()
+                    for kind in ("pretrained", "random")
                 }
             )
         D.barrier()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,41 @@ def test_centred_pixels_keep_only_what_changes(shards):
     np.testing.assert_allclose(
         centred, plain.reshape(-1, 4, 12) - plain.reshape(-1, 4, 12).mean(1, keepdims=True), atol=1e-5
     )
+
+
+def _mover_directions(shards: list[str]) -> dict[str, str]:
+    """key -> direction of the clip's single mover (clips with one mover that stays in view)."""
+    out = {}
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            for m in tar.getmembers():
+                if not m.name.endswith(".json"):
+                    continue
+                objs = json.loads(tar.extractfile(m).read())["scene"]["objects"]
+                movers = [o for o in objs if o.get("role") == "mover" and all(o["visible"])]
+                if len(movers) == 1 and len([o for o in objs if o.get("role") == "mover"]) == 1:
+                    dx, dy = movers[0]["x"][-1] - movers[0]["x"][0], movers[0]["y"][-1] - movers[0]["y"][0]
+                    horizontal = abs(dx) >= abs(dy)
+                    out[m.name[: -len(".json")]] = (
+                        ("right" if dx > 0 else "left") if horizontal else ("down" if dy > 0 else "up")
+                    )
+    return out
+
+
+def test_motion_teacher_bins_the_direction_of_movement(shards):
+    """The codec motion field's histogram peaks at the mover's direction (left 0, up 2, right 4, down 6)."""
+    cfg = TeacherConfig(kind="motion", frames=8, input_size=64, segments=2)
+    stats = FeatureStats()
+    blocks = list(embedding_stream(shards, cfg, stats)())
+    emb = dict(zip([k for ks, _ in blocks for k in ks], np.concatenate([b for _, b in blocks])))
+    assert stats.used == 24 and next(iter(emb.values())).shape == (2 * 8 + 1,)
+    for e in emb.values():  # normalised by the clip's total motion, or the "still" flag alone
+        assert np.isclose(e[:-1].sum(), 1.0, atol=1e-4) or (e[-1] == 1.0 and e[:-1].sum() == 0.0)
+    expected = {"left": 0, "up": 2, "right": 4, "down": 6}
+    directions = _mover_directions(shards)
+    assert len(directions) >= 6
+    hits = [int(emb[k][:-1].reshape(2, 8).sum(0).argmax()) == expected[d] for k, d in directions.items()]
+    assert sum(hits) >= 0.9 * len(hits), hits
 
 
 def test_script_builds_a_bank_keyed_by_sample(shards, tmp_path):
