@@ -5,7 +5,9 @@ on load by :func:`merge_config` and for a config built in Python by :func:`check
 ``validate()`` calls), ``validate()`` holds only the rules between fields and ranges, and every error
 is a :class:`ConfigError`. Unknown keys are errors (with the valid choices listed), values are coerced
 to the declared field type, nested dataclasses merge recursively, and so do the entries of a
-``dict[str, Section]`` field (name → section).
+``dict[str, Section]`` field (name → section). A ``Partial[Section]`` field holds updates of a section
+that another config supplies (a run's overrides of the data config it names): checked as strictly when
+it is merged, applied later with :func:`merge_config`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,34 @@ class ConfigError(ValueError):
     """A config key or value that does not fit the declared dataclass."""
 
 
+@dataclasses.dataclass(frozen=True)
+class _PartialOf:
+    section: type
+
+
+class Partial:
+    """``Partial[Section]``: the type of a field holding updates of a ``Section`` dataclass, not a whole
+    one: a plain nested mapping of some of its keys (``{}``: none), applied later with
+    :func:`merge_config`. Merged as strictly as a section: unknown keys are errors (with the closest
+    valid one), values are coerced to the declared field types, nested sections are partial too, and a
+    later update merges key by key (an override of ``data.max_tokens`` keeps the ``data`` keys given
+    before; a list is replaced). ``validate()`` does not run on it: the rules between fields hold for
+    the config the updates are merged into."""
+
+    def __class_getitem__(cls, section: type) -> Any:
+        if not (isinstance(section, type) and dataclasses.is_dataclass(section)):
+            raise TypeError(f"Partial[...] takes a dataclass, got {section!r}")
+        return typing.Annotated[dict[str, Any], _PartialOf(section)]
+
+
+def _partial_of(tp: Any) -> type | None:
+    """The section of a ``Partial[Section]`` type; None for other types."""
+    for meta in getattr(tp, "__metadata__", ()):
+        if isinstance(meta, _PartialOf):
+            return meta.section
+    return None
+
+
 def optional_section() -> Any:
     """A ``Section | None`` field, None (off) by default and whenever it is given an empty mapping
     (``build: {}`` in YAML, ``build={}`` on the command line); a non-empty mapping fills it."""
@@ -38,8 +68,17 @@ def optional_section() -> Any:
 
 @functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    hints, extras = typing.get_type_hints(cls), typing.get_type_hints(cls, include_extras=True)
+    return {
+        f.name: extras[f.name] if _partial_of(extras[f.name]) else hints[f.name]
+        for f in dataclasses.fields(cls)
+    }
+
+
+@functools.cache
+def _off_when_empty(cls: type) -> frozenset[str]:
+    """The fields of ``cls`` made by :func:`optional_section`."""
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get(EMPTY_IS_NONE))
 
 
 def _literal_choices(tp: Any) -> tuple[tuple[Any, ...], bool] | None:
@@ -117,6 +156,8 @@ def _yaml(text: str, name: str) -> Any:
 
 def _coerce(value: Any, tp: Any, name: str) -> Any:
     """Convert ``value`` (from YAML or a CLI string) to the annotated type ``tp``."""
+    if (section := _partial_of(tp)) is not None:
+        return check_partial(section, value, name)
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -243,24 +284,75 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _section_type(tp: Any) -> type | None:
+    """The dataclass of a ``Section`` / ``Section | None`` / ``Partial[Section]`` type."""
+    if (section := _partial_of(tp)) is not None:
+        return section
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        tp = args[0]
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))
+
+
+def check_partial(
+    section: type, updates: Any, name: str, current: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``current`` (checked updates of dataclass ``section``; default none) ← ``updates`` (a mapping, or
+    its YAML text), checked strictly as :class:`Partial` says; ``name`` is the key of the updates, for
+    the messages (``data``). Returns the merged updates; ``current`` is not changed."""
+    if isinstance(updates, str):
+        updates = _yaml(updates, name)
+    if not isinstance(updates, dict):
+        raise ConfigError(f"'{name}' must be a mapping of {section.__name__} fields, got {updates!r}")
+    ftypes = _field_types(section)
+    out = dict(current or {})
+    for key, value in updates.items():
+        if key not in ftypes:
+            raise _unknown_key(key, list(ftypes), f"{name}.")
+        tp, here, old = ftypes[key], f"{name}.{key}", out.get(key)
+        old_map = old if isinstance(old, dict) else None
+        inner, item = _section_type(tp), _item_type(tp)
+        if key in _off_when_empty(section) and _empty_mapping(value, here):
+            out[key] = {}  # the section off (None) where the updates are applied
+        elif inner is not None and isinstance(value, (dict, str)) and not _is_null(value):
+            out[key] = check_partial(inner, value, here, old_map)
+        elif item is not None and _section_type(item) is not None and isinstance(value, dict):
+            entries = dict(old_map or {})
+            for k, v in value.items():
+                prev = entries.get(k)
+                entries[k] = check_partial(item, v, f"{here}.{k}", prev if isinstance(prev, dict) else None)
+            out[key] = entries
+        elif item is None and (tp is dict or typing.get_origin(tp) is dict) and isinstance(value, dict):
+            out[key] = deep_merge(old_map or {}, value)
+        else:
+            out[key] = _coerce(value, tp, here)
+    return out
+
+
 def merge_config(cfg: T, updates: dict[str, Any], prefix: str = "") -> T:
     """Return a copy of dataclass ``cfg`` with ``updates`` (a nested mapping) applied strictly.
 
     Nested dataclasses merge field by field; a ``dict[str, Section]`` field merges entry by entry (each
-    entry field by field), other mapping-typed fields key by key (:func:`deep_merge`), so overriding
-    ``codec.select.budget`` keeps the other keys of ``codec``. The result's choices are checked
-    (:func:`check_choices`), then its ``validate()`` runs.
+    entry field by field), a ``Partial[Section]`` field as :func:`check_partial` says, other
+    mapping-typed fields key by key (:func:`deep_merge`), so overriding ``codec.select.budget`` keeps
+    the other keys of ``codec``. The result's choices are checked (:func:`check_choices`), then its
+    ``validate()`` runs.
     """
     ftypes = _field_types(type(cfg))
-    off_when_empty = {f.name for f in dataclasses.fields(cfg) if f.metadata.get(EMPTY_IS_NONE)}
     changes: dict[str, Any] = {}
     for key, value in (updates or {}).items():
         if key not in ftypes:
             raise _unknown_key(key, list(ftypes), prefix)
         tp = ftypes[key]
         current = getattr(cfg, key)
-        if key in off_when_empty and _empty_mapping(value, f"{prefix}{key}"):
+        if key in _off_when_empty(type(cfg)) and _empty_mapping(value, f"{prefix}{key}"):
             changes[key] = None
+        elif (section := _partial_of(tp)) is not None:
+            changes[key] = check_partial(section, value, f"{prefix}{key}", current)
         elif dataclasses.is_dataclass(current) and isinstance(value, dict):
             changes[key] = merge_config(current, value, prefix=f"{prefix}{key}.")
         elif isinstance(current, dict) and isinstance(value, dict):

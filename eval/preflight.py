@@ -168,8 +168,10 @@ def format_line(r: dict) -> str:
 
 
 def format_table(reports: list[dict]) -> str:
-    rows = [["task", "status", "docs", "missing", "detail"]]
-    rows += [
+    """One row per report (``run_all.py --check``), drawn by :func:`llava_ov.report.format_table`."""
+    from llava_ov.report import format_table as render  # the project's one table renderer
+
+    rows = [
         [
             r["task"],
             r["status"],
@@ -179,11 +181,8 @@ def format_table(reports: list[dict]) -> str:
         ]
         for r in reports
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return (
-        "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] for row in rows)
-        + "\n"
-    )
+    table = render(["task", "status", "docs", "missing", "detail"], rows, rule=False)
+    return "".join(line.rstrip() + "\n" for line in table.splitlines())  # the last column unpadded
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "llava_ov_motion_qa" in wanted:
             cfg = load_train_config(args.config, args.overrides)
-            n = export_eval_source(stage_data_config(cfg, cfg.stage(cfg.stages[-1])), data / "motion_qa")
+            n = export_eval_source(stage_data_config(cfg, cfg.stages[-1]), data / "motion_qa")
             print(f"llava_ov_motion_qa: {n} clips in {data / 'motion_qa'}")
         if {"llava_ov_shapes", "llava_ov_shapes_mc"} & set(wanted):
             n = write_stills(data / "shapes", count=args.stills, seed=args.seed)

@@ -10,30 +10,20 @@ import torch
 
 from encoder.cli import check_local_path
 from encoder.codec import CodecConfig
-from encoder.typed_config import ConfigError, merge_config
-from llava_ov.data import DataConfig, codec_config, load_data_config, prepare_data, tokenizer_texts
+from encoder.typed_config import ConfigError
+from llava_ov.data import DataConfig, codec_config, prepare_data, tokenizer_texts
 from llava_ov.data.mixture import SYNTHETIC_PREFIX
 from llava_ov.data.shards import missing_local_shards
 from llava_ov.infer import LlavaOVProcessor
 from llava_ov.model import LlavaOVModel, build_model
-from llava_ov.model.budget import media_plan
 from llava_ov.model.towers import tower_spec
 from llava_ov.text import ChatFormat, load_tokenizer
 from llava_ov.text import build_tokenizer as train_bpe
 from llava_ov.train import checkpoint as C
 from llava_ov.train import distributed as D
-from llava_ov.train.config import StageConfig, TrainConfig, previous_stage
+from llava_ov.train.config import StageConfig, TrainConfig, previous_stage, resolve_path
 
 logger = logging.getLogger("llava_ov.train")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def resolve_path(path: str | Path) -> Path:
-    """A relative path as given (from the working directory), else relative to the repository root."""
-    p = Path(path)
-    if p.is_absolute() or p.exists() or not (REPO_ROOT / p).exists():
-        return p
-    return REPO_ROOT / p
 
 
 def build_tokenizer(cfg: TrainConfig, env: D.DistEnv) -> Any:
@@ -52,17 +42,12 @@ def build_tokenizer(cfg: TrainConfig, env: D.DistEnv) -> Any:
     return load_tokenizer(out)
 
 
-def stage_data_config(cfg: TrainConfig, stage: StageConfig) -> DataConfig:
-    """The stage's data config file (or the run's) ← run ``data`` ← stage ``data`` (mappings merged
-    key by key) ← the codec settings of ``media`` (the budget rule) when its budget is set."""
-    data = load_data_config(resolve_path(stage.data_config or cfg.data_config))
-    for updates in (cfg.data, stage.data):
-        data = merge_config(data, updates)
+def stage_data_config(cfg: TrainConfig, name: str) -> DataConfig:
+    """Stage ``name``'s data config (resolved when the run config loaded: :meth:`TrainConfig.stage_data`,
+    the same object on every call), checked against this machine and the tower: the local shards of
+    its sources exist and their codec settings fit the tower."""
+    data = cfg.stage_data(name)
     spec = tower_spec(cfg.model.tower)
-    if cfg.media.budget is not None:  # the budget rule decides the clips' frames / resolution / count
-        plan = media_plan(cfg.media, spec, cfg.model.projector.merge)
-        data = merge_config(data, {"codec": plan.codec_overrides(spec.patch_size)})
-    # loaded and merged: every step above validated it
     for source in data.sources + data.eval_sources:
         check_shards(source.name, source.shards)
         codec = codec_config(data, source)
@@ -92,7 +77,7 @@ def check_shards(name: str, spec: str) -> None:
 
 def check_run_paths(cfg: TrainConfig) -> None:
     """The weights and tokenizer paths the run config names exist (local paths; hub ids pass), checked
-    when the config loads, before any data or model (a stage's data config and shards: stage_data_config)."""
+    when the config loads, before any data or model (a stage's shards: stage_data_config)."""
     check_local_path(cfg.model.tower.path, "model.tower.path")
     if cfg.model.llm.from_scratch is None:
         check_local_path(cfg.model.llm.path, "model.llm.path")

@@ -13,8 +13,8 @@ import sys
 
 from encoder.cli import run_cli
 from llava_ov.data import prepare_data
-from llava_ov.train.build import REPO_ROOT, check_run_paths, stage_data_config
-from llava_ov.train.config import TrainConfig, load_train_config
+from llava_ov.train.build import check_run_paths, stage_data_config
+from llava_ov.train.config import REPO_ROOT, TrainConfig, load_train_config
 from llava_ov.train.trainer import train
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "train" / "default.yaml"
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def prepare_stages(cfg: TrainConfig) -> None:
     for name in cfg.stages:
-        prepare_data(stage_data_config(cfg, cfg.stage(name)))
+        prepare_data(stage_data_config(cfg, name))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from encoder.typed_config import ConfigError, check_choices, load_config, merge_config
+from encoder.typed_config import ConfigError, Partial, check_choices, load_config, merge_config
+from llava_ov.data import DataConfig, load_data_config
 from llava_ov.model import LLMConfig, ModelConfig, TowerConfig
 from llava_ov.model.budget import MediaConfig, media_plan
 from llava_ov.model.towers import tower_spec
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Module names used by ``trainable`` and per-module learning rates → parameter-name prefixes.
 MODULES: dict[str, str] = {"vision": "vision_tower.", "projector": "projector.", "llm": "llm."}
 STAGES: tuple[str, ...] = ("align", "sft")
@@ -80,7 +82,7 @@ class StageConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     data_config: str | None = None  # None: the run's data_config
-    data: dict = field(default_factory=dict)  # DataConfig overrides on top of the run's `data`
+    data: Partial[DataConfig] = field(default_factory=dict)  # on top of the run's `data`
     activation_checkpointing: bool | None = None  # None: model.activation_checkpointing
     evaluate: bool = True  # held-out generation accuracy after the stage (needs eval_sources)
 
@@ -159,7 +161,7 @@ class TrainConfig:
     )
     tokenizer_vocab: int = 512  # size of the synthetic tokenizer
     data_config: str = "data_configs/synthetic_motion_qa.yaml"
-    data: dict = field(default_factory=dict)  # DataConfig overrides for every stage
+    data: Partial[DataConfig] = field(default_factory=dict)  # DataConfig overrides for every stage
     # The equal-budget rule: LLM visual tokens per clip → every stage's codec settings for this tower
     media: MediaConfig = field(default_factory=MediaConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
@@ -171,6 +173,16 @@ class TrainConfig:
         if name not in STAGES:
             raise ConfigError(f"unknown stage {name!r}; choose from {list(STAGES)}")
         return getattr(self, name)
+
+    def stage_data(self, name: str) -> DataConfig:
+        """The :class:`DataConfig` of stage ``name``, resolved once (:func:`resolve_stage_data`) and then
+        the one object every reader gets. :func:`load_train_config` resolves the stages it runs; a config
+        built in Python resolves on first use. ``merge_config`` makes a new config, which resolves
+        afresh (it is kept outside the dataclass fields: not a key, not saved, not compared)."""
+        resolved = self.__dict__.setdefault("_stage_data", {})
+        if name not in resolved:
+            resolved[name] = resolve_stage_data(self, name)
+        return resolved[name]
 
     def validate(self) -> None:
         check_choices(self)  # every section's choices, also for a config built in Python
@@ -195,17 +207,46 @@ def previous_stage(name: str) -> str | None:
     return STAGES[i - 1] if i > 0 else None
 
 
+def resolve_path(path: str | Path) -> Path:
+    """A relative path as given (from the working directory), else relative to the repository root."""
+    p = Path(path)
+    if p.is_absolute() or p.exists() or not (REPO_ROOT / p).exists():
+        return p
+    return REPO_ROOT / p
+
+
+def resolve_stage_data(cfg: TrainConfig, name: str) -> DataConfig:
+    """The stage's data config file (or the run's) ← run ``data`` ← stage ``data`` (mappings merged key
+    by key) ← the codec settings of ``media`` (the budget rule) when its budget is set; every step strict
+    and validated. Files and the tower are checked by :func:`llava_ov.train.build.stage_data_config`."""
+    stage = cfg.stage(name)
+    data = load_data_config(resolve_path(stage.data_config or cfg.data_config))
+    for updates in (cfg.data, stage.data):
+        data = merge_config(data, updates)
+    if cfg.media.budget is not None:  # the budget rule decides the clips' frames / resolution / count
+        spec = tower_spec(cfg.model.tower)
+        plan = media_plan(cfg.media, spec, cfg.model.projector.merge)
+        data = merge_config(data, {"codec": plan.codec_overrides(spec.patch_size)})
+    return data
+
+
 def load_train_config(
     path: str | Path | None = None, overrides: list[str] | None = None, stage: str | None = None
 ) -> TrainConfig:
     """Defaults ← YAML ← ``key=value`` overrides, all strict. Mappings merge key by key (an override of
-    ``data.max_tokens`` keeps the YAML's other ``data`` keys). ``stage`` runs that stage alone."""
+    ``data.max_tokens`` keeps the YAML's other ``data`` keys). ``stage`` runs that stage alone. The data
+    config of each stage it runs is resolved here (:meth:`TrainConfig.stage_data`)."""
     cfg = load_config(TrainConfig, path, overrides)
-    return merge_config(cfg, {"stages": [stage]}) if stage is not None else cfg
+    if stage is not None:
+        cfg = merge_config(cfg, {"stages": [stage]})
+    for name in cfg.stages:
+        cfg.stage_data(name)
+    return cfg
 
 
 __all__ = [
     "MODULES",
+    "REPO_ROOT",
     "STAGES",
     "CheckpointConfig",
     "DeepSpeedConfig",
@@ -217,4 +258,6 @@ __all__ = [
     "TrainConfig",
     "load_train_config",
     "previous_stage",
+    "resolve_path",
+    "resolve_stage_data",
 ]

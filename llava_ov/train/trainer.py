@@ -59,7 +59,7 @@ class LMMTask(Task):
 
     def __init__(self, cfg: TrainConfig, name: str, tokenizer: Any) -> None:
         self.cfg, self.name, self.stage, self.tokenizer = cfg, name, cfg.stage(name), tokenizer
-        self.data_cfg = B.stage_data_config(cfg, self.stage)
+        self.data_cfg = B.stage_data_config(cfg, name)
 
     def build(self, env: D.DistEnv) -> None:
         B.prepare(self.data_cfg, env)
@@ -177,7 +177,7 @@ def train(cfg: TrainConfig) -> dict[str, StageResult]:
     cfg.validate()
     B.check_run_paths(cfg)  # fail fast on a missing path or a bad data section, before any process group
     for name in cfg.stages:
-        B.stage_data_config(cfg, cfg.stage(name))
+        B.stage_data_config(cfg, name)
     results: dict[str, StageResult] = {}
     with run_session(cfg) as (env, metrics):
         tokenizer = B.build_tokenizer(cfg, env)

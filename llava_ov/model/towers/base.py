@@ -9,9 +9,10 @@ projector then applies its own optional 2×2 merge on those tokens. The data sid
 tokens of a media item with :class:`llava_ov.model.merge.TokenCounter` built from the same spec, so the
 placeholders always match.
 
-Adding a tower = one module with a :class:`VisionTower` subclass and its :class:`Tower` (``TOWER``: a
-builder, a spec function that needs no weights, a config check run when the run config loads), plus
-one line in :data:`llava_ov.model.towers.registry.TOWERS`.
+Adding a tower = one module with a :class:`VisionTower` subclass and its :class:`Tower` (``TOWER``: its
+options dataclass, a builder, a spec function that needs no weights, a config check run when the run
+config loads), plus one line in :data:`llava_ov.model.towers.registry.TOWERS`; its options section
+``model.tower.<name>`` then exists (``TowerConfig`` makes one per registered tower).
 """
 
 from __future__ import annotations
@@ -129,12 +130,15 @@ class VisionTower(nn.Module, ABC):
 
 @dataclass(frozen=True)
 class Tower:
-    """A tower as the registry knows it (one per tower module, its ``TOWER``): the functions of a
-    :class:`~llava_ov.model.towers.config.TowerConfig` that give its spec (no weights), check its
+    """A tower as the registry knows it (one per tower module, its ``TOWER``): the dataclass of its
+    options (the keys its section ``model.tower.<name>`` and ``overrides`` may set: a
+    ``Partial[options]``, typed and checked strictly when a run config merges it) and the functions of
+    a :class:`~llava_ov.model.towers.config.TowerConfig` that give its spec (no weights), check its
     settings when a run config loads, and build it."""
 
     name: str
     note: str
+    options: type
     spec: Callable[[Any], TowerSpec]
     validate: Callable[[Any], None]
     build: Callable[[Any], VisionTower]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from encoder.model import OVEncoder, get_config, read_config
+from encoder.model import OVEncoder, ViTConfig, get_config, read_config
 from encoder.typed_config import ConfigError
 from llava_ov.data.dataset import MediaBatch
 from llava_ov.model.towers.base import (
@@ -110,8 +110,14 @@ def build_ov_encoder(cfg: TowerConfig) -> OVEncoderTower:
     return OVEncoderTower(encoder, cfg.output_layer)
 
 
+#: The options are :class:`~encoder.model.ViTConfig` fields, set over the preset / checkpoint config.
 TOWER = Tower(
-    "ov_encoder", "OV-Encoder (encoder.model)", spec_ov_encoder, validate_ov_encoder, build_ov_encoder
+    "ov_encoder",
+    "OV-Encoder (encoder.model)",
+    ViTConfig,
+    spec_ov_encoder,
+    validate_ov_encoder,
+    build_ov_encoder,
 )
 
 

@@ -74,6 +74,7 @@ from llava_ov.model.towers.qwen3_vit_checkpoint import (
     QWEN3_VL_STD,
     VISION_MODEL_TYPE,
     WEIGHTS_NAME,
+    Qwen3ViTOptions,
     _check_arch,
     _hf_classes,
     _settings,
@@ -317,6 +318,7 @@ def build_qwen3_vit(cfg: TowerConfig) -> Qwen3ViTTower:
 TOWER = Tower(
     "qwen3_vit",
     "Qwen3-VL vision (transformers)",
+    Qwen3ViTOptions,
     spec_qwen3_vit,
     validate_qwen3_vit,
     build_qwen3_vit,
@@ -331,6 +333,7 @@ __all__ = [
     "QWEN3_VL_MEAN",
     "QWEN3_VL_STD",
     "Qwen3ViTInputs",
+    "Qwen3ViTOptions",
     "Qwen3ViTTower",
     "build_inputs",
     "build_qwen3_vit",

@@ -57,6 +57,30 @@ PREPROCESS_KEYS = ("image_mean", "image_std")
 RUNTIME_KEYS = ("attn_implementation",)  # not saved: e.g. "flash_attention_2" on GPU
 OVERRIDE_KEYS = ARCH_KEYS + PREPROCESS_KEYS + RUNTIME_KEYS
 
+
+@dataclass
+class Qwen3ViTOptions:
+    """The keys of ``model.tower.qwen3_vit`` (and of ``overrides`` with this tower): :data:`OVERRIDE_KEYS`,
+    set over the preset / checkpoint config. A schema of a ``Partial``: only the keys given are set."""
+
+    depth: int
+    hidden_size: int
+    hidden_act: str
+    intermediate_size: int
+    num_heads: int
+    in_channels: int
+    patch_size: int
+    spatial_merge_size: int
+    temporal_patch_size: int
+    out_hidden_size: int
+    num_position_embeddings: int
+    initializer_range: float
+    rope_parameters: dict | None
+    image_mean: list[float]  # 3 values (RGB), checked by _stats
+    image_std: list[float]
+    attn_implementation: str  # e.g. "flash_attention_2" on GPU
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # tiny, for CPU tests and smoke runs
     "debug": dict(

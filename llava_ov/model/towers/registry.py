@@ -1,9 +1,10 @@
 """The tower registry: ``TowerConfig.name`` → the :class:`Tower` object its module defines.
 
-Each tower module (``ov_encoder``, ``siglip2``, ``qwen3_vit``) defines one ``TOWER``: its name, what it
-takes (``spec``, from the config alone), the check run when a run config loads (``validate``) and the
-builder. Adding a tower is one such module and one line in :data:`TOWERS`; the tests are parametrised
-over :data:`TOWERS`.
+Each tower module (``ov_encoder``, ``siglip2``, ``qwen3_vit``) defines one ``TOWER``: its name, its
+options dataclass (the keys of its ``model.tower.<name>`` section), what it takes (``spec``, from the
+config alone), the check run when a run config loads (``validate``) and the builder. Adding a tower is
+one such module and one line in :data:`TOWERS` (``TowerConfig`` gets its section from here); the tests
+are parametrised over :data:`TOWERS`.
 """
 
 from __future__ import annotations

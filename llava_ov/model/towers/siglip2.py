@@ -89,6 +89,26 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass
+class Siglip2Options:
+    """The keys of ``model.tower.siglip2`` (and of ``overrides`` with this tower): the architecture
+    fields of ``Siglip2VisionConfig`` (:func:`config_fields`) set over the preset / checkpoint config,
+    plus the attention implementation. A schema of a ``Partial``: only the keys given are set."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_channels: int
+    patch_size: int
+    hidden_act: str
+    layer_norm_eps: float
+    attention_dropout: float
+    vision_use_head: bool
+    num_patches: int
+    attn_implementation: str  # one of ATTN_IMPLEMENTATIONS, checked (with the reason) by _check_overrides
+
+
 def config_fields() -> tuple[str, ...]:
     """The architecture fields of ``Siglip2VisionConfig`` (not the generic ``PreTrainedConfig`` ones)."""
     from transformers import PreTrainedConfig, Siglip2VisionConfig
@@ -397,11 +417,14 @@ def build_siglip2(cfg: TowerConfig) -> Siglip2Tower:
     return Siglip2Tower(model, cfg.output_layer)
 
 
-TOWER = Tower("siglip2", "SigLIP2 NaFlex (transformers)", spec_siglip2, validate_siglip2, build_siglip2)
+TOWER = Tower(
+    "siglip2", "SigLIP2 NaFlex (transformers)", Siglip2Options, spec_siglip2, validate_siglip2, build_siglip2
+)
 
 
 __all__ = [
     "TOWER",
+    "Siglip2Options",
     "PRESETS",
     "FrameLayout",
     "Siglip2Tower",

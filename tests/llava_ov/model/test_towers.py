@@ -67,3 +67,46 @@ def test_tokens_match_the_counter_and_a_saved_tower_reloads(name, tmp_path):
     again = build_tower(dataclasses.replace(cfg, path=str(tmp_path / name))).eval()
     with torch.no_grad():
         torch.testing.assert_close(again(media).features, out.features)
+
+
+# ----------------------------------------------------------------------------- options
+
+
+#: A real option of each tower (a value, and that key misspelt).
+OPTION = {"ov_encoder": ("rope_mode", "clean"), "siglip2": ("hidden_size", 48), "qwen3_vit": ("depth", 1)}
+
+
+def test_every_registered_tower_has_its_own_options_section():
+    own = {"name", "path", "size", "overrides", "output_layer"}
+    assert {f.name for f in dataclasses.fields(TowerConfig)} == own | set(TOWERS)
+    assert set(OPTION) == set(TOWERS), "add the new tower's option to OPTION"
+
+
+@pytest.mark.parametrize("name", sorted(TOWERS))
+def test_a_tower_section_is_typed_and_strict(name):
+    from encoder.typed_config import ConfigError
+    from llava_ov.model import ModelConfig
+
+    key, value = OPTION[name]
+    assert key in {f.name for f in dataclasses.fields(TOWERS[name].options)}
+    cfg = ModelConfig.from_dict({"tower": {"name": name, "output_layer": -1, name: {key: str(value)}}})
+    assert getattr(cfg.tower, name) == {key: value} and cfg.tower.options == {key: value}  # coerced
+    typo = key[:-1]
+    with pytest.raises(
+        ConfigError, match=rf"unknown config key 'tower\.{name}\.{typo}' \(did you mean '{key}'"
+    ):
+        ModelConfig.from_dict({"tower": {"name": name, "output_layer": -1, name: {typo: value}}})
+    other = next(n for n in TOWERS if n != name)  # an inactive tower's section is checked as strictly
+    with pytest.raises(ConfigError, match=rf"unknown config key 'model\.tower\.{other}\.nope'"):
+        config(name, **{other: {"nope": 1}}).validate()
+
+
+def test_the_options_dataclasses_hold_the_keys_each_tower_accepts():
+    from llava_ov.model.towers.qwen3_vit_checkpoint import OVERRIDE_KEYS
+    from llava_ov.model.towers.siglip2 import config_fields
+
+    def keys(name: str) -> set[str]:
+        return {f.name for f in dataclasses.fields(TOWERS[name].options)}
+
+    assert keys("siglip2") == {*config_fields(), "attn_implementation"}
+    assert keys("qwen3_vit") == set(OVERRIDE_KEYS)

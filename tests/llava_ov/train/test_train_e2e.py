@@ -99,7 +99,7 @@ def test_stage_export_loads_and_generates(tiny_run, data_root):
     processor = LlavaOVProcessor.from_pretrained(out / "sft" / "final")
     assert processor.codec.select.budget == 128 and processor.codec.select.min_score == 4.0
     cfg = tiny_config(out, data_root)
-    data = stage_data_config(cfg, cfg.sft)
+    data = stage_data_config(cfg, "sft")
     items = [it for _, it in zip(range(3), eval_items(data, model.tokenizer, model.token_counter(), 0, 1))]
     outputs = model.generate(collate_items(items), max_new_tokens=2)
     assert len(outputs) == 3 and all(len(o) <= 2 for o in outputs)

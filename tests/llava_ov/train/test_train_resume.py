@@ -47,7 +47,7 @@ def test_data_stream_resumes_exactly(data_root, tmp_path):
     from llava_ov.train.build import stage_data_config
 
     cfg = tiny_config(tmp_path, data_root)
-    data = merge_config(stage_data_config(cfg, cfg.align), {"num_workers": 2, "max_tokens": 600})
+    data = merge_config(stage_data_config(cfg, "align"), {"num_workers": 2, "max_tokens": 600})
     prepare_data(data, progress=False)
     tok = build_tokenizer(tokenizer_texts(), 400)
     it = iter(build_loader(data, tok, rank=0, world_size=1))
@@ -94,7 +94,7 @@ def test_two_rank_zero2_on_cpu_and_resume(data_root, tmp_path):
     from llava_ov.train.build import stage_data_config
 
     cfg = tiny_config(tmp_path / "warmup", data_root)
-    prepare_data(stage_data_config(cfg, cfg.align), progress=False)  # generate once, before two ranks race
+    prepare_data(stage_data_config(cfg, "align"), progress=False)  # generate once, before two ranks race
     extra = {"align.max_steps": 4, "sft.max_steps": 2, "checkpoint.every": 2, "deepspeed.zero_stage": 2}
     full_dir = tmp_path / "full"
     proc = launch(["--config", str(DEFAULT_YAML), *tiny_overrides(full_dir, data_root, **extra)], num_ranks=2)
