@@ -16,7 +16,16 @@ from pathlib import Path
 from encoder.cli import check_local_path
 from encoder.model import get_config
 from encoder.pretrain.kmeans import Backend
-from encoder.typed_config import ConfigError, check_choices, load_config, merge_config, optional_section
+from encoder.typed_config import (
+    ConfigError,
+    Partial,
+    check_choices,
+    load_config,
+    merge_config,
+    optional_section,
+)
+from llava_ov.data import DataConfig
+from llava_ov.experiments.probe.config import ProbeConfig
 from llava_ov.pretrain.features import TeacherKind
 from llava_ov.train.config import CheckpointConfig, DeepSpeedConfig, LogConfig, OptimConfig
 
@@ -132,7 +141,8 @@ class ProbeSection:
     """After training: an attentive probe of the export vs the same encoder at random init."""
 
     enabled: bool = True
-    overrides: list[str] = field(default_factory=list)  # ProbeConfig overrides (scripts/probe.py keys)
+    # settings of the probe (any ProbeConfig key, e.g. {epochs: 30, media: {budget: 256}}; checked strictly)
+    config: Partial[ProbeConfig] = field(default_factory=dict)
     tasks: list[str] = field(default_factory=lambda: ["direction", "color"])  # synthetic probe tasks
 
     def validate(self) -> None:
@@ -149,7 +159,7 @@ class PretrainConfig:
     encoder: EncoderSection = field(default_factory=EncoderSection)
     heads: dict[str, HeadConfig] = field(default_factory=dict)  # one head per data kind, by name
     data_config: str = "data_configs/synthetic_motion_qa.yaml"
-    data: dict = field(default_factory=dict)  # DataConfig overrides
+    data: Partial[DataConfig] = field(default_factory=dict)  # on top of data_config
     mix: MixConfig = field(default_factory=MixConfig)
     pretrain: PretrainStage = field(default_factory=PretrainStage)
     deepspeed: DeepSpeedConfig = field(default_factory=lambda: DeepSpeedConfig(zero_stage=1))

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from encoder.typed_config import load_config
+from encoder.typed_config import merge_config
 from llava_ov.experiments.probe.config import ProbeConfig
 from llava_ov.experiments.probe.run import run_probe
 from llava_ov.model import TowerConfig
@@ -21,7 +21,7 @@ from llava_ov.report import format_table
 def probe_configs(export: Path, cfg: PretrainConfig, task: str | None = None) -> dict[str, Any]:
     """The probe config of the export (``pretrained``) and of its random-init twin (``random``) for one
     synthetic ``task`` (None: the probe config's own); another task's clips get their own cache folder."""
-    base = load_config(ProbeConfig, None, list(cfg.probe.overrides))
+    base = merge_config(ProbeConfig(), cfg.probe.config)
     if task is not None and task != base.synthetic.task:
         out_dir = str(Path(base.synthetic.out_dir).with_name(f"probe_{task}"))
         base = dataclasses.replace(

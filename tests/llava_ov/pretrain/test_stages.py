@@ -18,8 +18,8 @@ from llava_ov.train.config import load_train_config
 
 TRAIN_YAML = ROOT / "configs" / "train" / "default.yaml"
 TINY_PROBE = (
-    "[synthetic.num_train=2, synthetic.num_heldout=1, synthetic.size=56, synthetic.num_frames=8, "
-    "media.budget=64, media.clip_frames=8, media.input_size=56, epochs=2, batch_size=4, threads=1]"
+    "{synthetic: {num_train: 2, num_heldout: 1, size: 56, num_frames: 8, out_dir: OUT}, "
+    "media: {budget: 64, clip_frames: 8, input_size: 56}, epochs: 2, batch_size: 4, threads: 1}"
 )
 
 
@@ -30,6 +30,10 @@ def test_the_default_recipe_loads_and_validates():
     assert cfg.probe.enabled and cfg.probe.tasks == ["direction", "color"]
     with pytest.raises(Exception, match="probe.tasks"):
         load_pretrain_config(DEFAULT_YAML, ["probe.tasks=[direction, size]"])
+    with pytest.raises(Exception, match="epoch"):  # the probe's settings are checked at load, strictly
+        load_pretrain_config(DEFAULT_YAML, ["probe.config.epoch=3"])
+    with pytest.raises(Exception, match="max_sampels"):
+        load_pretrain_config(DEFAULT_YAML, ["data.max_sampels=3"])
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,7 @@ def export(tmp_path_factory):
         "checkpoint.every": 0,
         "heads.video.build": "{teacher: motion, frames: 8, input_size: 56, segments: 2, centres: 4, topk: 2}",
         "probe.enabled": True,
-        "probe.overrides": TINY_PROBE.replace("]", f", synthetic.out_dir={out / 'probe_clips' / 'motion'}]"),
+        "probe.config": TINY_PROBE.replace("OUT", str(out / "probe_clips" / "motion")),
     }
     res = pretrain(tiny_config(out, out / "data", out / "bank", **extra))
     return out, res
