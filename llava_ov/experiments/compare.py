@@ -133,7 +133,8 @@ class CompareConfig:
 
     def run_dir(self, variant: Variant, budget: int, seed: int, lr: float | None = None) -> Path:
         suffix = "" if lr is None else f"_lr{lr:g}"
-        return self.out / variant.name.replace(" ", "_").lower() / f"b{budget}_s{seed}{suffix}"
+        folder = variant.name.replace(",", "").replace(" ", "_").lower()  # "OV-Encoder codec, pretrained"
+        return self.out / folder / f"b{budget}_s{seed}{suffix}"
 
     def tuning_budget(self) -> int:
         budgets = sorted(self.budgets)

@@ -23,7 +23,8 @@ def probe_configs(export: Path, cfg: PretrainConfig, task: str | None = None) ->
     synthetic ``task`` (None: the probe config's own); another task's clips get their own cache folder."""
     base = merge_config(ProbeConfig(), cfg.probe.config)
     if task is not None and task != base.synthetic.task:
-        out_dir = str(Path(base.synthetic.out_dir).with_name(f"probe_{task}"))
+        root = Path(base.synthetic.out_dir)
+        out_dir = str(root.with_name(f"{root.name}_{task}"))
         base = dataclasses.replace(
             base, synthetic=dataclasses.replace(base.synthetic, task=task, out_dir=out_dir)
         )

@@ -75,7 +75,7 @@ def media_batch(sels: list[PatchSelection], spec: TowerSpec) -> MediaBatch:
     return pack_media(sels, ["video"] * len(sels), [counter(s) for s in sels], spec.patch_size)
 
 
-def _patchify(clip: ClipRef, codec: CodecConfig, tmp: str) -> PatchSelection:
+def patchify_clip(clip: ClipRef, codec: CodecConfig, tmp: str) -> PatchSelection:
     if clip.path is not None:
         return patchify(clip.path, codec)
     path = os.path.join(tmp, "clip" + clip.suffix)
@@ -118,7 +118,7 @@ def extract_features(
     with tempfile.TemporaryDirectory(prefix="probe_") as tmp:
         for clip in tqdm(clips, desc=desc, unit="clip", disable=not progress):
             try:
-                sel = _patchify(clip, codec, tmp)
+                sel = patchify_clip(clip, codec, tmp)
                 if len(sel) == 0:
                     raise VideoDecodeError(clip.key, "no patches selected")
             except (VideoDecodeError, OSError) as e:
@@ -330,6 +330,7 @@ __all__ = [
     "format_table",
     "media_batch",
     "plan_and_codec",
+    "patchify_clip",
     "predict",
     "run_probe",
     "train_probe",

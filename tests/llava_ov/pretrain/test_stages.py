@@ -60,7 +60,7 @@ def test_a_short_run_then_its_probes(export):
     for r in summary["tasks"].values():
         for kind in ("pretrained", "random"):
             assert 0.0 <= r[kind]["accuracy"] <= 1.0 and r[kind]["n_heldout"] == len(r["classes"])
-    assert (out / "probe_clips" / "probe_color").is_dir()  # each task's clips in their own folder
+    assert (out / "probe_clips" / "motion_color").is_dir()  # each task's clips in their own folder
     assert res.eval == summary
 
 
