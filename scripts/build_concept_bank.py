@@ -77,15 +77,15 @@ def default_shards(data_config: str, split: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from encoder.pretrain.bank import build_bank
-    from encoder.pretrain.kmeans import KMeansConfig
     from encoder.typed_config import ConfigError
     from llava_ov.data.shards import expand_shards, missing_local_shards
-    from llava_ov.pretrain.features import FeatureStats, TeacherConfig, embedding_stream, spill
+    from llava_ov.pretrain.config import BankBuildConfig
+    from llava_ov.pretrain.features import FeatureStats, embedding_stream, spill
 
     args = parse_args(argv)
-    teacher = TeacherConfig(
-        kind=args.teacher,
-        path=args.teacher_path,
+    build = BankBuildConfig(
+        teacher=args.teacher,
+        teacher_path=args.teacher_path,
         tower=args.tower,
         keys=args.keys,
         frames=args.frames,
@@ -94,15 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         centre=args.centre,
         bins=args.bins,
         segments=args.segments,
-    )
-    km = KMeansConfig(
-        num_centres=args.centres,
+        centres=args.centres,
         topk=args.topk,
         iters=args.iters,
         redo=args.redo,
         backend=args.backend,
         seed=args.seed,
     )
+    teacher, km = build.teacher_config(), build.kmeans_config()
     try:
         teacher.validate()
         km.validate()

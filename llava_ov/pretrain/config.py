@@ -15,7 +15,7 @@ from pathlib import Path
 
 from encoder.cli import check_local_path
 from encoder.model import get_config
-from encoder.pretrain.kmeans import Backend
+from encoder.pretrain.kmeans import Backend, KMeansConfig
 from encoder.typed_config import (
     ConfigError,
     Partial,
@@ -26,7 +26,7 @@ from encoder.typed_config import (
 )
 from llava_ov.data import DataConfig
 from llava_ov.experiments.probe.config import ProbeConfig
-from llava_ov.pretrain.features import TeacherKind
+from llava_ov.pretrain.features import TeacherConfig, TeacherKind
 from llava_ov.train.config import CheckpointConfig, DeepSpeedConfig, LogConfig, OptimConfig
 
 
@@ -38,6 +38,8 @@ class BankBuildConfig:
 
     teacher: TeacherKind = "pixels"
     teacher_path: str | None = None  # ov_encoder / tower: weights folder or hub id; npy: the .npy file
+    tower: str = "siglip2"  # teacher tower: its name in llava_ov.model.towers
+    keys: str | None = None  # teacher npy: one sample key per line, in row order
     frames: int = 8
     input_size: int = 112
     pool: int = 4
@@ -50,6 +52,30 @@ class BankBuildConfig:
     redo: int = 1
     backend: Backend = "auto"
     seed: int = 0
+
+    def teacher_config(self) -> TeacherConfig:
+        return TeacherConfig(
+            kind=self.teacher,
+            path=self.teacher_path,
+            tower=self.tower,
+            keys=self.keys,
+            frames=self.frames,
+            input_size=self.input_size,
+            pool=self.pool,
+            centre=self.centre,
+            bins=self.bins,
+            segments=self.segments,
+        )
+
+    def kmeans_config(self) -> KMeansConfig:
+        return KMeansConfig(
+            num_centres=self.centres,
+            topk=self.topk,
+            iters=self.iters,
+            redo=self.redo,
+            backend=self.backend,
+            seed=self.seed,
+        )
 
 
 BUILD_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(BankBuildConfig))

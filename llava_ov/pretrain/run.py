@@ -9,11 +9,10 @@ import math
 from typing import Any
 
 from encoder.pretrain.bank import build_bank
-from encoder.pretrain.kmeans import KMeansConfig
 from llava_ov.data.mixture import resolve_shards
 from llava_ov.data.shards import expand_shards
 from llava_ov.pretrain.config import BankBuildConfig, HeadConfig, PretrainConfig
-from llava_ov.pretrain.features import TeacherConfig, embedding_stream, spill
+from llava_ov.pretrain.features import embedding_stream, spill
 from llava_ov.pretrain.task import STAGE, PretrainTask
 from llava_ov.train import build as B
 from llava_ov.train import distributed as D
@@ -27,24 +26,7 @@ logger = logging.getLogger("llava_ov.pretrain")
 def build_head_bank(task: PretrainTask, name: str, head: HeadConfig, progress: bool = True) -> dict[str, Any]:
     """A head's bank from the shards of the sources it serves, with ``head.build`` settings."""
     b = head.build or BankBuildConfig()
-    teacher = TeacherConfig(
-        kind=b.teacher,
-        path=b.teacher_path,
-        frames=b.frames,
-        input_size=b.input_size,
-        pool=b.pool,
-        centre=b.centre,
-        bins=b.bins,
-        segments=b.segments,
-    )
-    km = KMeansConfig(
-        num_centres=b.centres,
-        topk=b.topk,
-        iters=b.iters,
-        redo=b.redo,
-        backend=b.backend,
-        seed=b.seed,
-    )
+    teacher, km = b.teacher_config(), b.kmeans_config()
     index = list(task.head_cfgs).index(name)
     shards = [
         s
