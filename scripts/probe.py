@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from encoder.typed_config import ConfigError
-    from llava_ov.experiments.probe import format_table, run_probe, write_result
+    from llava_ov.experiments.probe import format_table, run_probe, summary_record, write_result
 
     try:
         configs = [make_config(args, tower, mode) for tower, mode in runs(args)]
@@ -132,21 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(results))
     if args.compare:
         summary = Path(args.out or configs[0].output_dir) / "comparison.json"
-        keys = (
-            "name",
-            "tower",
-            "mode",
-            "budget",
-            "llm_tokens",
-            "tower_tokens",
-            "top1",
-            "per_class",
-            "chance",
-            "n_train",
-            "n_heldout",
-            "seconds",
-        )
-        summary.write_text(json.dumps([{k: r[k] for k in keys} for r in results], indent=1))
+        summary.write_text(json.dumps([summary_record(r) for r in results], indent=1))
     return 0
 
 

@@ -244,6 +244,10 @@ def load_pretrained(
 
 
 __all__ = [
+    "CONFIG_NAME",
+    "PREPROCESSOR_NAME",
+    "WEIGHTS_INDEX_NAME",
+    "WEIGHTS_NAME",
     "check_state_dict",
     "config_from_hf_dict",
     "config_to_hf_dict",

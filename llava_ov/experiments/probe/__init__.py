@@ -23,6 +23,7 @@ from llava_ov.experiments.probe.run import (
     format_table,
     plan_and_codec,
     run_probe,
+    summary_record,
     train_probe,
     write_result,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "plan_and_codec",
     "run_probe",
     "shard_clips",
+    "summary_record",
     "train_probe",
     "with_tower",
     "write_result",

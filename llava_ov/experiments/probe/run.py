@@ -312,6 +312,11 @@ COLUMNS = (
 )
 
 
+def summary_record(result: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a result a comparison keeps (``comparison.json`` of ``scripts/probe.py --compare``)."""
+    return {k: result[k] for k in ("name", *COLUMNS[:6], "per_class", *COLUMNS[6:])}
+
+
 def format_table(results: list[dict[str, Any]]) -> str:
     """A plain-text table of results (one row each), then the per-class accuracies."""
     lines = [render_table(COLUMNS, [[str(r.get(c, "")) for c in COLUMNS] for r in results])]
@@ -333,6 +338,7 @@ __all__ = [
     "patchify_clip",
     "predict",
     "run_probe",
+    "summary_record",
     "train_probe",
     "write_result",
 ]

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 from safetensors import safe_open
 from torch import Tensor
 
-from encoder.model.checkpoint import check_state_dict, resolve_checkpoint_dir
+from encoder.model.checkpoint import (
+    CONFIG_NAME,
+    PREPROCESSOR_NAME,
+    WEIGHTS_INDEX_NAME,
+    WEIGHTS_NAME,
+    check_state_dict,
+    resolve_checkpoint_dir,
+)
 
 if TYPE_CHECKING:
     from llava_ov.model.towers.config import TowerConfig
@@ -23,10 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
-PREPROCESSOR_NAME = "preprocessor_config.json"
 VISION_MODEL_TYPE = "qwen3_vl_vision"  # Qwen3VLVisionConfig.model_type: our own saved folders
 FULL_MODEL_TYPE = "qwen3_vl"  # a full Qwen3-VL checkpoint (Qwen3VLForConditionalGeneration)
 FULL_PREFIXES = ("model.visual.", "visual.")  # where a full checkpoint keeps its vision tensors

@@ -44,7 +44,13 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from encoder.model.checkpoint import check_state_dict, read_state_dict, resolve_checkpoint_dir
+from encoder.model.checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    check_state_dict,
+    read_state_dict,
+    resolve_checkpoint_dir,
+)
 from encoder.typed_config import ConfigError
 from llava_ov.data.dataset import MediaBatch
 from llava_ov.model.hf import set_hf_checkpointing
@@ -61,8 +67,6 @@ from llava_ov.model.towers.base import (
 if TYPE_CHECKING:
     from llava_ov.model.towers.config import TowerConfig
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 VISION_PREFIX = "vision_model."  # the vision part of a full Siglip2Model (and of 4.x vision-only saves)
 OTHER_PARTS = ("text_model.", "logit_scale", "logit_bias")  # rest of a full Siglip2Model checkpoint
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
-from infer_support import export_checkpoint, lively_model, small_codec, small_processor, write_media
+from infer_support import export_checkpoint, small_codec
 
 from encoder.codec import VideoDecodeError
 from llava_ov.data.dataset import collate_items, collate_media
@@ -19,21 +19,6 @@ from llava_ov.infer import Engine, GenerationConfig, cut_at_strings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PROMPTS = ["What happens?", "What is this?", "Describe the video.", "How many apples?", "Hi", "Is it red?"]
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    return lively_model(tokenizer, seed=3)
-
-
-@pytest.fixture(scope="module")
-def processor(model):
-    return small_processor(model)
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory) -> dict:
-    return write_media(tmp_path_factory.mktemp("infer_media"))
 
 
 @pytest.fixture

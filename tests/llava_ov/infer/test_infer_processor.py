@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from infer_support import export_checkpoint, lively_model, small_codec, small_processor, write_media
+from infer_support import export_checkpoint, small_codec
 from PIL import Image
 
 from encoder.codec import CodecConfig, PatchCache, PatchSelection, VideoDecodeError, patchify, virtual_t
@@ -20,21 +20,6 @@ from llava_ov.model.merge import TokenCounter
 from llava_ov.text import ChatFormat
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    return lively_model(tokenizer, seed=3)
-
-
-@pytest.fixture(scope="module")
-def processor(model):
-    return small_processor(model)
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory) -> dict:
-    return write_media(tmp_path_factory.mktemp("infer_media"))
 
 
 # ----------------------------------------------------------------------------- processor: media
