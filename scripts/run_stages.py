@@ -118,4 +118,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from encoder.cli import run_cli  # a user's mistake (e.g. a launcher that does not exist): one line
+
+    sys.exit(run_cli(main))
