@@ -57,27 +57,38 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _single_process_env() -> None:
-    """Rendezvous defaults for ``python scripts/train_lmm.py`` without a launcher."""
+def _single_process_env() -> bool:
+    """Rendezvous defaults for ``python scripts/train_lmm.py`` without a launcher; True when the port was
+    picked here (a free port found now can be taken by another process before the store binds it)."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return
+        return False
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    if "MASTER_PORT" in os.environ:
+        return False
+    os.environ["MASTER_PORT"] = str(_free_port())
+    return True
 
 
 def init_distributed(cfg: DeepSpeedConfig) -> DistEnv:
     """Initialise (once) the process group and pick device and precision."""
     import deepspeed
 
-    _single_process_env()
+    own_port = _single_process_env()
     cuda = torch.cuda.is_available()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     backend = cfg.backend if cfg.backend != "auto" else ("nccl" if cuda else "gloo")
     if cuda:
         torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend)
+    for attempt in range(5):
+        if dist.is_initialized():
+            break
+        try:
+            deepspeed.init_distributed(dist_backend=backend)
+        except dist.DistNetworkError as e:  # the port we picked was taken in between: pick another
+            if not own_port or "EADDRINUSE" not in str(e) or attempt == 4:
+                raise
+            os.environ["MASTER_PORT"] = str(_free_port())
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     return DistEnv(
