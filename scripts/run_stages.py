@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -49,11 +50,18 @@ def run_stage(name: str, cmd: list[str], log: Path) -> None:
     print(f"[{name}] {shlex.join(cmd)}\n[{name}] log: {log}", flush=True)
     start = time.time()
     with open(log, "w") as f:
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=stage_env()).returncode
     if rc != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-5:])
         raise StageFailed(name, rc, tail)
     print(f"[{name}] done in {time.time() - start:.0f} s", flush=True)
+
+
+def stage_env() -> dict[str, str]:
+    """This process's environment without rendezvous settings: each stage is its own job (an inherited
+    MASTER_PORT may be held by the caller, e.g. a process group of its own)."""
+    drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
 class StageFailed(Exception):

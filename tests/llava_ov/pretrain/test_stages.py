@@ -4,6 +4,8 @@ pretrained variant, and the three stages in one command (scripts/run_stages.py).
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 
@@ -107,7 +109,15 @@ def test_three_stages_in_one_command(tmp_path):
     ]
     cmd = [sys.executable, str(ROOT / "scripts" / "run_stages.py"), "--out", str(out), "--pretrain", *pre]
     cmd += ["--lmm", *lmm, "--eval-tasks", "llava_ov_motion_qa", "--eval-args=--limit 4"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    # the caller's own rendezvous (here: a port it holds) must not leak into the stages
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(holder.getsockname()[1]))
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
+    finally:
+        holder.close()
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     summary = json.loads((out / "stages.json").read_text())
     export = out / "pretrain" / "pretrain" / "final"
