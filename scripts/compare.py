@@ -36,10 +36,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--pretrained",
         nargs="?",
-        const="outputs/pretrain_synthetic/pretrain/final",
+        const="",
         default=None,
         metavar="EXPORT",
-        help="add the variant 'OV-Encoder codec, pretrained' (tower: this encoder pretraining export)",
+        help="add the variant 'OV-Encoder codec, pretrained' (tower: this encoder pretraining export; "
+        "default outputs/pretrain_synthetic/pretrain/final)",
     )
     ap.add_argument("--quick", action="store_true", help="tiny models, a few steps, one budget and seed")
     ap.add_argument(
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown variant(s) {bad}; choose from {list(by_name)}", file=sys.stderr)
         return 2
     variants = tuple(by_name[n] for n in args.variants) if args.variants else VARIANTS
-    if args.pretrained and PRETRAINED not in variants:
+    if args.pretrained is not None and PRETRAINED not in variants:
         variants += (PRETRAINED,)
     cfg = CompareConfig(
         out=args.out or Path("outputs/compare_quick" if args.quick else "outputs/compare"),

@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from llava_ov.train.distributed import child_job_env
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_TASKS = "llava_ov_motion_qa,llava_ov_shapes,llava_ov_shapes_mc"
@@ -50,18 +51,11 @@ def run_stage(name: str, cmd: list[str], log: Path) -> None:
     print(f"[{name}] {shlex.join(cmd)}\n[{name}] log: {log}", flush=True)
     start = time.time()
     with open(log, "w") as f:
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=stage_env()).returncode
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=child_job_env()).returncode
     if rc != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-5:])
         raise StageFailed(name, rc, tail)
     print(f"[{name}] done in {time.time() - start:.0f} s", flush=True)
-
-
-def stage_env() -> dict[str, str]:
-    """This process's environment without rendezvous settings: each stage is its own job (an inherited
-    MASTER_PORT may be held by the caller, e.g. a process group of its own)."""
-    drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
 class StageFailed(Exception):
@@ -112,13 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.rc
     (out / "stages.json").write_text(json.dumps(summary, indent=1))
-    probe = summary.get("probe", {})
-    for task, res in probe.get("tasks", {"direction": probe}).items():
-        if "pretrained" in res:
-            print(
-                f"probe ({task}): pretrained {res['pretrained']['accuracy']:.3f} vs random init "
-                f"{res['random']['accuracy']:.3f} (chance {res['chance']:.3f})"
-            )
+    for task, res in summary.get("probe", {}).get("tasks", {}).items():
+        print(
+            f"probe ({task}): pretrained {res['pretrained']['accuracy']:.3f} vs random init "
+            f"{res['random']['accuracy']:.3f} (chance {res['chance']:.3f})"
+        )
     if summary.get("lmm_heldout") is not None:
         print(f"LMM held-out accuracy: {summary['lmm_heldout']:.3f}")
     print(f"summary: {out / 'stages.json'}")

@@ -17,7 +17,6 @@ the budget, not always all of it).
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from llava_ov.model.budget import balanced_frames
 from llava_ov.model.towers import tower_spec
 from llava_ov.report import format_table as render_table
 from llava_ov.train.build import resolve_path
+from llava_ov.train.distributed import child_job_env
 from llava_ov.train.metrics import save_figure
 
 TRAIN_MODULE = "llava_ov.train.cli"  # every run: ``python -m llava_ov.train.cli --config BASE ...``
@@ -44,9 +44,8 @@ class Variant:
     name: str
     tower: str
     mode: str  # codec | random | frames
-    pretrained: bool = (
-        False  # the tower starts from the encoder pretraining export (CompareConfig.pretrained)
-    )
+    # the tower starts from the encoder pretraining export (CompareConfig.pretrained)
+    pretrained: bool = False
 
     def overrides(
         self,
@@ -82,6 +81,7 @@ VARIANTS = (
 )
 #: The codec row with the encoder pretraining export as its tower (``scripts/pretrain_encoder.py``
 #: first); everything else as "OV-Encoder codec". Not in the default set: it needs that export.
+PRETRAINED_EXPORT = Path("outputs/pretrain_synthetic/pretrain/final")  # the embedded default's export
 PRETRAINED = Variant("OV-Encoder codec, pretrained", "ov_encoder", "codec", pretrained=True)
 ALL_VARIANTS = (*VARIANTS, PRETRAINED)
 QUICK_OVERRIDES = [  # seconds-long runs for a smoke test of the whole comparison
@@ -116,7 +116,7 @@ class CompareConfig:
     # the run config every variant changes: from the working directory, else the repository's (resolve_path)
     base_config: str = "configs/train/default.yaml"
     # the tower of pretrained variants: the embedded default's export of scripts/pretrain_encoder.py
-    pretrained: Path = Path("outputs/pretrain_synthetic/pretrain/final")
+    pretrained: Path = PRETRAINED_EXPORT
 
     def __post_init__(self) -> None:
         # absolute folders: the run overrides name them, whatever folder a run process starts in
@@ -173,11 +173,7 @@ def run_one(
             str(resolve_path(cfg.base_config)),
             *run_overrides(cfg, variant, budget, seed, lr),
         ]
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-        }
+        env = child_job_env()
         with open(run / "train.log", "w") as log:
             rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
         if rc != 0 or not eval_file.is_file():
@@ -363,6 +359,7 @@ def compare(cfg: CompareConfig, progress: bool = True) -> tuple[list[dict[str, A
 __all__ = [
     "ALL_VARIANTS",
     "PRETRAINED",
+    "PRETRAINED_EXPORT",
     "VARIANTS",
     "CompareConfig",
     "Variant",

@@ -25,7 +25,7 @@ from encoder.typed_config import (
     optional_section,
 )
 from llava_ov.data import DataConfig
-from llava_ov.experiments.probe.config import ProbeConfig
+from llava_ov.experiments.probe.config import TASK_CLASSES, ProbeConfig
 from llava_ov.pretrain.features import TeacherConfig, TeacherKind
 from llava_ov.train.config import CheckpointConfig, DeepSpeedConfig, LogConfig, OptimConfig
 
@@ -172,9 +172,10 @@ class ProbeSection:
     tasks: list[str] = field(default_factory=lambda: ["direction", "color"])  # synthetic probe tasks
 
     def validate(self) -> None:
-        known = ("direction", "color")
-        if not self.tasks or set(self.tasks) - set(known):
-            raise ConfigError(f"probe.tasks must be a non-empty list of {list(known)}, got {self.tasks}")
+        if not self.tasks or set(self.tasks) - set(TASK_CLASSES):
+            raise ConfigError(
+                f"probe.tasks must be a non-empty list of {list(TASK_CLASSES)}, got {self.tasks}"
+            )
 
 
 @dataclass

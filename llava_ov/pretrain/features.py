@@ -43,7 +43,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from encoder.codec import CodecConfig
-from encoder.codec.decode import DecodeConfig, decode_clip
+from encoder.codec.decode import DecodeConfig, DecodedClip, decode_clip
 from encoder.codec.pipeline import patchify_image
 from encoder.model import OVEncoder
 from encoder.typed_config import ConfigError, check_choices
@@ -116,10 +116,17 @@ def decode_frames(name: str, data: bytes, frames: int, size: int) -> np.ndarray:
     if ext in IMAGE_EXTS:
         img = Image.open(io.BytesIO(data)).convert("RGB").resize((size, size), Image.BICUBIC)
         return np.asarray(img)[None]
+    return decode_video_bytes(
+        ext, data, DecodeConfig(num_frames=frames, input_size=size, motion="none")
+    ).frames
+
+
+def decode_video_bytes(ext: str, data: bytes, cfg: DecodeConfig) -> DecodedClip:
+    """A shard member's video bytes decoded (through a temporary file with the member's suffix)."""
     with tempfile.NamedTemporaryFile(suffix=f".{ext}") as f:
         f.write(data)
         f.flush()
-        return decode_clip(f.name, DecodeConfig(num_frames=frames, input_size=size, motion="none")).frames
+        return decode_clip(f.name, cfg)
 
 
 def motion_histograms(name: str, data: bytes, frames: int, size: int, bins: int) -> np.ndarray:
@@ -130,10 +137,9 @@ def motion_histograms(name: str, data: bytes, frames: int, size: int, bins: int)
     ext = name.rsplit(".", 1)[-1].lower()
     if ext not in VIDEO_EXTS:
         raise ConfigError("the motion teacher needs videos: build one bank per data kind (images apart)")
-    with tempfile.NamedTemporaryFile(suffix=f".{ext}") as f:
-        f.write(data)
-        f.flush()
-        motion = decode_clip(f.name, DecodeConfig(num_frames=frames, input_size=size, motion="auto")).motion
+    motion = decode_video_bytes(
+        ext, data, DecodeConfig(num_frames=frames, input_size=size, motion="auto")
+    ).motion
     mv = -motion[1:].astype(np.float32).reshape(len(motion) - 1, -1, 2)  # frame 0 has no reference
     mag = np.linalg.norm(mv, axis=-1)
     idx = (((np.arctan2(mv[..., 1], mv[..., 0]) + np.pi) / (2 * np.pi) * bins).astype(np.int64)) % bins

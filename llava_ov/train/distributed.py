@@ -57,6 +57,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+RENDEZVOUS_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def child_job_env() -> dict[str, str]:
+    """This process's environment without its rendezvous settings, for a training run started as a job
+    of its own (an inherited MASTER_PORT may be held by this process's own process group)."""
+    return {k: v for k, v in os.environ.items() if k not in RENDEZVOUS_VARS}
+
+
 def _single_process_env() -> bool:
     """Rendezvous defaults for ``python scripts/train_lmm.py`` without a launcher; True when the port was
     picked here (a free port found now can be taken by another process before the store binds it)."""
@@ -266,6 +275,8 @@ def shutdown() -> None:
 
 
 __all__ = [
+    "RENDEZVOUS_VARS",
+    "child_job_env",
     "DistEnv",
     "Engine",
     "all_gather_object",

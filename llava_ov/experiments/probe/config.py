@@ -27,12 +27,15 @@ FEATURE_DTYPES = ("float32", "float16", "bfloat16")
 TOWER_DEFAULTS: dict[str, dict] = {"qwen3_vit": {"output_layer": -1}}
 
 
+#: The synthetic probe tasks and their classes (``direction``: the mover's direction; ``color``: its colour).
+TASK_CLASSES: dict[str, tuple[str, ...]] = {"direction": tuple(DIRECTIONS), "color": tuple(COLORS)}
+
+
 def task_classes(task: str) -> list[str]:
-    """The classes of a synthetic probe task (``direction``: the mover's direction; ``color``: its colour)."""
-    tasks = {"direction": list(DIRECTIONS), "color": list(COLORS)}
-    if task not in tasks:
-        raise ValueError(f"unknown synthetic probe task {task!r}; expected one of {sorted(tasks)}")
-    return tasks[task]
+    """The classes of a synthetic probe task (:data:`TASK_CLASSES`)."""
+    if task not in TASK_CLASSES:
+        raise ValueError(f"unknown synthetic probe task {task!r}; expected one of {sorted(TASK_CLASSES)}")
+    return list(TASK_CLASSES[task])
 
 
 @dataclass
