@@ -29,6 +29,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from encoder.scripts import load_script as load_script_file
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PREPARE_SCRIPT = HERE / "prepare_local_tasks.py"
@@ -57,13 +59,7 @@ def load_summarize():
 
 def load_script(script: str):
     """eval/<script>.py as a module, loaded once (the tests load them under the same names)."""
-    name = f"llava_ov_eval_{script}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / f"{script}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script_file(HERE / f"{script}.py")
 
 
 launch = load_script("launch")  # the lmms-eval command line of each task

@@ -16,28 +16,17 @@ The rows come from ``eval/standin_rows.py``; this script lays them out and write
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shutil
 import sys
 from pathlib import Path
 
+from encoder.scripts import load_script
+
 HERE = Path(__file__).resolve().parent
 
 
-def _load_script(script: str):
-    """eval/<script>.py as a module, loaded once (eval/ is a folder of scripts, not a package; the same
-    module names as ``eval/run_all.py`` and the tests use)."""
-    name = f"llava_ov_eval_{script}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / f"{script}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_rows = _load_script("standin_rows")  # the per-benchmark row builders
+_rows = load_script(HERE / "standin_rows.py")  # the per-benchmark row builders
 STANDARD, Table, Plan, plan = _rows.STANDARD, _rows.Table, _rows.Plan, _rows.plan
 
 
