@@ -215,17 +215,21 @@ def sample_pack(tokenizer, tokens_for, max_tokens: int, sample_tokens: int = 102
 # ----------------------------------------------------------------------------- GPU: full shapes
 
 
-QWEN3_1_7B = dict(
+#: Qwen3-1.7B's layer width and vocabulary (also the 2-layer LLM of benchmarks/gpu_parity.py)
+QWEN3_1_7B_WIDTH = dict(
     hidden_size=2048,
     intermediate_size=6144,
-    num_hidden_layers=28,
     num_attention_heads=16,
     num_key_value_heads=8,
     head_dim=128,
     vocab_size=151936,
+    tie_word_embeddings=True,
+)
+QWEN3_1_7B = dict(
+    QWEN3_1_7B_WIDTH,
+    num_hidden_layers=28,
     max_position_embeddings=40960,
     rope_theta=1_000_000.0,
-    tie_word_embeddings=True,
     rms_norm_eps=1e-6,
 )
 

@@ -20,6 +20,7 @@ import argparse
 import json
 
 import torch
+from bench_lmm import QWEN3_1_7B_WIDTH
 
 from encoder.model.attention import SeqInfo, varlen_attention
 
@@ -157,16 +158,7 @@ def main() -> None:
         loss_shape = (300, 32, 5003)
     else:
         vit_lengths, llm_lengths = [128, 512, 2048, 1024, 37], [1, 37, 512, 1023, 2048, 3]
-        width = dict(
-            vocab_size=151936,
-            hidden_size=2048,
-            intermediate_size=6144,
-            num_hidden_layers=2,
-            num_attention_heads=16,
-            num_key_value_heads=8,
-            head_dim=128,
-            tie_word_embeddings=True,
-        )
+        width = dict(QWEN3_1_7B_WIDTH, num_hidden_layers=2)
         loss_shape = (8192, 2048, 151936)
     results: dict[str, dict[str, float]] = {}
     for label, (heads, kv, dim, causal, lengths) in {
