@@ -27,6 +27,11 @@ def _script():
     return module
 
 
+def _convert(data: Path, media_root: Path, out: Path, *args: str) -> int:
+    """scripts/convert_llava_json.py (quiet) of ``data`` and ``media_root`` into ``out``: the exit status."""
+    return _script().main([str(data), "--media-root", str(media_root), "--out", str(out), *args, "--quiet"])
+
+
 def _turns(q: str, media: str) -> list[dict]:
     return [{"from": "human", "value": f"{media}\n{q}"}, {"from": "gpt", "value": "Something."}]
 
@@ -61,19 +66,8 @@ def _samples(out: Path) -> list[dict]:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_convert_writes_good_lists_failures(dataset, tmp_path, capsys, workers):
     out = tmp_path / "shards"
-    rc = _script().main(
-        [
-            str(dataset / "data.json"),
-            "--media-root",
-            str(dataset / "media"),
-            "--out",
-            str(out),
-            "--workers",
-            str(workers),
-            "--samples-per-shard",
-            "2",
-            "--quiet",
-        ]
+    rc = _convert(
+        dataset / "data.json", dataset / "media", out, "--workers", str(workers), "--samples-per-shard", "2"
     )
     assert rc == 1
     raws = _samples(out)
@@ -92,19 +86,7 @@ def test_convert_writes_good_lists_failures(dataset, tmp_path, capsys, workers):
 
 def test_precompute_codec_writes_npz(dataset, tmp_path):
     out = tmp_path / "npz"
-    rc = _script().main(
-        [
-            str(dataset / "data.json"),
-            "--media-root",
-            str(dataset / "media"),
-            "--out",
-            str(out),
-            "--precompute-codec",
-            "--set",
-            *CODEC_SET,
-            "--quiet",
-        ]
-    )
+    rc = _convert(dataset / "data.json", dataset / "media", out, "--precompute-codec", "--set", *CODEC_SET)
     assert rc == 1
     raws = _samples(out)
     assert [sorted(k for k in r if not k.startswith("__")) for r in raws] == [["json", "npz"]] * 3
@@ -128,19 +110,8 @@ def test_a_large_still_is_precomputed_under_the_token_cap(tmp_path):
     for extra, cap in (([], 32), (["image_max_cells=12"], 12)):
         out = tmp_path / f"out{cap}"
         assert (
-            _script().main(
-                [
-                    str(tmp_path / "d.json"),
-                    "--media-root",
-                    str(tmp_path / "m"),
-                    "--out",
-                    str(out),
-                    "--precompute-codec",
-                    "--set",
-                    *CODEC_SET,
-                    *extra,
-                    "--quiet",
-                ]
+            _convert(
+                tmp_path / "d.json", tmp_path / "m", out, "--precompute-codec", "--set", *CODEC_SET, *extra
             )
             == 0
         )
@@ -153,16 +124,7 @@ def test_all_good_exit_zero(dataset, tmp_path):
     records = json.loads((dataset / "data.json").read_text())
     good = [r for r in records if r["id"] in ("vid", "png")]
     (tmp_path / "good.jsonl").write_text("\n".join(json.dumps(r) for r in good))
-    rc = _script().main(
-        [
-            str(tmp_path / "good.jsonl"),
-            "--media-root",
-            str(dataset / "media"),
-            "--out",
-            str(tmp_path / "o"),
-            "--quiet",
-        ]
-    )
+    rc = _convert(tmp_path / "good.jsonl", dataset / "media", tmp_path / "o")
     assert rc == 0 and not (tmp_path / "o" / "failures.txt").exists()
     assert len(_samples(tmp_path / "o")) == 2
 
@@ -181,18 +143,7 @@ def test_bad_records_are_counted_failures_and_only_good_ones_are_written(dataset
     ]
     (tmp_path / "mixed.json").write_text(json.dumps([bad[0], good[0], *bad[1:4], good[1], *bad[4:]]))
     out = tmp_path / "o"
-    rc = _script().main(
-        [
-            str(tmp_path / "mixed.json"),
-            "--media-root",
-            str(dataset / "media"),
-            "--out",
-            str(out),
-            "--samples-per-shard",
-            "1",
-            "--quiet",
-        ]
-    )
+    rc = _convert(tmp_path / "mixed.json", dataset / "media", out, "--samples-per-shard", "1")
     assert rc == 1
     assert [r["__key__"] for r in _samples(out)] == ["vid", "png"]
     assert not list(out.glob("*.tmp"))
@@ -221,7 +172,7 @@ def test_bad_inputs_exit_2_with_one_line(dataset, tmp_path, capsys, case):
     elif case == "workers":
         extra = ["--workers", "0"]
     out = tmp_path / "o"
-    rc = _script().main([str(data), "--media-root", str(root), "--out", str(out), "--quiet", *extra])
+    rc = _convert(data, root, out, *extra)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: "), err
     expected = {
