@@ -3,6 +3,7 @@ checks and one LMM training step, all on the tiny ``debug`` preset (random weigh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -187,44 +188,23 @@ def test_odd_frames_and_grid_are_padded_by_repeating_the_last_frame_row_and_colu
 def test_unsorted_patches_give_the_same_tokens(tower):
     sel = clip(2, 2, 4, seed=4)
     perm = np.random.default_rng(0).permutation(len(sel))
-    shuffled = PatchSelection(
-        sel.positions[perm],
-        sel.pixels[perm],
-        sel.scores,
-        sel.frame_ids,
-        sel.frame_t,
-        16,
-        sel.grid_hw,
-        sel.meta,
-    )
+    shuffled = dataclasses.replace(sel, positions=sel.positions[perm], pixels=sel.pixels[perm])
     with torch.no_grad():
         assert torch.equal(tower(media_of([sel])).features, tower(media_of([shuffled])).features)
 
 
 def test_sparse_or_mismatched_media_are_refused(tower):
     sel = clip(2, 4, 4)
-    sparse = PatchSelection(
-        sel.positions[:-3],
-        sel.pixels[:-3],
-        sel.scores[:-3],
-        sel.frame_ids,
-        sel.frame_t,
-        16,
-        sel.grid_hw,
-        {"mode": "codec"},
+    sparse = dataclasses.replace(
+        sel,
+        positions=sel.positions[:-3],
+        pixels=sel.pixels[:-3],
+        scores=sel.scores[:-3],
+        meta={"mode": "codec"},
     )
     with pytest.raises(ValueError, match="media item 0: .*dense frames of one grid"):
         tower(media_of([sparse]))
-    dup = PatchSelection(
-        np.concatenate([sel.positions[:-1], sel.positions[:1]]),
-        sel.pixels,
-        sel.scores,
-        sel.frame_ids,
-        sel.frame_t,
-        16,
-        sel.grid_hw,
-        sel.meta,
-    )
+    dup = dataclasses.replace(sel, positions=np.concatenate([sel.positions[:-1], sel.positions[:1]]))
     with pytest.raises(ValueError, match="duplicate patch positions"):
         tower(media_of([dup]))
     small = dense_sel(1, 2, 2, patch=14)
