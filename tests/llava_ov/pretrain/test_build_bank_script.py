@@ -38,6 +38,19 @@ def run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def one_shard_bank(shard: str, out: Path, *teacher: str, input_size: int) -> subprocess.CompletedProcess:
+    """A bank of 3 centres and top-1 labels of one shard's clips, 2 frames each, by ``teacher`` (its
+    arguments)."""
+    args = ["--centres", "3", "--topk", "1", "--frames", "2", "--input-size", str(input_size)]
+    return run("--shards", shard, "--out", str(out), *teacher, *args)
+
+
+def npy_bank(tmp_path: Path, out: str) -> subprocess.CompletedProcess:
+    """A bank of 3 centres and top-2 labels of tmp_path/e.npy, keyed by the lines of tmp_path/k.txt."""
+    npy = ["--teacher", "npy", "--teacher-path", str(tmp_path / "e.npy"), "--keys", str(tmp_path / "k.txt")]
+    return run(*npy, "--out", str(tmp_path / out), "--centres", "3", "--topk", "2")
+
+
 def test_pixels_teacher_concatenates_frames_in_order(shards):
     cfg = TeacherConfig(frames=4, input_size=32, pool=2)
     stats = FeatureStats()
@@ -130,60 +143,18 @@ def test_ov_encoder_and_npy_teachers(shards, tmp_path):
     from encoder.model import OVEncoder
 
     OVEncoder.from_name("debug").save_pretrained(tmp_path / "enc")
-    res = run(
-        "--shards",
-        shards[0],
-        "--out",
-        str(tmp_path / "b1"),
-        "--teacher",
-        "ov_encoder",
-        "--teacher-path",
-        str(tmp_path / "enc"),
-        "--centres",
-        "3",
-        "--topk",
-        "1",
-        "--frames",
-        "2",
-        "--input-size",
-        "28",
-    )
+    teacher = ["--teacher", "ov_encoder", "--teacher-path", str(tmp_path / "enc")]
+    res = one_shard_bank(shards[0], tmp_path / "b1", *teacher, input_size=28)
     assert res.returncode == 0, res.stderr[-2000:]
     bank = ConceptBank(tmp_path / "b1")
     assert bank.dim == 2 * OVEncoder.from_name("debug").config.hidden_size  # 2 frames concatenated
     np.save(tmp_path / "e.npy", np.random.default_rng(0).normal(size=(12, 5)).astype(np.float32))
     (tmp_path / "k.txt").write_text("".join(f"k{i}\n" for i in range(12)))
-    res = run(
-        "--teacher",
-        "npy",
-        "--teacher-path",
-        str(tmp_path / "e.npy"),
-        "--keys",
-        str(tmp_path / "k.txt"),
-        "--out",
-        str(tmp_path / "b2"),
-        "--centres",
-        "3",
-        "--topk",
-        "2",
-    )
+    res = npy_bank(tmp_path, "b2")
     assert res.returncode == 0, res.stderr[-2000:]
     assert ConceptBank(tmp_path / "b2").labels_for("k11").shape == (2,)
     (tmp_path / "k.txt").write_text("k0\n")
-    res = run(
-        "--teacher",
-        "npy",
-        "--teacher-path",
-        str(tmp_path / "e.npy"),
-        "--keys",
-        str(tmp_path / "k.txt"),
-        "--out",
-        str(tmp_path / "b3"),
-        "--centres",
-        "3",
-        "--topk",
-        "2",
-    )
+    res = npy_bank(tmp_path, "b3")
     assert res.returncode == 2 and "has 1 keys but" in res.stderr
 
 
@@ -194,26 +165,8 @@ def test_transformers_tower_teacher(shards, tmp_path):
 
     torch.manual_seed(0)
     build_tower(TowerConfig(name="siglip2", size="debug")).save_pretrained(tmp_path / "siglip2")
-    res = run(
-        "--shards",
-        shards[0],
-        "--out",
-        str(tmp_path / "b"),
-        "--teacher",
-        "tower",
-        "--tower",
-        "siglip2",
-        "--teacher-path",
-        str(tmp_path / "siglip2"),
-        "--centres",
-        "3",
-        "--topk",
-        "1",
-        "--frames",
-        "2",
-        "--input-size",
-        "32",
-    )
+    teacher = ["--teacher", "tower", "--tower", "siglip2", "--teacher-path", str(tmp_path / "siglip2")]
+    res = one_shard_bank(shards[0], tmp_path / "b", *teacher, input_size=32)
     assert res.returncode == 0, res.stderr[-2000:]
     bank = ConceptBank(tmp_path / "b")
     width = json.loads((tmp_path / "siglip2" / "config.json").read_text())["hidden_size"]
