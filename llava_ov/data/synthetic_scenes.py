@@ -175,6 +175,17 @@ def _other(rng, options, exclude: str) -> str:
     return str(rng.choice([o for o in options if o != exclude]))
 
 
+def _maybe_distractor(rng, p: SceneParams, subject: SceneObject, color: str) -> list[SceneObject]:
+    """``[subject]``, half the time with a static distractor before it: a random shape in a colour other
+    than ``color``."""
+    objs = [subject]
+    if rng.random() < 0.5:
+        objs.insert(
+            0, static_object(rng, p, str(rng.choice(SHAPES)), _other(rng, COLORS, color), objs, "distractor")
+        )
+    return objs
+
+
 def blink_slots(num_frames: int) -> list[tuple[int, int]]:
     """Three well-separated [start, end) windows where a blinking object is hidden."""
     n, off = num_frames, max(1, num_frames // 8)
@@ -190,15 +201,7 @@ def build_scene(
     n = p.num_frames
     if qtype == "direction":
         mover = _mover(rng, p, shape, color, answer)
-        objs = [mover]
-        if rng.random() < 0.5:
-            objs.insert(
-                0,
-                static_object(
-                    rng, p, str(rng.choice(SHAPES)), _other(rng, COLORS, color), objs, "distractor"
-                ),
-            )
-        return objs, {"color": color, "shape": shape}
+        return _maybe_distractor(rng, p, mover, color), {"color": color, "shape": shape}
     if qtype == "which_moved":
         mover = _mover(rng, p, shape, answer, str(rng.choice(list(DIRECTIONS))))
         still = static_object(
@@ -221,15 +224,7 @@ def build_scene(
         for j in sorted(rng.choice(3, size=k, replace=False)):
             a, b = blink_slots(n)[j]
             blinker.visible[a:b] = False
-        objs = [blinker]
-        if rng.random() < 0.5:
-            objs.insert(
-                0,
-                static_object(
-                    rng, p, str(rng.choice(SHAPES)), _other(rng, COLORS, color), objs, "distractor"
-                ),
-            )
-        return objs, {"color": color, "shape": shape}
+        return _maybe_distractor(rng, p, blinker, color), {"color": color, "shape": shape}
     if qtype == "color":
         target = (
             _mover(rng, p, shape, answer, str(rng.choice(list(DIRECTIONS))))
