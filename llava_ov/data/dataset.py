@@ -131,16 +131,14 @@ class MediaBatch:
         return int(self.pixels.shape[0])
 
 
-@dataclass
-class LMMBatch:
-    text: PackedBatch | PaddedBatch | None  # None only for a batch of skip markers
-    media: MediaBatch
-    keys: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    meta: list[dict[str, Any]] = field(default_factory=list)
+@dataclass(kw_only=True)
+class StreamBatch:
+    """What the loader (``LMMLoader``) and the data stats read of a batch, the LMM's and pretraining's
+    alike: the skip markers collected on the way and, for exact resume, the DataLoader worker that built
+    the batch (logical id) and the mixture-stream position of the first item of that worker's next batch
+    (None at the end of the stream). A subclass holds ``keys``, one per sample of the batch."""
+
     skipped: list[Skipped] = field(default_factory=list)
-    # Exact resume: the DataLoader worker that built the batch (logical id) and the mixture-stream
-    # position of the first item of that worker's next batch (None at the end of the stream).
     worker: int = 0
     next_pos: int | None = None
 
@@ -151,6 +149,15 @@ class LMMBatch:
     @property
     def is_empty(self) -> bool:
         return not self.keys
+
+
+@dataclass
+class LMMBatch(StreamBatch):
+    text: PackedBatch | PaddedBatch | None  # None only for a batch of skip markers
+    media: MediaBatch
+    keys: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    meta: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from encoder.codec import CodecConfig, PatchSelection
 from encoder.model import PackedInput, pack_selections
 from encoder.pretrain.bank import ConceptBank
 from encoder.typed_config import ConfigError
-from llava_ov.data.dataset import pack_items
+from llava_ov.data.dataset import StreamBatch, pack_items
 from llava_ov.data.mixture import DataConfig, LMMLoader, MixtureDataset, check_resume, resolve_shards
 from llava_ov.data.samples import decode_media
 from llava_ov.data.shards import VIDEO_EXTS, ReadConfig, iter_raw_samples, media_fields
@@ -49,27 +49,16 @@ class PretrainItem:
 
 
 @dataclass
-class PretrainBatch:
+class PretrainBatch(StreamBatch):
     packed: PackedInput | None
     heads: torch.Tensor  # int64 [B]
     labels: torch.Tensor  # int64 [B, L] (-1 pads)
     keys: list[str]
     modes: list[str]
-    skipped: list[Skipped] = field(default_factory=list)
-    worker: int = 0
-    next_pos: int | None = None
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.keys)
 
     @property
     def num_patches(self) -> int:
         return 0 if self.packed is None else int(self.packed.pixels.shape[0])
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.keys
 
 
 def collate(items: list[Any]) -> PretrainBatch:
@@ -77,7 +66,12 @@ def collate(items: list[Any]) -> PretrainBatch:
     skipped = [it for it in items if isinstance(it, Skipped)]
     if not good:
         return PretrainBatch(
-            None, torch.zeros(0, dtype=torch.long), torch.zeros(0, 1, dtype=torch.long), [], [], skipped
+            None,
+            torch.zeros(0, dtype=torch.long),
+            torch.zeros(0, 1, dtype=torch.long),
+            [],
+            [],
+            skipped=skipped,
         )
     width = max(len(it.labels) for it in good)
     labels = torch.full((len(good), width), -1, dtype=torch.long)
@@ -89,7 +83,7 @@ def collate(items: list[Any]) -> PretrainBatch:
         labels,
         [it.key for it in good],
         [it.mode for it in good],
-        skipped,
+        skipped=skipped,
     )
 
 
