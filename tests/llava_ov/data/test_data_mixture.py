@@ -136,7 +136,7 @@ def test_shipped_configs_load(name, monkeypatch, tmp_path):
         if not s.shards.startswith("synthetic:"):
             assert expand_shards(s.shards)
     if name == "synthetic_motion_qa":
-        assert cfg.synthetic is not None and cfg.synthetic.num_train == 2000
+        assert cfg.synthetic is not None and cfg.synthetic.num_train == 4000
         codec = codec_config(cfg, cfg.sources[0])
         assert (codec.decode.num_frames, codec.decode.input_size) == (
             cfg.synthetic.num_frames,
