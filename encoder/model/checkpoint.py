@@ -49,7 +49,7 @@ _HF_FIELDS = (
     "initializer_range",
 )
 # Our own fields that are saved too (runtime switches such as attn_backend are not).
-_EXTRA_FIELDS = ("rope_split", "rope_mode", "image_mean", "image_std")
+_EXTRA_FIELDS = ("rope_split", "rope_mode", "abs_pos_embed", "image_mean", "image_std")
 # Generic HF / remote-code keys that carry no architecture information.
 _IGNORED_HF_KEYS = {
     "architectures",

@@ -18,6 +18,7 @@ CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
 NormType = Literal["layer_norm", "rms_norm"]
 RopeMode = Literal["compatible", "clean"]
+AbsPosEmbed = Literal["none", "sincos3d"]
 AttnBackend = Literal["auto", "flash", "torch_varlen", "sdpa_loop", "sdpa_mask"]
 
 ATTN_BACKENDS: tuple[str, ...] = typing.get_args(AttnBackend)
@@ -29,6 +30,9 @@ class ViTConfig:
 
     ``rope_mode="compatible"`` reproduces the released RoPE rule bit for bit (use it to load released
     weights); ``"clean"`` is a true per-pair rotation, for training from scratch.
+    ``abs_pos_embed="sincos3d"`` adds a fixed sin-cos embedding of each patch's (t, h, w) to the patch
+    embedding (not in the released design, which has relative RoPE only): with it every token knows where
+    and when it is, which a small encoder trained from scratch needs to learn motion direction quickly.
     """
 
     hidden_size: int = 1024
@@ -45,6 +49,7 @@ class ViTConfig:
     rope_temporal_size: int = 64
     rope_split: tuple[int, int, int] = (4, 6, 6)
     rope_mode: RopeMode = "compatible"
+    abs_pos_embed: AbsPosEmbed = "none"
     use_head: bool = True
     image_mean: tuple[float, float, float] = CLIP_MEAN
     image_std: tuple[float, float, float] = CLIP_STD

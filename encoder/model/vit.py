@@ -1,8 +1,8 @@
 """OV-Encoder ViT on packed variable-length sequences.
 
 ``pixels [N, C, p, p] -> patch embedding -> layernorm_pre -> blocks (3D RoPE, varlen attention)
--> layernorm_post -> per-sequence attention-pooling head``.  No CLS token, no absolute position
-embedding; only the given patches are embedded.
+-> layernorm_post -> per-sequence attention-pooling head``.  No CLS token and, by default, no absolute
+position embedding (``abs_pos_embed="sincos3d"`` adds a fixed one); only the given patches are embedded.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .config import ViTConfig, get_config
 from .head import PoolingHead
 from .layers import Embeddings, Encoder, make_norm
 from .packing import PackedInput, pack_images, pack_selections, pack_videos, validate_packed
+from .posembed import sincos3d
 from .rope import rope_cos_sin
 
 
@@ -141,7 +142,10 @@ class OVEncoder(nn.Module):
             positions.to(pixels.device), cfg.rope_axis_sizes, cfg.rope_theta, cfg.rope_mode
         )
 
-        x = self.layernorm_pre(self.embeddings(self.normalize_pixels(pixels)))
+        x = self.embeddings(self.normalize_pixels(pixels))
+        if cfg.abs_pos_embed == "sincos3d":
+            x = x + sincos3d(positions.to(x.device), cfg.hidden_size).to(x.dtype)
+        x = self.layernorm_pre(x)
         x, kept = self.encoder(
             x, cos, sin, info, cfg.attn_backend, num_layers=None if full else keep, keep=keep
         )

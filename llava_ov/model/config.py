@@ -52,7 +52,7 @@ class ProjectorConfig:
     merge: MergeSize = 1  # 1, or 2 = 2×2 spatial merge of dense media (see llava_ov.model.merge)
     path: str | None = None  # safetensors file with trained projector weights (None = random init)
     # "none" (the paper's design, every full-scale recipe) | "sincos3d": a fixed 3D sin-cos embedding
-    # of each visual token's (t, h, w) added to the projector input (llava_ov.model.projector.sincos3d);
+    # of each visual token's (t, h, w) added to the projector input (encoder.model.posembed.sincos3d);
     # it tells the LLM where / when a token of a sparse codec selection was (the tower has RoPE only).
     pos_embed: PosEmbed = "none"
 

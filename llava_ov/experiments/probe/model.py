@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from encoder.model.head import segment_softmax
-from llava_ov.model.projector import sincos3d
+from encoder.model.posembed import sincos3d
 
 
 class AttentiveProbe(nn.Module):

@@ -89,9 +89,11 @@ def _write_released(path, sd):
     )
 
 
-def test_save_load_round_trip_is_bitwise(tmp_path):
+@pytest.mark.parametrize("abs_pos", ["none", "sincos3d"])
+def test_save_load_round_trip_is_bitwise(tmp_path, abs_pos):
     torch.manual_seed(0)
-    model = OVEncoder(get_config("debug", rope_mode="clean", layer_norm_type="rms_norm")).eval()
+    cfg = get_config("debug", rope_mode="clean", layer_norm_type="rms_norm", abs_pos_embed=abs_pos)
+    model = OVEncoder(cfg).eval()
     model.save_pretrained(tmp_path / "ckpt")
     loaded = OVEncoder.from_pretrained(tmp_path / "ckpt").eval()
     assert loaded.config == model.config

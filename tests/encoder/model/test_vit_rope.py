@@ -89,10 +89,14 @@ def test_clean_scores_depend_only_on_position_differences():
     )
 
 
-@pytest.mark.parametrize("mode,invariant", [("clean", True), ("compatible", False)])
-def test_model_shift_invariance(mode, invariant):
+@pytest.mark.parametrize(
+    "mode,abs_pos,invariant",
+    [("clean", "none", True), ("compatible", "none", False), ("clean", "sincos3d", False)],
+)
+def test_model_shift_invariance(mode, abs_pos, invariant):
+    """Clean RoPE alone sees only position differences; an absolute sin-cos embedding breaks that."""
     torch.manual_seed(0)
-    model = OVEncoder(get_config("debug", rope_mode=mode))
+    model = OVEncoder(get_config("debug", rope_mode=mode, abs_pos_embed=abs_pos))
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:

@@ -8,11 +8,12 @@ import pytest
 import torch
 from lmm_model_support import batch_of, mixed_items
 
+from encoder.model.posembed import sincos3d
 from llava_ov.data.dataset import MediaBatch
 from llava_ov.model import LlavaOVModel, build_model, debug_config
 from llava_ov.model.config import ProjectorConfig
 from llava_ov.model.merge import merge_plan
-from llava_ov.model.projector import MLPProjector, merged_positions, sincos3d
+from llava_ov.model.projector import MLPProjector, merged_positions
 
 
 def _grid(t: int, h: int, w: int) -> torch.Tensor:
