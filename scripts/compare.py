@@ -8,7 +8,8 @@
 Variants: OV-Encoder codec / uniform frames / random patches, SigLIP2 frames, Qwen3-ViT frames (towers
 from scratch at their debug size, as the embedded default's OV-Encoder); ``--pretrained [EXPORT]`` adds
 "OV-Encoder codec, pretrained": the codec row with the export of ``scripts/pretrain_encoder.py`` (default
-``outputs/pretrain_synthetic/pretrain/final``) as its tower. Every variant first gets the
+``outputs/pretrain_synthetic/pretrain/final``) as its tower, and its baseline "OV-Encoder codec, export
+architecture": the export's architecture (e.g. ``abs_pos_embed``) from scratch. Every variant first gets the
 same SFT learning-rate search (``--lrs``, at the middle budget and the first seed; the LR with the
 lowest final training loss is kept, held-out data is not used to choose). Each cell is one training
 run (reused when done) scored by the trainer's held-out evaluator; the table (overall and per question
@@ -39,8 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         const="",
         default=None,
         metavar="EXPORT",
-        help="add the variant 'OV-Encoder codec, pretrained' (tower: this encoder pretraining export; "
-        "default outputs/pretrain_synthetic/pretrain/final)",
+        help="add the variants 'OV-Encoder codec, pretrained' (tower: this encoder pretraining export; "
+        "default outputs/pretrain_synthetic/pretrain/final) and its architecture from scratch",
     )
     ap.add_argument("--quick", action="store_true", help="tiny models, a few steps, one budget and seed")
     ap.add_argument(
@@ -63,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from llava_ov.experiments.compare import (
         ALL_VARIANTS,
+        EXPORT_SCRATCH,
         PRETRAINED,
         VARIANTS,
         CompareConfig,
@@ -76,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown variant(s) {bad}; choose from {list(by_name)}", file=sys.stderr)
         return 2
     variants = tuple(by_name[n] for n in args.variants) if args.variants else VARIANTS
-    if args.pretrained is not None and PRETRAINED not in variants:
-        variants += (PRETRAINED,)
+    if args.pretrained is not None:
+        variants += tuple(v for v in (PRETRAINED, EXPORT_SCRATCH) if v not in variants)
     cfg = CompareConfig(
         out=args.out or Path("outputs/compare_quick" if args.quick else "outputs/compare"),
         budgets=tuple(args.budgets or ((128,) if args.quick else (96, 128, 256))),

@@ -28,6 +28,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from encoder.model import config_to_hf_dict, read_config
 from llava_ov.model import TowerConfig
 from llava_ov.model.budget import balanced_frames
 from llava_ov.model.towers import tower_spec
@@ -46,6 +47,9 @@ class Variant:
     mode: str  # codec | random | frames
     # the tower starts from the encoder pretraining export (CompareConfig.pretrained)
     pretrained: bool = False
+    # the export's architecture (every config.json field, e.g. abs_pos_embed) at random init: the
+    # from-scratch row that the pretrained one is fairly compared with
+    export_architecture: bool = False
 
     def overrides(
         self,
@@ -56,10 +60,13 @@ class Variant:
         tower_path: Path | None = None,
     ) -> list[str]:
         out = [f"model.tower.name={self.tower}", f"media.mode={self.mode}", f"media.budget={budget}"]
-        if self.pretrained:
+        if self.pretrained or self.export_architecture:
             if tower_path is None:
                 raise ValueError(f"variant {self.name!r} needs the pretraining export's path")
-            out.append(f"model.tower.path={tower_path}")
+            if self.pretrained:
+                out.append(f"model.tower.path={tower_path}")
+            else:
+                out.append(f"model.tower.ov_encoder={json.dumps(export_architecture(tower_path))}")
         if lr is not None:  # every module's SFT peak LR (the embedded default uses one LR for all)
             out += [f"sft.optim.lr={lr:g}", f"sft.optim.lr_vision={lr:g}"]
         if self.tower != "ov_encoder":
@@ -83,7 +90,20 @@ VARIANTS = (
 #: first); everything else as "OV-Encoder codec". Not in the default set: it needs that export.
 PRETRAINED_EXPORT = Path("outputs/pretrain_synthetic/pretrain/final")  # the embedded default's export
 PRETRAINED = Variant("OV-Encoder codec, pretrained", "ov_encoder", "codec", pretrained=True)
-ALL_VARIANTS = (*VARIANTS, PRETRAINED)
+#: Its baseline: the export's architecture from scratch (the default export adds ``abs_pos_embed``, which
+#: the "OV-Encoder codec" row lacks).
+EXPORT_SCRATCH = Variant(
+    "OV-Encoder codec, export architecture", "ov_encoder", "codec", export_architecture=True
+)
+ALL_VARIANTS = (*VARIANTS, PRETRAINED, EXPORT_SCRATCH)
+
+
+def export_architecture(path: Path) -> dict:
+    """Every architecture field of an encoder export's ``config.json`` (as ``ViTConfig`` overrides)."""
+    arch = config_to_hf_dict(read_config(path))
+    return {k: v for k, v in arch.items() if k not in ("model_type", "architectures")}
+
+
 QUICK_OVERRIDES = [  # seconds-long runs for a smoke test of the whole comparison
     "data.synthetic.num_train=48",
     "data.synthetic.num_heldout=20",
@@ -125,7 +145,8 @@ class CompareConfig:
 
     def check(self) -> None:
         """Fail before any run when a pretrained variant has no export to start from."""
-        if any(v.pretrained for v in self.variants) and not (self.pretrained / "config.json").is_file():
+        needs = any(v.pretrained or v.export_architecture for v in self.variants)
+        if needs and not (self.pretrained / "config.json").is_file():
             raise RuntimeError(
                 f"no encoder pretraining export at {self.pretrained} (variant {PRETRAINED.name!r}): "
                 "run `python scripts/pretrain_encoder.py` first, or pass --pretrained PATH"
@@ -358,6 +379,7 @@ def compare(cfg: CompareConfig, progress: bool = True) -> tuple[list[dict[str, A
 
 __all__ = [
     "ALL_VARIANTS",
+    "EXPORT_SCRATCH",
     "PRETRAINED",
     "PRETRAINED_EXPORT",
     "VARIANTS",

@@ -217,6 +217,7 @@ def test_the_export_is_an_lmm_tower(data_root, bank, tmp_path):
     got = {k: v for k, v in tower.state_dict().items()}
     matched = [k for k in saved if any(g.endswith(k) and torch.equal(got[g], saved[k]) for g in got)]
     assert len(matched) == len(saved)  # every pretrained tensor is in the tower, bit-exact
+    assert tower.encoder.config.abs_pos_embed == "sincos3d"  # the default student's positions come along
 
 
 def test_a_bank_of_other_data_fails_before_any_step(data_root, bank, tmp_path):

@@ -10,9 +10,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from pretrain_support import DEFAULT_YAML, ROOT, tiny_config, tiny_overrides
 
-from llava_ov.experiments.compare import PRETRAINED, VARIANTS, CompareConfig, run_overrides
+from llava_ov.experiments.compare import EXPORT_SCRATCH, PRETRAINED, VARIANTS, CompareConfig, run_overrides
 from llava_ov.model.towers import build_tower
 from llava_ov.pretrain.config import load_pretrain_config
 from llava_ov.pretrain.run import pretrain
@@ -84,6 +85,13 @@ def test_the_pretrained_variant_uses_the_export(export, tmp_path):
     assert run_cfg.model.tower.path == str(final)
     tower = build_tower(run_cfg.model.tower)
     assert tower.spec.patch_size == 14
+    # its baseline: the export's architecture (abs_pos_embed included) at random init, else the codec row
+    scratch = run_overrides(cfg, EXPORT_SCRATCH, 128, 0)
+    assert "model.tower.path" not in dict(a.split("=", 1) for a in scratch)
+    fresh = build_tower(load_train_config(TRAIN_YAML, scratch).model.tower)
+    assert fresh.encoder.config == tower.encoder.config and fresh.encoder.config.abs_pos_embed == "sincos3d"
+    saved = {k: v for k, v in tower.encoder.state_dict().items()}
+    assert any(not torch.equal(v, saved[k]) for k, v in fresh.encoder.state_dict().items())
 
 
 @pytest.mark.slow
