@@ -16,6 +16,7 @@ the budget, not always all of it).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -28,7 +29,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from encoder.model import config_to_hf_dict, read_config
+from encoder.model import ViTConfig, config_to_hf_dict, read_config
 from llava_ov.model import TowerConfig
 from llava_ov.model.budget import balanced_frames
 from llava_ov.model.towers import tower_spec
@@ -100,8 +101,8 @@ ALL_VARIANTS = (*VARIANTS, PRETRAINED, EXPORT_SCRATCH)
 
 def export_architecture(path: Path) -> dict:
     """Every architecture field of an encoder export's ``config.json`` (as ``ViTConfig`` overrides)."""
-    arch = config_to_hf_dict(read_config(path))
-    return {k: v for k, v in arch.items() if k not in ("model_type", "architectures")}
+    fields = {f.name for f in dataclasses.fields(ViTConfig)}
+    return {k: v for k, v in config_to_hf_dict(read_config(path)).items() if k in fields}
 
 
 QUICK_OVERRIDES = [  # seconds-long runs for a smoke test of the whole comparison
@@ -145,10 +146,10 @@ class CompareConfig:
 
     def check(self) -> None:
         """Fail before any run when a pretrained variant has no export to start from."""
-        needs = any(v.pretrained or v.export_architecture for v in self.variants)
+        needs = [v.name for v in self.variants if v.pretrained or v.export_architecture]
         if needs and not (self.pretrained / "config.json").is_file():
             raise RuntimeError(
-                f"no encoder pretraining export at {self.pretrained} (variant {PRETRAINED.name!r}): "
+                f"no encoder pretraining export at {self.pretrained} (variants {needs}): "
                 "run `python scripts/pretrain_encoder.py` first, or pass --pretrained PATH"
             )
 
