@@ -191,12 +191,35 @@ def make_sample(
 # ----------------------------------------------------------------------------- generation + cache
 
 
+# CodecConfig fields that never shape the patches stored for a clip in a given mode: the frame count of
+# the dense modes (frames / collage) and the still-image settings. Left out of the cache key, so that two
+# runs whose codec settings differ only there (pretraining's 4-frame mix, the LMM's image cap) share a set.
+_UNUSED_BY_MODE = {
+    "codec": ("num_frames", "image_max_side", "image_max_cells", "image_cell"),
+    "random": ("num_frames", "image_max_side", "image_max_cells", "image_cell"),
+    "frames": ("image_max_side", "image_max_cells", "image_cell"),
+    "collage": ("image_max_side", "image_max_cells", "image_cell"),
+}
+
+
+def stored_codec(cfg: SyntheticQAConfig) -> dict[str, Any] | None:
+    """The resolved codec settings that shape the stored patches (None with ``store: mp4``)."""
+    if cfg.store == "mp4":
+        return None
+    codec = dataclasses.asdict(codec_config(cfg))
+    for k in _UNUSED_BY_MODE.get(codec["mode"], ()):
+        codec.pop(k)
+    return codec
+
+
 def config_hash(cfg: SyntheticQAConfig, split: str) -> str:
-    """Hash of everything that changes the content of ``split`` (not out_dir / workers)."""
+    """Hash of everything that changes the content of ``split`` (not out_dir / workers, nor codec fields
+    that do not shape the stored patches: :func:`stored_codec`)."""
     d = dataclasses.asdict(cfg)
     for k in ("out_dir", "workers", "num_train", "num_heldout", "seed", "heldout_seed"):
         d.pop(k)
     d |= {
+        "codec": stored_codec(cfg),
         "split": split,
         "seed": cfg.split_seed(split),
         "count": cfg.split_size(split),

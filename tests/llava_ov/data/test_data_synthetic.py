@@ -15,6 +15,7 @@ from llava_ov.data.synthetic_qa import (
     ANSWERS,
     QTYPES,
     SyntheticQAConfig,
+    config_hash,
     generate_synthetic_qa,
     question_for,
     tokenizer_texts,
@@ -103,6 +104,22 @@ def test_cache_hit_and_regeneration(tmp_path):
         "train"
     ]
     assert generate_synthetic_qa(cfg, progress=False) == out
+
+
+def test_cache_key_holds_only_what_shapes_the_stored_patches(tmp_path):
+    def key(store="both", **codec):
+        return config_hash(_cfg(tmp_path, store=store, codec={"patch_size": 16} | codec), "train")
+
+    base = key(select={"budget": 32})
+    # the dense modes' frame count and the still-image cap do not change a codec selection: one set
+    assert key(select={"budget": 32}, num_frames=4, image_cell=16, image_max_cells=16) == base
+    assert (
+        key(select={"budget": 32}, decode={"num_frames": 8, "input_size": 64}) == base
+    )  # defaults spelt out
+    assert key(select={"budget": 48}) != base  # the budget does
+    assert key(select={"budget": 32, "min_score": 4.0}) != base
+    assert key(mode="frames", num_frames=4) != key(mode="frames", num_frames=2)  # frames mode: it does
+    assert key(store="mp4", select={"budget": 32}) == key(store="mp4")  # mp4 only: no codec at all
 
 
 def _mask(frame: np.ndarray, color: str) -> np.ndarray:
