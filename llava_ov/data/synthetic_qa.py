@@ -184,7 +184,11 @@ def make_sample(
         path = Path(tmp) / "clip.mp4"
         write_video(path, frames, codec="h264", fps=cfg.fps, gop=cfg.num_frames, crf=cfg.crf)
         media = [("mp4", path.read_bytes())] if cfg.store in ("mp4", "both") else []
-        npz = [patchify(path, codec_config(cfg)).to_bytes()] if cfg.store in ("npz", "both") else []
+        npz = []
+        if cfg.store in ("npz", "both"):
+            sel = patchify(path, codec_config(cfg))
+            sel.meta["path"] = record["video"]  # not the temporary file's: the same on every run
+            npz = [sel.to_bytes()]
     return record["id"], json.dumps(record).encode(), media, npz
 
 
