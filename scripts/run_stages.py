@@ -1,7 +1,7 @@
 """The three stages in one command: encoder pretraining → LMM align + sft on the pretrained encoder →
 lmms-eval on the offline local tasks.
 
-    python scripts/run_stages.py                                   # embedded default, ~7-9 min on 2 CPU cores
+    python scripts/run_stages.py                                   # embedded default, ~10 min on 2 CPU cores
     python scripts/run_stages.py --out outputs/stages_s1 --pretrain seed=1 --lmm seed=1
     python scripts/run_stages.py --launcher "deepspeed --num_gpus 8" --pretrain-config my_pretrain.yaml \\
         --lmm-config my_sft.yaml --eval-tasks videomme,mvbench
