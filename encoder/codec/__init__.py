@@ -12,6 +12,7 @@ from encoder.codec.pipeline import (
     patchify_frames,
     patchify_image,
     patchify_with_canvas,
+    video_settings,
 )
 from encoder.codec.saliency import SaliencyConfig, energies, is_static, patch_scores, saliency_map
 from encoder.codec.select import SelectConfig, Selection, select_patches
@@ -42,5 +43,6 @@ __all__ = [
     "render_selection",
     "saliency_map",
     "select_patches",
+    "video_settings",
     "virtual_t",
 ]

@@ -128,6 +128,26 @@ def patchify(path: str | Path, cfg: CodecConfig | None = None) -> PatchSelection
     return patchify_with_canvas(path, cfg)[0]
 
 
+_IMAGE_FIELDS = ("image_max_side", "image_max_cells", "image_cell")  # read by the image path only
+# CodecConfig fields a video's selection never reads, per mode (the dispatch of patchify_with_canvas):
+# the image settings always, and the dense modes' frame count in the codec / random modes.
+_UNUSED_FOR_VIDEO = {
+    "codec": ("num_frames", *_IMAGE_FIELDS),
+    "random": ("num_frames", *_IMAGE_FIELDS),
+    "frames": _IMAGE_FIELDS,
+    "collage": _IMAGE_FIELDS,
+}
+
+
+def video_settings(cfg: CodecConfig) -> dict:
+    """The fields of ``cfg`` that shape the selection of a video (a key for cached video selections:
+    settings that differ only elsewhere give the same patches)."""
+    settings = dataclasses.asdict(cfg)
+    for k in _UNUSED_FOR_VIDEO.get(cfg.mode, ()):
+        settings.pop(k)
+    return settings
+
+
 def patchify_with_canvas(path: str | Path, cfg: CodecConfig | None = None) -> tuple[PatchSelection, Canvas]:
     """:func:`patchify`, also returning the frames the patches came from."""
     cfg = cfg or CodecConfig()

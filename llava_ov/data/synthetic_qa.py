@@ -46,7 +46,7 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
-from encoder.codec import CodecConfig, DecodeConfig, patchify
+from encoder.codec import CodecConfig, DecodeConfig, patchify, video_settings
 from encoder.codec.synthetic import write_video
 from encoder.typed_config import ConfigError, check_choices, merge_config
 from llava_ov.data.shards import ShardWriter, expand_env, init_worker_process
@@ -195,25 +195,11 @@ def make_sample(
 # ----------------------------------------------------------------------------- generation + cache
 
 
-# CodecConfig fields that never shape the patches stored for a clip in a given mode: the frame count of
-# the dense modes (frames / collage) and the still-image settings. Left out of the cache key, so that two
-# runs whose codec settings differ only there (pretraining's 4-frame mix, the LMM's image cap) share a set.
-_UNUSED_BY_MODE = {
-    "codec": ("num_frames", "image_max_side", "image_max_cells", "image_cell"),
-    "random": ("num_frames", "image_max_side", "image_max_cells", "image_cell"),
-    "frames": ("image_max_side", "image_max_cells", "image_cell"),
-    "collage": ("image_max_side", "image_max_cells", "image_cell"),
-}
-
-
 def stored_codec(cfg: SyntheticQAConfig) -> dict[str, Any] | None:
-    """The resolved codec settings that shape the stored patches (None with ``store: mp4``)."""
-    if cfg.store == "mp4":
-        return None
-    codec = dataclasses.asdict(codec_config(cfg))
-    for k in _UNUSED_BY_MODE.get(codec["mode"], ()):
-        codec.pop(k)
-    return codec
+    """The resolved codec settings that shape the stored patches (None with ``store: mp4``): the clips are
+    videos, so settings only a still image or another mode reads are left out (two runs whose codec settings
+    differ only there, e.g. pretraining's 4-frame mix and the LMM's image cap, share a set)."""
+    return None if cfg.store == "mp4" else video_settings(codec_config(cfg))
 
 
 def config_hash(cfg: SyntheticQAConfig, split: str) -> str:

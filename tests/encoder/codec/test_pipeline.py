@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ from encoder.codec import (
     SelectConfig,
     patchify,
     patchify_with_canvas,
+    video_settings,
 )
 from encoder.codec.synthetic import make_clip, object_patch_overlap
 
@@ -145,6 +148,27 @@ def test_deterministic(clips):
     np.testing.assert_array_equal(a.positions, b.positions)
     np.testing.assert_array_equal(a.pixels, b.pixels)
     np.testing.assert_array_equal(a.scores, b.scores)
+
+
+@pytest.mark.parametrize("mode", ["codec", "random", "frames"])
+def test_video_settings_hold_what_shapes_a_videos_selection(clips, mode):
+    """Settings left out of video_settings do not change a video's patches; settings kept in do."""
+    path = clips["mover_h264"].path
+
+    def run(cfg):
+        sel = patchify(path, cfg)
+        return sel.positions.tobytes() + sel.pixels.tobytes()
+
+    base = CodecConfig(mode=mode, decode=DecodeConfig(num_frames=16, input_size=SIZE))
+    dropped = set(dataclasses.asdict(base)) - set(video_settings(base))
+    other = dataclasses.replace(base, num_frames=4, image_max_side=64, image_max_cells=4, image_cell=28)
+    changed = {k for k in dataclasses.asdict(base) if getattr(base, k) != getattr(other, k)}
+    if mode == "frames":
+        assert "num_frames" not in dropped and run(other) != run(base)  # its frame count is read
+    else:
+        assert changed <= dropped and video_settings(other) == video_settings(base)
+        assert run(other) == run(base)
+    assert video_settings(dataclasses.replace(base, patch_size=16)) != video_settings(base)
 
 
 def test_positions_sorted_and_pixels_match_frames(clips):

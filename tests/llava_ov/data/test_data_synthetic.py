@@ -169,7 +169,8 @@ def test_tokenizer_texts_cover_questions_and_answers(generated):
 
 
 def test_npz_store_through_the_loader(tmp_path, tokenizer):
-    from llava_ov.data.mixture import DataConfig, SourceConfig, build_loader, eval_items
+    from encoder.codec import PatchSelection
+    from llava_ov.data.mixture import DataConfig, SourceConfig, build_loader, eval_items, prepare_data
 
     syn = _cfg(tmp_path, size=56, num_train=6, num_heldout=3, store="both", codec={"select": {"budget": 32}})
     cfg = DataConfig(
@@ -182,6 +183,10 @@ def test_npz_store_through_the_loader(tmp_path, tokenizer):
         max_length=256,
         max_tokens=512,
     )
+    # each stored selection names its clip, not the temporary file it was cut from (same on every run)
+    files = _members(prepare_data(cfg)["train"])
+    metas = {k: PatchSelection.from_bytes(v).meta["path"] for k, v in files.items() if k.endswith(".npz")}
+    assert metas and all(path == key[:-4] + ".mp4" for key, path in metas.items())
     loader = build_loader(cfg, tokenizer, rank=0, world_size=1)
     batches = list(loader)
     assert loader.stats.used == 6 and loader.stats.total_skipped == 0
