@@ -192,6 +192,23 @@ def make_sample(
     return record["id"], json.dumps(record).encode(), media, npz
 
 
+def scene_case(record: dict[str, Any]) -> str:
+    """Which variant of its question type a record's scene is (for error analysis, from ``scene``):
+
+    * ``color``: ``alone`` (the named object only), ``pair, target moves`` or ``pair, both still`` (the
+      target beside a still object of another shape and colour: only its shape tells them apart);
+    * ``direction`` / ``count``: ``alone`` or ``with distractor``;
+    * ``appeared`` / ``which_moved``: ``pair`` (always two objects)."""
+    objects = record["scene"]["objects"]
+    if len(objects) == 1:
+        return "alone"
+    if record["qtype"] == "color":
+        target = next(o for o in objects if o["role"] == "target")
+        moves = len(set(target["x"])) > 1 or len(set(target["y"])) > 1
+        return "pair, target moves" if moves else "pair, both still"
+    return "with distractor" if record["qtype"] in ("direction", "count") else "pair"
+
+
 # ----------------------------------------------------------------------------- generation + cache
 
 

@@ -244,3 +244,26 @@ def test_precomputed_patches_are_those_the_loader_would_make(tmp_path):
         np.testing.assert_array_equal(pre.pixels, fresh.pixels)
         lengths.append(len(pre))
     assert len(lengths) == 6 and all(16 <= n <= 40 for n in lengths)  # 4x4 context + informative patches
+
+
+def test_scene_case_names_what_the_scene_holds(tmp_path):
+    from llava_ov.data.synthetic_qa import make_record, scene_case
+
+    cfg = _cfg(tmp_path)
+    cases: dict[str, set[str]] = {}
+    for index in range(150):
+        record, _ = make_record(cfg, "heldout", index)
+        case = scene_case(record)
+        cases.setdefault(record["qtype"], set()).add(case)
+        objects = record["scene"]["objects"]
+        moving = [len(set(o["x"])) > 1 or len(set(o["y"])) > 1 for o in objects]
+        if case == "alone":
+            assert len(objects) == 1
+        elif case == "pair, both still":
+            assert len(objects) == 2 and not any(moving)
+            assert len({o["shape"] for o in objects}) == 2 and len({o["color"] for o in objects}) == 2
+        elif case == "pair, target moves":
+            assert [o["role"] for o, m in zip(objects, moving) if m] == ["target"]
+    assert cases["color"] == {"alone", "pair, both still", "pair, target moves"}
+    assert cases["direction"] == cases["count"] == {"alone", "with distractor"}
+    assert cases["appeared"] == cases["which_moved"] == {"pair"}
