@@ -21,7 +21,7 @@ from pathlib import Path
 
 from encoder.cli import run_cli
 from llava_ov.data.mixture import synthetic_config
-from llava_ov.data.synthetic_qa import make_record, scene_case
+from llava_ov.data.synthetic_qa import SyntheticQAConfig, make_record, scene_case
 from llava_ov.report import format_table
 from llava_ov.train.config import load_train_config
 
@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def load_run(run: Path, stage: str) -> tuple[list[dict], object]:
+def load_run(run: Path, stage: str) -> tuple[list[dict], SyntheticQAConfig]:
     """(the eval records, the run's synthetic-set config); one-line errors for a folder that is not a run."""
     evals, config = run / stage / "eval.json", run / "config.yaml"
     for path in (evals, config):
@@ -47,7 +47,7 @@ def load_run(run: Path, stage: str) -> tuple[list[dict], object]:
     return records, synthetic_config(data)
 
 
-def breakdown(records: list[dict], synthetic) -> dict[tuple[str, str, str], list[bool]]:
+def breakdown(records: list[dict], synthetic: SyntheticQAConfig) -> dict[tuple[str, str, str], list[bool]]:
     """``(qtype, "case" | "answer", value) → [correct, ...]`` over the held-out records."""
     out: dict[tuple[str, str, str], list[bool]] = defaultdict(list)
     for r in records:
